@@ -1,0 +1,346 @@
+#!/usr/bin/env bash
+# Insight benchmark harness: h2c origin <- {direct, insight-sidecar, nghttpx, HAProxy} <- h2load
+#
+# One run starts everything on 127.0.0.1 (free ports picked at random), measures, prints a
+# comparison table and writes it to Benchmarks/results/latest.md.  Bounded to ~2-3 minutes
+# with the defaults (plus the optional `swift build`, which is itself capped by BUILD_TIMEOUT).
+#
+# Topology / CPU pinning (taskset):
+#   CPU $LOAD_CPU  (default 0): h2load (load generator, 1 thread) + nghttpd origin (1 worker)
+#   CPU $PROXY_CPU (default 1): the proxy under test (insight-sidecar / nghttpx / HAProxy),
+#                               each configured with ONE event loop / worker / thread.
+#   The proxy under test therefore gets a core of its own and never competes with the load
+#   generator.  Origin and h2load share a core, identically for every target; for "direct"
+#   this means the baseline is "origin + client on one core", i.e. it is a reference point,
+#   not an upper bound.  Only one target is loaded at a time (idle proxies just sit in epoll).
+#   On a 1-CPU machine everything falls back to CPU 0 (a warning is printed).
+#
+# Tests per target (each repeated $REPS times, reps interleaved across targets, median reported):
+#   small   : h2load -c4 -m10 --warm-up-time=$WARMUP -D $DURATION  /small (100 B)  -> req/s
+#   latency : h2load -c1 -m1 -n $LAT_N                              /small         -> mean/max "time for request"
+#   bulk    : h2load -c1 -m1 -n $BULK_N                             /bulk (10 MiB) -> MB/s (body bytes / wall time)
+#   A run is INVALID if any request failed/errored/timed out, was not 2xx, or (latency/bulk)
+#   the received body bytes do not match n * file size.
+#
+# Usage: Benchmarks/run.sh [--no-build] [--reps N] [--duration SECONDS] [--keep-tmp]
+# Env:   INSIGHT_SIDECAR (default .build/release/insight-sidecar, relative to repo root),
+#        DURATION=5 WARMUP=1 LAT_N=2000 BULK_N=20 REPS=3 LOAD_CPU=0 PROXY_CPU=1 BUILD_TIMEOUT=150
+#        H2_WINDOW=<bytes>  (unset = each proxy's defaults, i.e. 65535-byte stream windows towards
+#                            the origin, which caps bulk throughput; set e.g. 1048576 to raise
+#                            nghttpx --backend-http2-window-size and HAProxy tune.h2.initial-window-size;
+#                            insight-sidecar is always run with its own defaults)
+set -uo pipefail
+export PYTHONDONTWRITEBYTECODE=1
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd)"
+PARSER="$SCRIPT_DIR/parse_h2load.py"
+RESULTS_MD="$SCRIPT_DIR/results/latest.md"
+
+DURATION="${DURATION:-5}"
+WARMUP="${WARMUP:-1}"
+LAT_N="${LAT_N:-2000}"
+BULK_N="${BULK_N:-20}"
+REPS="${REPS:-3}"
+LOAD_CPU="${LOAD_CPU:-0}"
+PROXY_CPU="${PROXY_CPU:-1}"
+BUILD_TIMEOUT="${BUILD_TIMEOUT:-150}"
+H2_WINDOW="${H2_WINDOW:-}"   # optional per-stream HTTP/2 window (bytes) for the proxies' backend side
+INSIGHT_SIDECAR="${INSIGHT_SIDECAR:-.build/release/insight-sidecar}"
+DO_BUILD=1
+KEEP_TMP=0
+SMALL_BYTES=100
+BULK_BYTES=$((10 * 1024 * 1024))
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --no-build) DO_BUILD=0 ;;
+    --reps) REPS="$2"; shift ;;
+    --duration) DURATION="$2"; shift ;;
+    --keep-tmp) KEEP_TMP=1 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*"; }
+die() { log "FATAL: $*"; exit 1; }
+
+for tool in h2load nghttpd nghttpx haproxy taskset python3; do
+  command -v "$tool" >/dev/null 2>&1 || die "'$tool' not found (apt-get install -y nghttp2-client nghttp2-server nghttp2-proxy haproxy util-linux python3)"
+done
+
+NCPU="$(nproc)"
+if (( NCPU < 2 )); then
+  log "WARNING: only $NCPU CPU; proxy and load generator will share CPU 0 - numbers are not meaningful"
+  LOAD_CPU=0; PROXY_CPU=0
+fi
+
+# --------------------------------------------------------------------------- process management
+TMP="$(mktemp -d /tmp/insight-bench.XXXXXX)"
+OUT="$TMP/out"
+mkdir -p "$OUT" "$TMP/docroot"
+PIDS=()
+NAMES=()
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  local i
+  for i in "${!PIDS[@]}"; do
+    kill -TERM "${PIDS[$i]}" 2>/dev/null || true
+  done
+  for _ in $(seq 20); do
+    local alive=0
+    for i in "${!PIDS[@]}"; do kill -0 "${PIDS[$i]}" 2>/dev/null && alive=1; done
+    (( alive )) || break
+    sleep 0.1
+  done
+  for i in "${!PIDS[@]}"; do
+    if kill -0 "${PIDS[$i]}" 2>/dev/null; then
+      log "killing ${NAMES[$i]} (pid ${PIDS[$i]}) with SIGKILL"
+      kill -KILL "${PIDS[$i]}" 2>/dev/null || true
+    fi
+  done
+  wait 2>/dev/null
+  if (( KEEP_TMP )); then log "kept temp dir $TMP"; else rm -rf "$TMP"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# start_bg NAME CPU CMD... : start pinned, in background, log to $TMP/NAME.log; sets LAST_PID
+start_bg() {
+  local name="$1" cpu="$2"; shift 2
+  taskset -c "$cpu" "$@" >"$TMP/$name.log" 2>&1 &
+  LAST_PID=$!
+  PIDS+=("$LAST_PID"); NAMES+=("$name")
+}
+
+# wait_port NAME PID PORT [TIMEOUT_S]: wait until 127.0.0.1:PORT accepts while PID is alive
+wait_port() {
+  local name="$1" pid="$2" port="$3" timeout="${4:-10}" i
+  for ((i = 0; i < timeout * 10; i++)); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      log "$name exited during startup; last log lines:"; tail -n 15 "$TMP/$name.log" | sed 's/^/    /'
+      return 1
+    fi
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  log "$name did not open port $port within ${timeout}s; last log lines:"; tail -n 15 "$TMP/$name.log" | sed 's/^/    /'
+  return 1
+}
+
+# smoke NAME PORT: two requests for /small and one for /bulk must succeed with the right body size
+smoke() {
+  local name="$1" port="$2" f="$TMP/smoke-$1.txt"
+  if timeout 20 taskset -c "$LOAD_CPU" h2load -c1 -m1 -n2 "http://127.0.0.1:$port/small" >"$f" 2>&1 &&
+     python3 "$PARSER" check "$f" "$SMALL_BYTES" 2>>"$f" &&
+     timeout 20 taskset -c "$LOAD_CPU" h2load -c1 -m1 -n1 "http://127.0.0.1:$port/bulk" >"$f.bulk" 2>&1 &&
+     python3 "$PARSER" check "$f.bulk" "$BULK_BYTES" 2>>"$f"; then
+    return 0
+  fi
+  log "$name smoke test failed:"; tail -n 8 "$f" | sed 's/^/    /'
+  return 1
+}
+
+cpu_busy_pct() {  # system-wide non-idle CPU % over 1 s (all cores)
+  python3 - <<'EOF'
+import time
+def snap():
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return sum(f), f[3] + f[4]          # total, idle + iowait
+t0, i0 = snap(); time.sleep(1); t1, i1 = snap()
+print(int(round(100.0 * (1 - (i1 - i0) / max(1, t1 - t0)))))
+EOF
+}
+
+# wait_quiet MAX_S: wait (up to MAX_S) until background CPU use is < 10%; sets QUIET_NOTE
+wait_quiet() {
+  local max="$1" busy i
+  QUIET_NOTE=""
+  for ((i = 0; i < max; i++)); do
+    busy="$(cpu_busy_pct)"
+    (( busy < 10 )) && return 0
+    (( i == 0 )) && log "machine is busy (${busy}% CPU used by other processes), waiting up to ${max}s for it to settle..."
+  done
+  QUIET_NOTE="background CPU load was ${busy}% when measurements started - results are unreliable"
+  log "WARNING: $QUIET_NOTE"
+}
+
+free_ports() {  # free_ports N -> N distinct currently-free loopback ports
+  python3 - "$1" <<'EOF'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+for s in socks: s.close()
+EOF
+}
+
+# --------------------------------------------------------------------------- build sidecar
+SIDECAR_NOTE=""
+cd "$REPO_ROOT" || die "cannot cd to $REPO_ROOT"
+if (( DO_BUILD )); then
+  if command -v swift >/dev/null 2>&1; then
+    log "building insight-sidecar (swift build -c release, timeout ${BUILD_TIMEOUT}s; log: build.log)..."
+    if ! timeout "$BUILD_TIMEOUT" swift build -c release --product insight-sidecar >"$TMP/build.log" 2>&1; then
+      SIDECAR_NOTE="swift build failed or timed out (${BUILD_TIMEOUT}s)"
+      log "NOTE: $SIDECAR_NOTE - continuing without insight-sidecar. Last build output:"
+      tail -n 15 "$TMP/build.log" | sed 's/^/    /'
+    fi
+  else
+    SIDECAR_NOTE="swift toolchain not found"
+    log "NOTE: $SIDECAR_NOTE - continuing without insight-sidecar"
+  fi
+fi
+SIDECAR_BIN="$INSIGHT_SIDECAR"
+[[ "$SIDECAR_BIN" = /* ]] || SIDECAR_BIN="$REPO_ROOT/$SIDECAR_BIN"
+if [[ -z "$SIDECAR_NOTE" && ! -x "$SIDECAR_BIN" ]]; then
+  SIDECAR_NOTE="binary $SIDECAR_BIN not found"
+  log "NOTE: $SIDECAR_NOTE - measuring the other targets only"
+fi
+
+# --------------------------------------------------------------------------- docroot + servers
+head -c "$SMALL_BYTES" /dev/urandom >"$TMP/docroot/small"
+head -c "$BULK_BYTES" /dev/urandom >"$TMP/docroot/bulk"
+
+read -r ORIGIN_PORT SIDECAR_PORT ADMIN_PORT NGHTTPX_PORT HAPROXY_PORT <<<"$(free_ports 5)"
+declare -A PORT=([direct]=$ORIGIN_PORT [insight-sidecar]=$SIDECAR_PORT [nghttpx]=$NGHTTPX_PORT [haproxy]=$HAPROXY_PORT)
+TARGETS=(direct insight-sidecar nghttpx haproxy)
+declare -A STATUS NOTE
+
+# origin: nghttpd, h2c, single worker (its default), no TLS
+start_bg origin "$LOAD_CPU" nghttpd --no-tls -a 127.0.0.1 -n 1 -d "$TMP/docroot" "$ORIGIN_PORT"
+wait_port origin "$LAST_PID" "$ORIGIN_PORT" && smoke origin "$ORIGIN_PORT" || die "origin (nghttpd) did not come up"
+STATUS[direct]=ok
+
+# nghttpx: h2c frontend -> h2c backend, 1 worker, no config file, no access log, errors to file
+start_bg nghttpx "$PROXY_CPU" nghttpx --conf=/dev/null \
+  --frontend="127.0.0.1,$NGHTTPX_PORT;no-tls" \
+  --backend="127.0.0.1,$ORIGIN_PORT;;proto=h2" \
+  --workers=1 --no-ocsp --log-level=WARN --errorlog-file="$TMP/nghttpx-error.log" \
+  ${H2_WINDOW:+--backend-http2-window-size="$H2_WINDOW"}
+if wait_port nghttpx "$LAST_PID" "$NGHTTPX_PORT" && smoke nghttpx "$NGHTTPX_PORT"; then
+  STATUS[nghttpx]=ok
+else
+  STATUS[nghttpx]=skipped; NOTE[nghttpx]="failed to start or smoke test failed"
+fi
+
+# HAProxy: mode http, h2c both sides, 1 thread, no logging
+cat >"$TMP/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    maxconn 1000
+$( [[ -n "$H2_WINDOW" ]] && echo "    tune.h2.initial-window-size $H2_WINDOW" )
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend fe
+    bind 127.0.0.1:$HAPROXY_PORT proto h2
+    default_backend be
+backend be
+    server s1 127.0.0.1:$ORIGIN_PORT proto h2
+EOF
+if haproxy -c -q -f "$TMP/haproxy.cfg" >"$TMP/haproxy-check.log" 2>&1; then
+  start_bg haproxy "$PROXY_CPU" haproxy -db -f "$TMP/haproxy.cfg"
+  if wait_port haproxy "$LAST_PID" "$HAPROXY_PORT" && smoke haproxy "$HAPROXY_PORT"; then
+    STATUS[haproxy]=ok
+  else
+    STATUS[haproxy]=skipped; NOTE[haproxy]="failed to start or smoke test failed"
+  fi
+else
+  cat "$TMP/haproxy-check.log"
+  STATUS[haproxy]=skipped; NOTE[haproxy]="haproxy -c rejected the generated config"
+fi
+
+# insight-sidecar
+if [[ -z "$SIDECAR_NOTE" ]]; then
+  start_bg insight-sidecar "$PROXY_CPU" "$SIDECAR_BIN" run \
+    --listen "127.0.0.1:$SIDECAR_PORT" --upstream "127.0.0.1:$ORIGIN_PORT" \
+    --hop bench --region local --admin "127.0.0.1:$ADMIN_PORT" --event-loops 1
+  if wait_port insight-sidecar "$LAST_PID" "$SIDECAR_PORT" 15 && smoke insight-sidecar "$SIDECAR_PORT"; then
+    STATUS[insight-sidecar]=ok
+  else
+    SIDECAR_NOTE="started but did not serve correctly (see log above)"
+  fi
+fi
+if [[ -n "$SIDECAR_NOTE" ]]; then
+  STATUS[insight-sidecar]=skipped; NOTE[insight-sidecar]="$SIDECAR_NOTE"
+fi
+
+# --------------------------------------------------------------------------- measure
+run_h2load() {  # run_h2load TARGET TEST REP ARGS...
+  local target="$1" test="$2" rep="$3"; shift 3
+  local f="$OUT/${target}__${test}__${rep}.txt"
+  # hard cap per run; a hung proxy yields an INVALID (incomplete) result instead of a hung script
+  timeout 60 taskset -c "$LOAD_CPU" h2load "$@" >"$f" 2>&1
+  local rc=$?
+  (( rc == 0 )) || echo "h2load exit status $rc" >>"$f"
+  return 0
+}
+
+summary() {  # one-line summary of a result file for the progress log
+  python3 -c '
+import sys; sys.path.insert(0, sys.argv[1]); import parse_h2load as p
+r = p.parse(open(sys.argv[2], errors="replace").read())
+s = "req/s=%.0f mean=%.0fus max=%.0fus" % (r.get("req_per_s", 0), r.get("req_mean_s", 0)*1e6, r.get("req_max_s", 0)*1e6)
+if r.get("finished_s") and r.get("data_bytes"): s += " body=%.0fMB/s" % (r["data_bytes"]/r["finished_s"]/1e6)
+print(s + ("" if r["valid"] else "  INVALID: " + "; ".join(r["errors"])))
+' "$SCRIPT_DIR" "$1"
+}
+
+# e.g. compiler processes left behind by a timed-out `swift build`, or someone else's build
+wait_quiet 30
+
+ACTIVE=()
+for t in "${TARGETS[@]}"; do [[ "${STATUS[$t]}" == ok ]] && ACTIVE+=("$t"); done
+log "targets: ${ACTIVE[*]}  (ports: origin=$ORIGIN_PORT sidecar=$SIDECAR_PORT nghttpx=$NGHTTPX_PORT haproxy=$HAPROXY_PORT)"
+log "pinning: h2load+origin on CPU $LOAD_CPU, proxy on CPU $PROXY_CPU; reps=$REPS duration=${DURATION}s warmup=${WARMUP}s"
+
+for ((rep = 1; rep <= REPS; rep++)); do
+  for t in "${ACTIVE[@]}"; do
+    url="http://127.0.0.1:${PORT[$t]}"
+    if ! kill -0 "${PIDS[0]}" 2>/dev/null; then die "origin died"; fi
+    run_h2load "$t" small "$rep" -c4 -m10 --warm-up-time="$WARMUP" -D "$DURATION" "$url/small"
+    log "rep $rep $t small:   $(summary "$OUT/${t}__small__${rep}.txt")"
+    run_h2load "$t" latency "$rep" -c1 -m1 -n "$LAT_N" "$url/small"
+    log "rep $rep $t latency: $(summary "$OUT/${t}__latency__${rep}.txt")"
+    run_h2load "$t" bulk "$rep" -c1 -m1 -n "$BULK_N" "$url/bulk"
+    log "rep $rep $t bulk:    $(summary "$OUT/${t}__bulk__${rep}.txt")"
+  done
+done
+
+# --------------------------------------------------------------------------- report
+POST_BUSY="$(cpu_busy_pct)"
+if (( POST_BUSY >= 10 )); then
+  QUIET_NOTE="${QUIET_NOTE:+$QUIET_NOTE; }background CPU load was ${POST_BUSY}% right after the measurements - results may be perturbed"
+  log "WARNING: background CPU load ${POST_BUSY}% after the measurements"
+fi
+for t in "${TARGETS[@]}"; do
+  printf '%s\t%s\t%s\n' "$t" "${STATUS[$t]}" "${NOTE[$t]:-}"
+done >"$OUT/targets.tsv"
+printf 'small\t%s\nlatency\t%s\nbulk\t%s\n' "$SMALL_BYTES" "$SMALL_BYTES" "$BULK_BYTES" >"$OUT/sizes.tsv"
+{
+  printf 'date\t%s\n' "$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+  printf 'host\t%s CPUs, %s, kernel %s\n' "$NCPU" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')" "$(uname -r)"
+  printf 'pinning\th2load + origin (nghttpd) on CPU %s; proxy under test on CPU %s; each proxy with 1 worker/thread/event loop\n' "$LOAD_CPU" "$PROXY_CPU"
+  printf 'versions\t%s; %s; %s; insight-sidecar %s\n' "$(h2load --version 2>&1 | head -1)" "$(nghttpx --version 2>&1 | head -1)" \
+    "$(haproxy -v 2>&1 | head -1 | awk '{print "HAProxy "$3}')" \
+    "$( [[ "${STATUS[insight-sidecar]}" == ok ]] && (git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') || echo 'n/a')"
+  printf 'h2 windows\t%s\n' "${H2_WINDOW:-proxy defaults (nghttpx/HAProxy: 65535-byte stream window towards origin)}"
+  printf 'parameters\treps=%s (median), small: -c4 -m10 --warm-up-time=%ss -D %ss; latency: -c1 -m1 -n %s; bulk: -c1 -m1 -n %s x 10 MiB\n' \
+    "$REPS" "$WARMUP" "$DURATION" "$LAT_N" "$BULK_N"
+  [[ -n "$QUIET_NOTE" ]] && printf 'WARNING\t%s\n' "$QUIET_NOTE"
+} >"$OUT/meta.tsv"
+
+echo
+python3 "$PARSER" report "$OUT" "$RESULTS_MD" || die "report generation failed"
+echo
+log "markdown written to ${RESULTS_MD#$REPO_ROOT/}"

@@ -1,0 +1,54 @@
+# Insight: the two commands are `make run` and `make test`. Every target installs what it
+# needs when it is missing, so a fresh Debian 12 machine (as root) needs nothing by hand.
+
+SHELL := /bin/bash
+APT_PACKAGES := libnghttp2-dev libssl-dev pkg-config nghttp2-client nghttp2-server nghttp2-proxy haproxy openssl curl
+PY_PACKAGES := grpcio grpcio-tools grpcio-health-checking protobuf h2 pytest
+PYTHON ?= python3
+SWIFT_BUILD_FLAGS ?=
+BIN := .build/debug/insight-sidecar
+
+.PHONY: deps build release test unit e2e lint format run bench clean
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages:$$missing"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+	@$(PYTHON) -c "import grpc, grpc_health, google.protobuf, h2, pytest" 2>/dev/null || \
+		$(PYTHON) -m pip install -q $(PY_PACKAGES)
+	@# haproxy is installed as a peer for tests and benchmarks, not as a system service.
+	@command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet haproxy 2>/dev/null && systemctl stop haproxy || true
+
+build: deps
+	swift build $(SWIFT_BUILD_FLAGS)
+
+release: deps
+	swift build -c release --product insight-sidecar
+
+lint:
+	swift format lint --strict --recursive Sources Tests Package.swift
+
+format:
+	swift format --in-place --recursive Sources Tests Package.swift
+
+unit: build
+	swift test $(SWIFT_BUILD_FLAGS)
+
+e2e: build
+	INSIGHT_SIDECAR=$(CURDIR)/$(BIN) INSIGHT_REQUIRE_SIDECAR=1 $(PYTHON) -m pytest -q -p no:cacheprovider Tests/e2e
+
+test: deps lint unit e2e
+	@echo "make test: all suites passed"
+
+# The main job until the embedded demo exists: the sidecar in front of a small gRPC backend.
+run: build
+	@bash Deploy/local/run-local.sh $(BIN)
+
+bench: deps
+	Benchmarks/run.sh
+
+clean:
+	rm -rf .build

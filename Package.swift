@@ -1,0 +1,76 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "insight",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "insight-sidecar", targets: ["insight-sidecar"]),
+        .library(name: "H2Proxy", targets: ["H2Proxy"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.1"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CNGHTTP2",
+            pkgConfig: "libnghttp2",
+            providers: [.apt(["libnghttp2-dev"])]
+        ),
+        .systemLibrary(
+            name: "COpenSSL",
+            pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev"])]
+        ),
+        .target(
+            name: "H2Proxy",
+            dependencies: [
+                "CNGHTTP2",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                "Metrics",
+            ]
+        ),
+        .target(
+            name: "Metrics",
+            dependencies: [
+                .product(name: "Atomics", package: "swift-atomics")
+            ]
+        ),
+        .target(
+            name: "Sidecar",
+            dependencies: [
+                "H2Proxy",
+                "Metrics",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        .executableTarget(
+            name: "insight-sidecar",
+            dependencies: ["Sidecar"]
+        ),
+        .testTarget(
+            name: "H2ProxyTests",
+            dependencies: [
+                "H2Proxy",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "SidecarTests",
+            dependencies: ["Sidecar", "Metrics"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,4 @@
+#ifndef INSIGHT_CNGHTTP2_SHIM_H
+#define INSIGHT_CNGHTTP2_SHIM_H
+#include <nghttp2/nghttp2.h>
+#endif

@@ -1,0 +1,162 @@
+import Logging
+import NIOCore
+
+/// A client connection: an nghttp2 server session fed from the channel, whose streams are
+/// bridged to the upstream pool of the same event loop.
+final class DownstreamConnection: ChannelInboundHandler, H2Connection {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    let loop: ProxyLoop
+    let session: H2Session
+    var streams: [Int32: ProxyStream] = [:]
+    var isDirty = false
+    private var context: ChannelHandlerContext?
+    private var closed = false
+    private var goAwaySent = false
+
+    init(loop: ProxyLoop) {
+        self.loop = loop
+        self.session = H2Session(role: .server, settings: loop.configuration.downstreamSession)
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        self.loop.metrics.downstreamConnectionsTotal.increment()
+        self.loop.metrics.downstreamConnectionsActive.increment()
+        self.loop.downstreams[ObjectIdentifier(self)] = self
+        if self.loop.isDraining { self.beginShutdown() }
+        self.loop.markDirty(self)
+        self.loop.flushDirty()
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = self.unwrapInboundIn(data)
+        do {
+            try self.session.receive(buffer)
+        } catch {
+            self.loop.metrics.protocolErrorsDownstream.increment()
+            self.loop.logger.debug("client connection error", metadata: ["error": "\(error)"])
+        }
+        self.processEvents()
+        self.loop.markDirty(self)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        self.loop.flushDirty()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.closed = true
+        self.loop.metrics.downstreamConnectionsActive.decrement()
+        self.loop.downstreams.removeValue(forKey: ObjectIdentifier(self))
+        let open = self.streams
+        self.streams.removeAll()
+        for (_, stream) in open { stream.downstreamDidClose(errorCode: H2ErrorCode.cancel) }
+        self.loop.flushDirty()
+        self.context = nil
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        self.loop.logger.debug("client connection I/O error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    func flushNow() {
+        guard let context = self.context, !self.closed else { return }
+        var wrote = false
+        let alive: Bool
+        do {
+            alive = try self.session.produceOutput { buffer in
+                wrote = true
+                context.write(self.wrapOutboundOut(buffer), promise: nil)
+            }
+        } catch {
+            alive = false
+        }
+        if wrote { context.flush() }
+        self.processEvents()
+        if !alive || (self.goAwaySent && self.streams.isEmpty && !self.session.wantsWrite) {
+            self.closed = true
+            context.close(promise: nil)
+        }
+    }
+
+    private func processEvents() {
+        self.session.withEvents { event in
+            switch event {
+            case .headers(let id, let block, let kind, let endStream):
+                if let stream = self.streams[id] {
+                    // Trailers on a request.
+                    stream.requestEnd(trailers: block)
+                } else if kind == .request {
+                    self.openStream(id, block, endStream: endStream)
+                } else {
+                    self.resetStream(id, errorCode: H2ErrorCode.protocolError)
+                }
+            case .data(let id, let chunk):
+                if let stream = self.streams[id] {
+                    stream.requestData(chunk)
+                } else {
+                    self.session.consume(streamID: id, bytes: chunk.readableBytes)
+                }
+            case .endStream(let id):
+                self.streams[id]?.requestEnd(trailers: nil)
+            case .dataSent(let id, let bytes):
+                self.streams[id]?.responseDataWritten(bytes)
+            case .streamClosed(let id, let code):
+                if let stream = self.streams.removeValue(forKey: id) {
+                    stream.downstreamDidClose(errorCode: code)
+                }
+            case .goAway:
+                break
+            case .remoteSettings:
+                break
+            case .headerListTooLarge:
+                self.loop.metrics.headerListTooLarge.increment()
+            case .protocolError(let id, let code):
+                self.loop.metrics.protocolErrorsDownstream.increment()
+                self.loop.logger.debug(
+                    "invalid frame from client",
+                    metadata: ["stream": "\(id)", "error": "\(H2Session.errorString(code))"])
+            }
+        }
+    }
+
+    private func openStream(_ id: Int32, _ request: HeaderBlock, endStream: Bool) {
+        let stream = ProxyStream(
+            downstream: self, streamID: id, request: request, endStream: endStream, receivedAt: .now())
+        self.streams[id] = stream
+        self.loop.metrics.streamsTotal.increment()
+        self.loop.metrics.streamsActive.increment()
+        self.loop.pool.open(stream)
+    }
+
+    func resetStream(_ id: Int32, errorCode: UInt32) {
+        self.loop.metrics.resetsSentDownstream.increment()
+        self.session.resetStream(streamID: id, errorCode: errorCode)
+        self.loop.markDirty(self)
+    }
+
+    /// Graceful shutdown: GOAWAY(2^31-1) now, the real GOAWAY after a grace period; the
+    /// connection closes once its streams are done.
+    func beginShutdown() {
+        guard !self.goAwaySent, !self.closed else { return }
+        self.session.submitShutdownNotice()
+        self.loop.markDirty(self)
+        self.loop.eventLoop.assumeIsolated().scheduleTask(in: self.loop.configuration.goAwayGrace) {
+            self.goAwaySent = true
+            self.session.submitGoAway(errorCode: H2ErrorCode.noError)
+            self.loop.markDirty(self)
+            self.loop.flushDirty()
+        }
+    }
+
+    func forceClose() {
+        self.context?.close(promise: nil)
+    }
+}

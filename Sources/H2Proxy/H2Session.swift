@@ -1,0 +1,549 @@
+internal import CNGHTTP2
+import NIOCore
+
+/// One HTTP/2 connection's protocol state, on libnghttp2: bytes in, events out, bytes out.
+///
+/// No sockets: the owner feeds received bytes to ``receive(_:)``, drains ``H2Event``s with
+/// ``withEvents(_:)``, and writes what ``produceOutput(_:)`` hands it. Flow control is manual:
+/// received DATA opens the window again only when the owner calls ``consume(streamID:bytes:)``,
+/// i.e. once the other side of the proxy has taken the bytes. Outgoing DATA is queued as
+/// `ByteBuffer` slices and written with `NGHTTP2_DATA_FLAG_NO_COPY`.
+public final class H2Session {
+    public enum Role: Sendable { case server, client }
+
+    public struct Settings: Sendable {
+        /// SETTINGS_MAX_CONCURRENT_STREAMS we advertise (server role).
+        public var maxConcurrentStreams: UInt32 = 100
+        /// SETTINGS_INITIAL_WINDOW_SIZE we advertise: the per-stream receive buffer bound.
+        public var initialWindowSize: Int32 = 1 << 20
+        /// Connection-level receive window.
+        public var connectionWindowSize: Int32 = 8 << 20
+        /// Largest decoded header list we accept (names + values + 32 per field).
+        public var maxHeaderListSize: Int = 64 << 10
+        /// nghttp2's RST_STREAM rate limit (CVE-2023-44487): token bucket burst and refill/s.
+        public var streamResetBurst: UInt64 = 1000
+        public var streamResetRate: UInt64 = 33
+        /// CONTINUATION frames accepted per header block (CVE-2024-28182).
+        public var maxContinuations: Int = 8
+        public init() {}
+    }
+
+    public let role: Role
+    public let settings: Settings
+    let session: OpaquePointer
+
+    private var pendingEvents: [H2Event] = []
+    private var spareEvents: [H2Event] = []
+    private var outbound: [Int32: OutboundStream] = [:]
+
+    // Receive state, valid only inside `receive`.
+    private var inputBuffer: ByteBuffer?
+    private var inputBase: UnsafeRawPointer?
+    private var inputCount = 0
+    private var currentBlock: HeaderBlock?
+    private var currentBlockTooLarge = false
+
+    // Send state, valid only inside `produceOutput`.
+    private var scratch: ByteBuffer
+    private var controlStart = 0
+    private var segments: [Segment] = []
+    private let allocator: ByteBufferAllocator
+
+    public private(set) var protocolErrors = 0
+
+    enum Segment {
+        case control(Int, Int)
+        case data(ByteBuffer)
+    }
+
+    struct OutboundStream {
+        var chunks = CircularBuffer<ByteBuffer>(initialCapacity: 4)
+        var bytes = 0
+        var ended = false
+        var trailers: HeaderBlock?
+        var deferred = false
+    }
+
+    public init(role: Role, settings: Settings = Settings(), allocator: ByteBufferAllocator = ByteBufferAllocator()) {
+        self.role = role
+        self.settings = settings
+        self.allocator = allocator
+        self.scratch = allocator.buffer(capacity: 0)
+
+        var callbacks: OpaquePointer?
+        precondition(nghttp2_session_callbacks_new(&callbacks) == 0, "nghttp2: out of memory")
+        defer { nghttp2_session_callbacks_del(callbacks) }
+        nghttp2_session_callbacks_set_send_callback(callbacks, sendCallback)
+        nghttp2_session_callbacks_set_send_data_callback(callbacks, sendDataCallback)
+        nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, beginHeadersCallback)
+        nghttp2_session_callbacks_set_on_header_callback(callbacks, headerCallback)
+        nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, frameRecvCallback)
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, dataChunkCallback)
+        nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, streamCloseCallback)
+        nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(callbacks, invalidFrameCallback)
+        nghttp2_session_callbacks_set_data_source_read_length_callback(callbacks, readLengthCallback)
+
+        var option: OpaquePointer?
+        precondition(nghttp2_option_new(&option) == 0, "nghttp2: out of memory")
+        defer { nghttp2_option_del(option) }
+        nghttp2_option_set_no_auto_window_update(option, 1)
+        nghttp2_option_set_stream_reset_rate_limit(option, settings.streamResetBurst, settings.streamResetRate)
+        nghttp2_option_set_max_continuations(option, settings.maxContinuations)
+        nghttp2_option_set_max_send_header_block_length(option, max(settings.maxHeaderListSize * 2, 64 << 10))
+
+        var raw: OpaquePointer?
+        // `self` is not fully initialised yet: create the session with a nil user pointer,
+        // then point it at `self` below.
+        let rv: Int32
+        switch role {
+        case .server: rv = nghttp2_session_server_new2(&raw, callbacks, nil, option)
+        case .client: rv = nghttp2_session_client_new2(&raw, callbacks, nil, option)
+        }
+        precondition(rv == 0 && raw != nil, "nghttp2_session_new failed: \(rv)")
+        self.session = raw!
+        nghttp2_session_set_user_data(self.session, Unmanaged.passUnretained(self).toOpaque())
+        self.submitInitialSettings()
+    }
+
+    deinit {
+        nghttp2_session_del(self.session)
+    }
+
+    private func submitInitialSettings() {
+        var entries: [nghttp2_settings_entry] = [
+            nghttp2_settings_entry(
+                settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue),
+                value: UInt32(self.settings.initialWindowSize)),
+            nghttp2_settings_entry(
+                settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue),
+                value: UInt32(self.settings.maxHeaderListSize)),
+        ]
+        switch self.role {
+        case .server:
+            entries.append(
+                nghttp2_settings_entry(
+                    settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue),
+                    value: self.settings.maxConcurrentStreams))
+        case .client:
+            entries.append(
+                nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_ENABLE_PUSH.rawValue), value: 0))
+        }
+        _ = nghttp2_submit_settings(self.session, UInt8(NGHTTP2_FLAG_NONE.rawValue), entries, entries.count)
+        if self.settings.connectionWindowSize > 65535 {
+            _ = nghttp2_session_set_local_window_size(
+                self.session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, self.settings.connectionWindowSize)
+        }
+    }
+
+    // MARK: Reading
+
+    /// Feeds bytes read from the connection. Throws on a connection error; the session has
+    /// then queued a GOAWAY, which ``produceOutput(_:)`` still writes before the owner closes.
+    public func receive(_ buffer: ByteBuffer) throws(H2Error) {
+        self.inputBuffer = buffer
+        let rv = buffer.withUnsafeReadableBytes { raw -> Int in
+            guard let base = raw.baseAddress, raw.count > 0 else { return 0 }
+            self.inputBase = base
+            self.inputCount = raw.count
+            return nghttp2_session_mem_recv(self.session, base.assumingMemoryBound(to: UInt8.self), raw.count)
+        }
+        self.inputBuffer = nil
+        self.inputBase = nil
+        self.inputCount = 0
+        if rv < 0 {
+            self.protocolErrors += 1
+            throw H2Error(code: Int32(rv), operation: "nghttp2_session_mem_recv")
+        }
+    }
+
+    /// Hands queued events to `body`, oldest first, then forgets them.
+    public func withEvents(_ body: (H2Event) throws -> Void) rethrows {
+        while !self.pendingEvents.isEmpty {
+            swap(&self.pendingEvents, &self.spareEvents)
+            defer { self.spareEvents.removeAll(keepingCapacity: true) }
+            for event in self.spareEvents { try body(event) }
+        }
+    }
+
+    public var hasEvents: Bool { !self.pendingEvents.isEmpty }
+
+    /// Re-opens the receive window by `bytes` for `streamID` (and the connection) once the
+    /// bytes have left the proxy on the other side.
+    public func consume(streamID: Int32, bytes: Int) {
+        guard bytes > 0 else { return }
+        if nghttp2_session_consume(self.session, streamID, bytes) != 0 {
+            _ = nghttp2_session_consume_connection(self.session, bytes)
+        }
+    }
+
+    // MARK: Writing
+
+    /// Serialises every frame nghttp2 can send now and passes the bytes to `write`, in order:
+    /// control frames copied into one buffer per call, DATA payloads as the queued slices.
+    /// Returns `false` once the session wants neither to read nor to write.
+    @discardableResult
+    public func produceOutput(_ write: (ByteBuffer) -> Void) throws(H2Error) -> Bool {
+        self.controlStart = 0
+        let rv = nghttp2_session_send(self.session)
+        self.closeControlRun()
+        if !self.segments.isEmpty {
+            for segment in self.segments {
+                switch segment {
+                case .control(let start, let end):
+                    write(self.scratch.getSlice(at: start, length: end - start)!)
+                case .data(let slice):
+                    write(slice)
+                }
+            }
+            self.segments.removeAll(keepingCapacity: true)
+            self.scratch = self.allocator.buffer(capacity: 0)
+        }
+        if rv != 0 {
+            throw H2Error(code: rv, operation: "nghttp2_session_send")
+        }
+        return self.isAlive
+    }
+
+    public var isAlive: Bool {
+        nghttp2_session_want_read(self.session) != 0 || nghttp2_session_want_write(self.session) != 0
+    }
+
+    public var wantsWrite: Bool { nghttp2_session_want_write(self.session) != 0 }
+
+    private func closeControlRun() {
+        let end = self.scratch.writerIndex
+        if end > self.controlStart {
+            self.segments.append(.control(self.controlStart, end))
+        }
+        self.controlStart = end
+    }
+
+    fileprivate func appendControl(_ bytes: UnsafeRawBufferPointer) {
+        if self.scratch.capacity == 0 {
+            self.scratch = self.allocator.buffer(capacity: max(4096, bytes.count))
+            self.controlStart = 0
+        }
+        self.scratch.writeBytes(bytes)
+    }
+
+    fileprivate func sendData(streamID: Int32, frameHeader: UnsafeRawBufferPointer, length: Int, padding: Int) {
+        self.appendControl(frameHeader)
+        if padding > 0 { self.scratch.writeInteger(UInt8(padding - 1)) }
+        self.closeControlRun()
+        var remaining = length
+        if var stream = self.outbound.removeValue(forKey: streamID) {
+            while remaining > 0, var chunk = stream.chunks.popFirst() {
+                if chunk.readableBytes > remaining {
+                    let head = chunk.readSlice(length: remaining)!
+                    stream.chunks.prepend(chunk)
+                    self.segments.append(.data(head))
+                    remaining = 0
+                } else {
+                    remaining -= chunk.readableBytes
+                    self.segments.append(.data(chunk))
+                }
+            }
+            stream.bytes -= length - remaining
+            self.outbound[streamID] = stream
+        }
+        if padding > 1 {
+            self.appendControl(UnsafeRawBufferPointer(start: zeroPadding, count: padding - 1))
+        }
+        self.pendingEvents.append(.dataSent(streamID: streamID, bytes: length))
+    }
+
+    // MARK: Submitting
+
+    /// Opens a stream with `headers` (client role). Returns its stream ID.
+    public func submitRequest(_ headers: HeaderBlock, endStream: Bool) throws(H2Error) -> Int32 {
+        let id: Int32
+        if endStream {
+            id = headers.withNV { nghttp2_submit_request(self.session, nil, $0, $1, nil, nil) }
+        } else {
+            var provider = nghttp2_data_provider()
+            provider.read_callback = readCallback
+            id = headers.withNV { nghttp2_submit_request(self.session, nil, $0, $1, &provider, nil) }
+        }
+        if id < 0 { throw H2Error(code: id, operation: "nghttp2_submit_request") }
+        if !endStream { self.outbound[id] = OutboundStream() }
+        return id
+    }
+
+    /// Sends the final response headers on `streamID` (server role).
+    public func submitResponse(streamID: Int32, _ headers: HeaderBlock, endStream: Bool) throws(H2Error) {
+        let rv: Int32
+        if endStream {
+            rv = headers.withNV { nghttp2_submit_response(self.session, streamID, $0, $1, nil) }
+        } else {
+            var provider = nghttp2_data_provider()
+            provider.read_callback = readCallback
+            rv = headers.withNV { nghttp2_submit_response(self.session, streamID, $0, $1, &provider) }
+            if rv == 0 && self.outbound[streamID] == nil { self.outbound[streamID] = OutboundStream() }
+        }
+        if rv != 0 { throw H2Error(code: rv, operation: "nghttp2_submit_response") }
+    }
+
+    /// Sends a HEADERS frame without END_STREAM and without data provider (1xx responses).
+    public func submitInterimHeaders(streamID: Int32, _ headers: HeaderBlock) throws(H2Error) {
+        let rv = headers.withNV {
+            nghttp2_submit_headers(self.session, UInt8(NGHTTP2_FLAG_NONE.rawValue), streamID, nil, $0, $1, nil)
+        }
+        if rv < 0 { throw H2Error(code: rv, operation: "nghttp2_submit_headers") }
+    }
+
+    /// Queues DATA for `streamID`; it is written as the peer's window allows.
+    public func sendData(streamID: Int32, _ buffer: ByteBuffer) {
+        guard buffer.readableBytes > 0, var stream = self.outbound[streamID] else { return }
+        stream.chunks.append(buffer)
+        stream.bytes += buffer.readableBytes
+        self.resumeIfDeferred(streamID: streamID, &stream)
+        self.outbound[streamID] = stream
+    }
+
+    /// Ends the stream after the queued DATA, with `trailers` if any.
+    public func endStream(streamID: Int32, trailers: HeaderBlock?) {
+        guard var stream = self.outbound[streamID] else { return }
+        stream.ended = true
+        stream.trailers = trailers.flatMap { $0.isEmpty ? nil : $0 }
+        self.resumeIfDeferred(streamID: streamID, &stream)
+        self.outbound[streamID] = stream
+    }
+
+    /// Bytes queued on `streamID` and not yet written.
+    public func queuedBytes(streamID: Int32) -> Int { self.outbound[streamID]?.bytes ?? 0 }
+
+    private func resumeIfDeferred(streamID: Int32, _ stream: inout OutboundStream) {
+        if stream.deferred {
+            stream.deferred = false
+            _ = nghttp2_session_resume_data(self.session, streamID)
+        }
+    }
+
+    public func resetStream(streamID: Int32, errorCode: UInt32) {
+        _ = nghttp2_submit_rst_stream(self.session, UInt8(NGHTTP2_FLAG_NONE.rawValue), streamID, errorCode)
+    }
+
+    /// First step of a graceful shutdown: GOAWAY with the maximum stream ID.
+    public func submitShutdownNotice() {
+        _ = nghttp2_submit_shutdown_notice(self.session)
+    }
+
+    /// GOAWAY naming the last stream this side processed.
+    public func submitGoAway(errorCode: UInt32) {
+        let last = nghttp2_session_get_last_proc_stream_id(self.session)
+        _ = nghttp2_submit_goaway(self.session, UInt8(NGHTTP2_FLAG_NONE.rawValue), last, errorCode, nil, 0)
+    }
+
+    /// Once every stream is done, stop reading and let the session finish writing.
+    public func terminate(errorCode: UInt32) {
+        _ = nghttp2_session_terminate_session(self.session, errorCode)
+    }
+
+    /// The peer's SETTINGS_MAX_CONCURRENT_STREAMS (unbounded until it says otherwise).
+    public var remoteMaxConcurrentStreams: Int {
+        Int(nghttp2_session_get_remote_settings(self.session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS))
+    }
+
+    /// Streams the session still tracks as open in either direction.
+    public var openStreamCount: Int { self.outbound.count }
+
+    /// Whether the peer's GOAWAY or ours forbids new streams.
+    public var acceptsNewStreams: Bool {
+        nghttp2_session_check_request_allowed(self.session) != 0
+    }
+
+    public static func errorString(_ code: Int32) -> String {
+        String(cString: nghttp2_strerror(code))
+    }
+
+    // MARK: Callback bodies
+
+    fileprivate func beginHeaders(streamID: Int32) {
+        self.currentBlock = HeaderBlock()
+        self.currentBlockTooLarge = false
+    }
+
+    fileprivate func header(
+        streamID: Int32, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, flags: UInt8
+    ) -> Int32 {
+        guard !self.currentBlockTooLarge else { return 0 }
+        if self.currentBlock == nil { self.currentBlock = HeaderBlock() }
+        let size = self.currentBlock!.listSize + name.count + value.count + 32
+        if size > self.settings.maxHeaderListSize {
+            self.currentBlockTooLarge = true
+            self.currentBlock = nil
+            self.pendingEvents.append(.headerListTooLarge(streamID: streamID))
+            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue
+        }
+        self.currentBlock!.append(name: name, value: value, flags: flags)
+        return 0
+    }
+
+    fileprivate func frameReceived(_ frame: UnsafePointer<nghttp2_frame>) {
+        let hd = frame.pointee.hd
+        let endStream = (hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue)) != 0
+        switch Int(hd.type) {
+        case Int(NGHTTP2_HEADERS.rawValue):
+            guard let block = self.currentBlock else { return }
+            self.currentBlock = nil
+            self.pendingEvents.append(
+                .headers(streamID: hd.stream_id, block, kind: block.kind, endStream: endStream))
+        case Int(NGHTTP2_DATA.rawValue):
+            if endStream { self.pendingEvents.append(.endStream(streamID: hd.stream_id)) }
+        case Int(NGHTTP2_GOAWAY.rawValue):
+            self.pendingEvents.append(
+                .goAway(lastStreamID: frame.pointee.goaway.last_stream_id, errorCode: frame.pointee.goaway.error_code))
+        case Int(NGHTTP2_SETTINGS.rawValue):
+            if hd.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) == 0 { self.pendingEvents.append(.remoteSettings) }
+        default:
+            break
+        }
+    }
+
+    fileprivate func dataChunk(streamID: Int32, data: UnsafeRawPointer, length: Int) {
+        let slice: ByteBuffer
+        if let base = self.inputBase, let input = self.inputBuffer, data >= base,
+            data + length <= base + self.inputCount
+        {
+            slice = input.getSlice(at: input.readerIndex + (data - base), length: length)!
+        } else {
+            var copy = self.allocator.buffer(capacity: length)
+            copy.writeBytes(UnsafeRawBufferPointer(start: data, count: length))
+            slice = copy
+        }
+        self.pendingEvents.append(.data(streamID: streamID, slice))
+    }
+
+    fileprivate func streamClosed(streamID: Int32, errorCode: UInt32) {
+        self.outbound.removeValue(forKey: streamID)
+        self.pendingEvents.append(.streamClosed(streamID: streamID, errorCode: errorCode))
+    }
+
+    fileprivate func invalidFrame(streamID: Int32, code: Int32) {
+        self.protocolErrors += 1
+        self.pendingEvents.append(.protocolError(streamID: streamID, code: code))
+    }
+
+    fileprivate func read(
+        streamID: Int32, length: Int, flags: UnsafeMutablePointer<UInt32>
+    ) -> Int {
+        guard var stream = self.outbound[streamID] else {
+            return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
+        }
+        defer { self.outbound[streamID] = stream }
+        let n = min(length, stream.bytes)
+        if n > 0 { flags.pointee |= NGHTTP2_DATA_FLAG_NO_COPY.rawValue }
+        if n == stream.bytes && stream.ended {
+            flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
+            if let trailers = stream.trailers {
+                flags.pointee |= NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue
+                stream.trailers = nil
+                _ = trailers.withNV { nghttp2_submit_trailer(self.session, streamID, $0, $1) }
+            }
+            return n
+        }
+        if n == 0 {
+            stream.deferred = true
+            return Int(NGHTTP2_ERR_DEFERRED.rawValue)
+        }
+        return n
+    }
+}
+
+extension HeaderBlock {
+    var kind: HeadersKind {
+        guard let first = self.fields.first, self.count > 0 else { return .trailers }
+        _ = first
+        if self.nameEquals(at: 0, ":status") {
+            return self.valueHasPrefix(at: 0, "1") ? .informational : .response
+        }
+        for i in self.fields.indices {
+            if self.nameEquals(at: i, ":status") {
+                return self.valueHasPrefix(at: i, "1") ? .informational : .response
+            }
+            if self.nameEquals(at: i, ":method") { return .request }
+        }
+        return .trailers
+    }
+
+    func withNV<R>(_ body: (UnsafePointer<nghttp2_nv>, Int) -> R) -> R {
+        self.withFields { raw, fields in
+            withUnsafeTemporaryAllocation(of: nghttp2_nv.self, capacity: max(fields.count, 1)) { nvs in
+                let base = UnsafeMutableRawPointer(mutating: raw.baseAddress ?? UnsafeRawPointer(zeroPadding))
+                let shift = self.storageBase
+                for (i, f) in fields.enumerated() {
+                    nvs[i] = nghttp2_nv(
+                        name: (base + (Int(f.nameOffset) - shift)).assumingMemoryBound(to: UInt8.self),
+                        value: (base + (Int(f.valueOffset) - shift)).assumingMemoryBound(to: UInt8.self),
+                        namelen: Int(f.nameLength), valuelen: Int(f.valueLength), flags: f.flags)
+                }
+                return body(UnsafePointer(nvs.baseAddress!), fields.count)
+            }
+        }
+    }
+}
+
+nonisolated(unsafe) private let zeroPadding: UnsafeMutablePointer<UInt8> = {
+    let p = UnsafeMutablePointer<UInt8>.allocate(capacity: 256)
+    p.initialize(repeating: 0, count: 256)
+    return p
+}()
+
+@inline(__always)
+private func owner(_ userData: UnsafeMutableRawPointer?) -> H2Session {
+    Unmanaged<H2Session>.fromOpaque(userData!).takeUnretainedValue()
+}
+
+private let sendCallback: nghttp2_send_callback = { _, data, length, _, userData in
+    owner(userData).appendControl(UnsafeRawBufferPointer(start: data, count: length))
+    return length
+}
+
+private let sendDataCallback: nghttp2_send_data_callback = { _, frame, framehd, length, _, userData in
+    let frame = frame!.pointee
+    owner(userData).sendData(
+        streamID: frame.hd.stream_id, frameHeader: UnsafeRawBufferPointer(start: framehd, count: 9),
+        length: length, padding: Int(frame.data.padlen))
+    return 0
+}
+
+private let beginHeadersCallback: nghttp2_on_begin_headers_callback = { _, frame, userData in
+    owner(userData).beginHeaders(streamID: frame!.pointee.hd.stream_id)
+    return 0
+}
+
+private let headerCallback: nghttp2_on_header_callback = { _, frame, name, namelen, value, valuelen, flags, userData in
+    owner(userData).header(
+        streamID: frame!.pointee.hd.stream_id,
+        name: UnsafeRawBufferPointer(start: name, count: namelen),
+        value: UnsafeRawBufferPointer(start: value, count: valuelen), flags: flags)
+}
+
+private let frameRecvCallback: nghttp2_on_frame_recv_callback = { _, frame, userData in
+    owner(userData).frameReceived(frame!)
+    return 0
+}
+
+private let dataChunkCallback: nghttp2_on_data_chunk_recv_callback = { _, _, streamID, data, length, userData in
+    owner(userData).dataChunk(streamID: streamID, data: UnsafeRawPointer(data!), length: length)
+    return 0
+}
+
+private let streamCloseCallback: nghttp2_on_stream_close_callback = { _, streamID, errorCode, userData in
+    owner(userData).streamClosed(streamID: streamID, errorCode: errorCode)
+    return 0
+}
+
+private let invalidFrameCallback: nghttp2_on_invalid_frame_recv_callback = { _, frame, code, userData in
+    owner(userData).invalidFrame(streamID: frame!.pointee.hd.stream_id, code: code)
+    return 0
+}
+
+private let readLengthCallback: nghttp2_data_source_read_length_callback = {
+    _, _, _, sessionWindow, streamWindow, remoteMaxFrame, _ in
+    max(1, min(Int(sessionWindow), Int(streamWindow), Int(remoteMaxFrame)))
+}
+
+private let readCallback: nghttp2_data_source_read_callback = { _, streamID, _, length, flags, _, userData in
+    owner(userData).read(streamID: streamID, length: length, flags: flags!)
+}

@@ -1,0 +1,164 @@
+import NIOCore
+
+/// One HTTP/2 header list (a HEADERS block or trailers), kept as bytes.
+///
+/// Every name and value lives in one `ByteBuffer`; a field is a pair of byte ranges into it,
+/// so forwarding a header list allocates once per block, never once per header, and no
+/// `String` is built unless a caller asks for one.
+public struct HeaderBlock: Sendable {
+    public struct Field: Sendable {
+        @usableFromInline var nameOffset: UInt32
+        @usableFromInline var nameLength: UInt32
+        @usableFromInline var valueOffset: UInt32
+        @usableFromInline var valueLength: UInt32
+        /// nghttp2's `nghttp2_nv_flag` bits (`NO_INDEX` for sensitive fields).
+        public var flags: UInt8
+    }
+
+    @usableFromInline var storage: ByteBuffer
+    @usableFromInline var fields: [Field]
+
+    public init(capacity: Int = 512) {
+        self.storage = ByteBufferAllocator().buffer(capacity: capacity)
+        self.fields = []
+        self.fields.reserveCapacity(16)
+    }
+
+    public var count: Int { self.fields.count }
+    public var isEmpty: Bool { self.fields.isEmpty }
+
+    /// The HTTP/2 header list size (RFC 9113 §6.5.2): names + values + 32 per field.
+    public var listSize: Int {
+        var size = 0
+        for field in self.fields { size += Int(field.nameLength) + Int(field.valueLength) + 32 }
+        return size
+    }
+
+    public mutating func append(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, flags: UInt8 = 0) {
+        let nameOffset = self.storage.writerIndex
+        self.storage.writeBytes(name)
+        let valueOffset = self.storage.writerIndex
+        self.storage.writeBytes(value)
+        self.fields.append(
+            Field(
+                nameOffset: UInt32(nameOffset), nameLength: UInt32(name.count),
+                valueOffset: UInt32(valueOffset), valueLength: UInt32(value.count), flags: flags))
+    }
+
+    public mutating func append(name: String, value: String, flags: UInt8 = 0) {
+        let nameOffset = self.storage.writerIndex
+        let nameLength = self.storage.writeString(name)
+        let valueOffset = self.storage.writerIndex
+        let valueLength = self.storage.writeString(value)
+        self.fields.append(
+            Field(
+                nameOffset: UInt32(nameOffset), nameLength: UInt32(nameLength),
+                valueOffset: UInt32(valueOffset), valueLength: UInt32(valueLength), flags: flags))
+    }
+
+    /// Name bytes of field `index`.
+    public func name(at index: Int) -> ByteBufferView {
+        let f = self.fields[index]
+        return self.storage.viewBytes(at: Int(f.nameOffset), length: Int(f.nameLength))!
+    }
+
+    /// Value bytes of field `index`.
+    public func value(at index: Int) -> ByteBufferView {
+        let f = self.fields[index]
+        return self.storage.viewBytes(at: Int(f.valueOffset), length: Int(f.valueLength))!
+    }
+
+    public func nameString(at index: Int) -> String { String(decoding: self.name(at: index), as: UTF8.self) }
+    public func valueString(at index: Int) -> String { String(decoding: self.value(at: index), as: UTF8.self) }
+
+    /// Whether field `index`'s name is exactly `name` (names are lower case on the wire in HTTP/2).
+    public func nameEquals(at index: Int, _ name: StaticString) -> Bool {
+        let f = self.fields[index]
+        guard Int(f.nameLength) == name.utf8CodeUnitCount else { return false }
+        return self.storage.withUnsafeReadableBytes { raw in
+            let start = Int(f.nameOffset) - self.storage.readerIndex
+            return memcmpBytes(raw.baseAddress! + start, name.utf8Start, Int(f.nameLength))
+        }
+    }
+
+    public func valueEquals(at index: Int, _ value: StaticString) -> Bool {
+        let f = self.fields[index]
+        guard Int(f.valueLength) == value.utf8CodeUnitCount else { return false }
+        return self.storage.withUnsafeReadableBytes { raw in
+            let start = Int(f.valueOffset) - self.storage.readerIndex
+            return memcmpBytes(raw.baseAddress! + start, value.utf8Start, Int(f.valueLength))
+        }
+    }
+
+    /// Whether field `index`'s value starts with `prefix`.
+    public func valueHasPrefix(at index: Int, _ prefix: StaticString) -> Bool {
+        let f = self.fields[index]
+        guard Int(f.valueLength) >= prefix.utf8CodeUnitCount else { return false }
+        return self.storage.withUnsafeReadableBytes { raw in
+            let start = Int(f.valueOffset) - self.storage.readerIndex
+            return memcmpBytes(raw.baseAddress! + start, prefix.utf8Start, prefix.utf8CodeUnitCount)
+        }
+    }
+
+    public func firstIndex(of name: StaticString) -> Int? {
+        for i in self.fields.indices where self.nameEquals(at: i, name) { return i }
+        return nil
+    }
+
+    /// The first value of `name` as a `String`; for control-plane use, not the data path.
+    public func first(_ name: StaticString) -> String? {
+        self.firstIndex(of: name).map { self.valueString(at: $0) }
+    }
+
+    /// Removes every field for which `shouldRemove` is true. Storage bytes are left in place.
+    public mutating func removeAll(where shouldRemove: (HeaderBlock, Int) -> Bool) {
+        var kept: [Field] = []
+        kept.reserveCapacity(self.fields.count)
+        for i in self.fields.indices where !shouldRemove(self, i) { kept.append(self.fields[i]) }
+        self.fields = kept
+    }
+
+    public mutating func remove(name: StaticString) {
+        guard self.firstIndex(of: name) != nil else { return }
+        self.removeAll { block, i in block.nameEquals(at: i, name) }
+    }
+
+    /// Sets `name` to `value`, replacing every existing field of that name.
+    public mutating func replace(name: StaticString, value: String) {
+        self.remove(name: name)
+        self.append(name: String(describing: name), value: value)
+    }
+
+    /// Calls `body` with the raw storage and the field table; used to hand fields to nghttp2
+    /// without copying.
+    func withFields<R>(_ body: (UnsafeRawBufferPointer, [Field]) throws -> R) rethrows -> R {
+        try self.storage.withUnsafeReadableBytes { raw in
+            try body(raw, self.fields)
+        }
+    }
+
+    /// Offset of the readable region, to translate field offsets into `withFields` positions.
+    var storageBase: Int { self.storage.readerIndex }
+
+    /// Fields as `(name, value)` strings, for tests, logs and the control plane.
+    public var pairs: [(name: String, value: String)] {
+        self.fields.indices.map { (self.nameString(at: $0), self.valueString(at: $0)) }
+    }
+}
+
+extension HeaderBlock {
+    public init(_ pairs: [(String, String)]) {
+        self.init()
+        for (n, v) in pairs { self.append(name: n, value: v) }
+    }
+}
+
+@inline(__always)
+func memcmpBytes(_ a: UnsafeRawPointer, _ b: UnsafePointer<UInt8>, _ n: Int) -> Bool {
+    var i = 0
+    while i < n {
+        if a.load(fromByteOffset: i, as: UInt8.self) != b[i] { return false }
+        i += 1
+    }
+    return true
+}

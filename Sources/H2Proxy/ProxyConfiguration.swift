@@ -1,0 +1,27 @@
+import NIOCore
+
+/// Everything the proxy core needs to run; the application builds it from flags and YAML.
+public struct ProxyConfiguration: Sendable {
+    public var listenHost: String
+    public var listenPort: Int
+    public var upstreamHost: String
+    public var upstreamPort: Int
+    /// Settings for sessions with clients (server role).
+    public var downstreamSession = H2Session.Settings()
+    /// Settings for sessions with the upstream hop (client role).
+    public var upstreamSession = H2Session.Settings()
+    public var connectTimeout: TimeAmount = .seconds(5)
+    /// Upstream connections per event loop.
+    public var maxUpstreamConnectionsPerLoop = 16
+    /// Times a refused stream (REFUSED_STREAM, above a GOAWAY's last stream ID) is retried.
+    public var maxRetries = 2
+    /// Time between GOAWAY(max id) and the final GOAWAY on shutdown.
+    public var goAwayGrace: TimeAmount = .milliseconds(100)
+
+    public init(listenHost: String, listenPort: Int, upstreamHost: String, upstreamPort: Int) {
+        self.listenHost = listenHost
+        self.listenPort = listenPort
+        self.upstreamHost = upstreamHost
+        self.upstreamPort = upstreamPort
+    }
+}

@@ -1,0 +1,110 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// The transparent proxy: a listener whose connections are spread over the event loops, each
+/// loop with its own upstream pool.
+public final class ProxyServer: Sendable {
+    public let configuration: ProxyConfiguration
+    public let metrics: ProxyMetrics
+    let group: EventLoopGroup
+    let loops: [NIOLoopBound<ProxyLoop>]
+    let logger: Logger
+    private let channelBox: NIOLockedValueBox<Channel?> = NIOLockedValueBox(nil)
+
+    public init(
+        configuration: ProxyConfiguration, group: EventLoopGroup, metrics: ProxyMetrics,
+        observerFactory: StreamObserverFactory? = nil, logger: Logger
+    ) {
+        self.configuration = configuration
+        self.metrics = metrics
+        self.group = group
+        self.logger = logger
+        var loops: [NIOLoopBound<ProxyLoop>] = []
+        for eventLoop in group.makeIterator() {
+            let loop = try! eventLoop.submit {
+                NIOLoopBound(
+                    ProxyLoop(
+                        eventLoop: eventLoop, configuration: configuration, metrics: metrics,
+                        observerFactory: observerFactory, logger: logger), eventLoop: eventLoop)
+            }.wait()
+            loops.append(loop)
+        }
+        self.loops = loops
+    }
+
+    /// Binds the listener; returns the bound address (port 0 picks a free one).
+    public func start() async throws -> SocketAddress {
+        let loops = self.loops
+        let channel = try await ServerBootstrap(group: self.group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    guard let bound = loops.first(where: { $0.eventLoop === channel.eventLoop }) else {
+                        throw ChannelError.ioOnClosedChannel
+                    }
+                    try channel.pipeline.syncOperations.addHandler(DownstreamConnection(loop: bound.value))
+                }
+            }
+            .bind(host: self.configuration.listenHost, port: self.configuration.listenPort)
+            .get()
+        self.channelBox.withLockedValue { $0 = channel }
+        return channel.localAddress!
+    }
+
+    /// Graceful shutdown: stop accepting, GOAWAY every client, let in-flight streams finish for
+    /// up to `timeout`, then close whatever is left.
+    public func drain(timeout: TimeAmount) async {
+        if let channel = self.channelBox.withLockedValue({ $0 }) {
+            try? await channel.close()
+        }
+        for bound in self.loops {
+            try? await bound.eventLoop.submit {
+                let loop = bound.value
+                loop.isDraining = true
+                for (_, c) in loop.downstreams { c.beginShutdown() }
+                loop.flushDirty()
+            }.get()
+        }
+        let deadline = NIODeadline.now() + timeout
+        while NIODeadline.now() < deadline {
+            var open = 0
+            for bound in self.loops {
+                open += (try? await bound.eventLoop.submit { bound.value.downstreams.count }.get()) ?? 0
+            }
+            if open == 0 { break }
+            try? await Task.sleep(nanoseconds: 20_000_000)
+        }
+        for bound in self.loops {
+            try? await bound.eventLoop.submit {
+                let loop = bound.value
+                if !loop.downstreams.isEmpty {
+                    loop.logger.warning(
+                        "drain timeout: closing connections with streams in flight",
+                        metadata: ["connections": "\(loop.downstreams.count)"])
+                }
+                for (_, c) in loop.downstreams { c.forceClose() }
+                loop.pool.closeAll()
+            }.get()
+        }
+    }
+
+    /// Whether a TCP connection to the upstream can be made now (for `/readyz`).
+    public func checkUpstream(timeout: TimeAmount = .seconds(1)) async -> Bool {
+        do {
+            let channel = try await ClientBootstrap(group: self.group)
+                .connectTimeout(timeout)
+                .connect(host: self.configuration.upstreamHost, port: self.configuration.upstreamPort)
+                .get()
+            try? await channel.close()
+            return true
+        } catch {
+            return false
+        }
+    }
+
+    public var isListening: Bool { self.channelBox.withLockedValue { $0?.isActive ?? false } }
+}

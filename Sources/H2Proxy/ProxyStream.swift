@@ -1,0 +1,354 @@
+import NIOCore
+
+/// One client stream bridged to one upstream stream.
+///
+/// Holds what is needed to forward in both directions and to keep flow control honest:
+/// bytes received on one side are consumed (the window re-opened) only once the other
+/// side has written them, or when they can never be written.
+final class ProxyStream {
+    unowned let downstream: DownstreamConnection
+    let downstreamID: Int32
+    private(set) var upstream: UpstreamConnection?
+    private(set) var upstreamID: Int32 = 0
+    let isGRPC: Bool
+    let observer: StreamObserver?
+    let receivedAt: NIODeadline
+
+    /// The request as forwarded; kept until the first request byte is written, for retries.
+    private var request: HeaderBlock?
+    private var pendingRequestData = CircularBuffer<ByteBuffer>()
+    private var requestEnded = false
+    private var requestTrailers: HeaderBlock?
+    private var requestBytesWritten = 0
+    private var retries = 0
+
+    private(set) var responseStarted = false
+    private(set) var responseEnded = false
+    private(set) var downstreamClosed = false
+    private(set) var upstreamClosed = false
+    private var ended = false
+
+    /// Received from downstream, not yet written upstream.
+    private var unforwardedRequestBytes = 0
+    /// Received from upstream, not yet written downstream.
+    private var unforwardedResponseBytes = 0
+    private var requestFramer = GRPCMessageFramer()
+    private var responseFramer = GRPCMessageFramer()
+
+    var loop: ProxyLoop { self.downstream.loop }
+
+    init(
+        downstream: DownstreamConnection, streamID: Int32, request: HeaderBlock, endStream: Bool,
+        receivedAt: NIODeadline
+    ) {
+        self.downstream = downstream
+        self.downstreamID = streamID
+        self.receivedAt = receivedAt
+        var isGRPC = false
+        if let i = request.firstIndex(of: "content-type") { isGRPC = request.valueHasPrefix(at: i, "application/grpc") }
+        self.isGRPC = isGRPC
+        self.observer = downstream.loop.observerFactory?.makeObserver(
+            for: request, eventLoop: downstream.loop.eventLoop)
+        var forwarded = request
+        HopByHopHeaders.strip(&forwarded)
+        if let observer = self.observer {
+            observer.requestHeadersWillForward(&forwarded, receivedAt: receivedAt, now: .now())
+        }
+        self.request = forwarded
+        self.requestEnded = endStream
+    }
+
+    // MARK: Attaching to an upstream connection
+
+    /// Opens the upstream stream on `connection` and replays what arrived meanwhile.
+    func attach(to connection: UpstreamConnection) {
+        guard let request = self.request, !self.downstreamClosed else { return }
+        let endStream = self.requestEnded && self.pendingRequestData.isEmpty && self.requestTrailers == nil
+        do {
+            self.upstreamID = try connection.session.submitRequest(request, endStream: endStream)
+        } catch {
+            self.failUnavailable("upstream rejected stream: \(error)")
+            return
+        }
+        self.upstream = connection
+        self.upstreamClosed = false
+        connection.streams[self.upstreamID] = self
+        self.observer?.requestHeadersSent(at: .now())
+        for chunk in self.pendingRequestData {
+            connection.session.sendData(streamID: self.upstreamID, chunk)
+        }
+        if self.requestEnded && !endStream {
+            connection.session.endStream(streamID: self.upstreamID, trailers: self.requestTrailers)
+        }
+        if self.requestBytesWritten == 0 && self.pendingRequestData.isEmpty && self.requestEnded {
+            // Nothing left to replay: no need to keep the request for a retry beyond this.
+        }
+        self.loop.markDirty(connection)
+    }
+
+    // MARK: Request direction (downstream → upstream)
+
+    func requestData(_ chunk: ByteBuffer) {
+        let n = chunk.readableBytes
+        self.loop.metrics.requestBytes.increment(by: UInt64(n))
+        if let observer = self.observer {
+            let messages = self.isGRPC ? self.requestFramer.consume(chunk) : 0
+            observer.dataReceived(.request, bytes: n, messages: messages, at: .now())
+        }
+        if self.upstreamClosed && self.upstream != nil || self.ended {
+            // Nowhere to go: re-open the client's window at once.
+            self.downstream.session.consume(streamID: self.downstreamID, bytes: n)
+            self.loop.markDirty(self.downstream)
+            return
+        }
+        self.unforwardedRequestBytes += n
+        self.pendingRequestData.append(chunk)
+        if let upstream = self.upstream {
+            upstream.session.sendData(streamID: self.upstreamID, chunk)
+            self.loop.markDirty(upstream)
+        }
+    }
+
+    func requestEnd(trailers: HeaderBlock?) {
+        guard !self.requestEnded else { return }
+        self.requestEnded = true
+        var trailers = trailers
+        if var t = trailers {
+            HopByHopHeaders.strip(&t)
+            trailers = t
+        }
+        self.requestTrailers = trailers
+        if let upstream = self.upstream, !self.upstreamClosed {
+            upstream.session.endStream(streamID: self.upstreamID, trailers: trailers)
+            self.loop.markDirty(upstream)
+        }
+    }
+
+    /// The upstream connection wrote `bytes` of this stream's request DATA.
+    func requestDataWritten(_ bytes: Int) {
+        self.requestBytesWritten += bytes
+        self.unforwardedRequestBytes -= bytes
+        var remaining = bytes
+        while remaining > 0, var first = self.pendingRequestData.popFirst() {
+            if first.readableBytes > remaining {
+                first.moveReaderIndex(forwardBy: remaining)
+                self.pendingRequestData.prepend(first)
+                remaining = 0
+            } else {
+                remaining -= first.readableBytes
+            }
+        }
+        self.request = nil  // a byte went out: the stream can no longer be retried
+        self.downstream.session.consume(streamID: self.downstreamID, bytes: bytes)
+        self.loop.markDirty(self.downstream)
+    }
+
+    // MARK: Response direction (upstream → downstream)
+
+    func responseHeaders(_ headers: HeaderBlock, kind: HeadersKind, endStream: Bool) {
+        guard !self.downstreamClosed else { return }
+        var headers = headers
+        HopByHopHeaders.strip(&headers)
+        let now = NIODeadline.now()
+        let session = self.downstream.session
+        switch kind {
+        case .informational:
+            try? session.submitInterimHeaders(streamID: self.downstreamID, headers)
+        case .response where !self.responseStarted:
+            self.responseStarted = true
+            self.observer?.responseHeadersReceived(headers, at: now)
+            if endStream {
+                self.responseEnded = true
+                self.observer?.trailersWillForward(&headers, trailersOnly: true, receivedAt: now)
+            }
+            do {
+                try session.submitResponse(streamID: self.downstreamID, headers, endStream: endStream)
+            } catch {
+                self.downstream.resetStream(self.downstreamID, errorCode: H2ErrorCode.internalError)
+            }
+        case .trailers, .response:
+            self.responseEnd(trailers: headers, at: now)
+        case .request:
+            self.downstream.resetStream(self.downstreamID, errorCode: H2ErrorCode.protocolError)
+        }
+        self.loop.markDirty(self.downstream)
+    }
+
+    func responseData(_ chunk: ByteBuffer) {
+        let n = chunk.readableBytes
+        self.loop.metrics.responseBytes.increment(by: UInt64(n))
+        if let observer = self.observer {
+            let messages = self.isGRPC ? self.responseFramer.consume(chunk) : 0
+            observer.dataReceived(.response, bytes: n, messages: messages, at: .now())
+        }
+        if self.downstreamClosed {
+            self.upstream?.session.consume(streamID: self.upstreamID, bytes: n)
+            if let upstream = self.upstream { self.loop.markDirty(upstream) }
+            return
+        }
+        self.unforwardedResponseBytes += n
+        self.downstream.session.sendData(streamID: self.downstreamID, chunk)
+        self.loop.markDirty(self.downstream)
+    }
+
+    func responseEnd(trailers: HeaderBlock?, at now: NIODeadline = .now()) {
+        guard !self.responseEnded, !self.downstreamClosed else { return }
+        self.responseEnded = true
+        var block = trailers ?? HeaderBlock(capacity: 0)
+        if trailers != nil { HopByHopHeaders.strip(&block) }
+        self.observer?.trailersWillForward(&block, trailersOnly: false, receivedAt: now)
+        self.downstream.session.endStream(streamID: self.downstreamID, trailers: block.isEmpty ? nil : block)
+        self.loop.markDirty(self.downstream)
+    }
+
+    /// The downstream connection wrote `bytes` of this stream's response DATA.
+    func responseDataWritten(_ bytes: Int) {
+        self.unforwardedResponseBytes -= bytes
+        guard let upstream = self.upstream else { return }
+        upstream.session.consume(streamID: self.upstreamID, bytes: bytes)
+        self.loop.markDirty(upstream)
+    }
+
+    // MARK: Closing
+
+    /// The client side of the stream closed (cleanly or by RST_STREAM `errorCode`).
+    func downstreamDidClose(errorCode: UInt32) {
+        guard !self.downstreamClosed else { return }
+        self.downstreamClosed = true
+        if errorCode != 0 { self.loop.metrics.resetsReceivedDownstream.increment() }
+        // Response bytes that will never be written downstream: give the upstream window back.
+        if self.unforwardedResponseBytes > 0, let upstream = self.upstream {
+            upstream.session.consume(streamID: self.upstreamID, bytes: self.unforwardedResponseBytes)
+            self.loop.markDirty(upstream)
+        }
+        self.unforwardedResponseBytes = 0
+        if let upstream = self.upstream, !self.upstreamClosed {
+            if !self.responseEnded || errorCode != 0 {
+                upstream.resetStream(
+                    self.upstreamID, errorCode: errorCode == 0 ? H2ErrorCode.cancel : Self.mapResetCode(errorCode))
+            }
+        } else if self.upstream == nil {
+            self.loop.pool.cancelWaiting(self)
+            self.releasePendingRequestData()
+        }
+        self.finishIfDone(
+            errorCode == 0
+                ? (self.responseEnded ? .completed : .downstreamReset(errorCode)) : .downstreamReset(errorCode))
+    }
+
+    /// The upstream side of the stream closed (cleanly or by RST_STREAM `errorCode`).
+    func upstreamDidClose(errorCode: UInt32) {
+        guard !self.upstreamClosed, let upstream = self.upstream else { return }
+        self.upstreamClosed = true
+        upstream.streams.removeValue(forKey: self.upstreamID)
+        if errorCode == H2ErrorCode.refusedStream, self.retryIfPossible(cause: "upstream refused stream") {
+            return
+        }
+        if errorCode != 0 { self.loop.metrics.resetsReceivedUpstream.increment() }
+        self.releasePendingRequestData()
+        if !self.downstreamClosed && !self.responseEnded {
+            if errorCode == 0 {
+                // Closed without ending the response: treat as a reset.
+                self.downstream.resetStream(self.downstreamID, errorCode: H2ErrorCode.internalError)
+            } else if !self.responseStarted && errorCode == H2ErrorCode.refusedStream {
+                self.failUnavailable("upstream refused stream")
+                return
+            } else {
+                self.downstream.resetStream(self.downstreamID, errorCode: Self.mapResetCode(errorCode))
+            }
+        }
+        self.finishIfDone(errorCode == 0 ? .completed : .upstreamReset(errorCode))
+    }
+
+    /// The upstream connection is gone before this stream finished.
+    func upstreamConnectionLost(_ cause: String) {
+        guard !self.upstreamClosed else { return }
+        if let upstream = self.upstream { upstream.streams.removeValue(forKey: self.upstreamID) }
+        self.upstreamClosed = true
+        if self.retryIfPossible(cause: cause) { return }
+        self.releasePendingRequestData()
+        if self.downstreamClosed || self.responseEnded {
+            self.finishIfDone(.completed)
+            return
+        }
+        self.failUnavailable(cause)
+    }
+
+    /// Answers the client on the proxy's own behalf: UNAVAILABLE for gRPC, 502 otherwise.
+    func failUnavailable(_ cause: String) {
+        self.loop.metrics.upstreamUnavailable.increment()
+        self.releasePendingRequestData()
+        self.upstreamClosed = true
+        guard !self.downstreamClosed, !self.responseEnded else {
+            self.finishIfDone(.upstreamUnavailable(cause))
+            return
+        }
+        self.responseEnded = true
+        let session = self.downstream.session
+        if self.isGRPC {
+            let status = FaultResponse.grpcUnavailable(cause)
+            if self.responseStarted {
+                session.endStream(streamID: self.downstreamID, trailers: status)
+            } else {
+                self.responseStarted = true
+                try? session.submitResponse(
+                    streamID: self.downstreamID, FaultResponse.grpcTrailersOnly(status), endStream: true)
+            }
+        } else if !self.responseStarted {
+            self.responseStarted = true
+            let (headers, body) = FaultResponse.badGateway(cause)
+            try? session.submitResponse(streamID: self.downstreamID, headers, endStream: false)
+            session.sendData(streamID: self.downstreamID, body)
+            session.endStream(streamID: self.downstreamID, trailers: nil)
+        } else {
+            self.downstream.resetStream(self.downstreamID, errorCode: H2ErrorCode.internalError)
+        }
+        self.loop.markDirty(self.downstream)
+        self.finishIfDone(.upstreamUnavailable(cause))
+    }
+
+    private func retryIfPossible(cause: String) -> Bool {
+        guard self.request != nil, self.requestBytesWritten == 0, !self.responseStarted, !self.downstreamClosed,
+            self.retries < self.loop.configuration.maxRetries
+        else { return false }
+        self.retries += 1
+        self.loop.metrics.retries.increment()
+        self.upstream = nil
+        self.upstreamID = 0
+        self.upstreamClosed = false
+        self.loop.logger.debug("retrying stream on a new upstream connection", metadata: ["cause": "\(cause)"])
+        self.loop.pool.open(self)
+        return true
+    }
+
+    /// Request bytes that will never be written upstream: give the client's window back.
+    private func releasePendingRequestData() {
+        if self.unforwardedRequestBytes > 0 {
+            self.downstream.session.consume(streamID: self.downstreamID, bytes: self.unforwardedRequestBytes)
+            self.loop.markDirty(self.downstream)
+        }
+        self.unforwardedRequestBytes = 0
+        self.pendingRequestData.removeAll()
+    }
+
+    private var endReason: StreamEndReason?
+
+    private func finishIfDone(_ reason: StreamEndReason) {
+        if self.endReason == nil || self.endReason == .completed { self.endReason = reason }
+        let upstreamDone = self.upstream == nil || self.upstreamClosed
+        guard self.downstreamClosed, upstreamDone, !self.ended else { return }
+        self.ended = true
+        self.loop.metrics.streamsActive.decrement()
+        self.observer?.streamEnded(self.endReason ?? reason, at: .now())
+    }
+
+    /// The code a reset is passed on with. Like nghttpx, REFUSED_STREAM and NO_ERROR keep their
+    /// meaning; CANCEL and ENHANCE_YOUR_CALM are kept too because gRPC maps them to CANCELLED and
+    /// RESOURCE_EXHAUSTED; anything else becomes INTERNAL_ERROR.
+    static func mapResetCode(_ code: UInt32) -> UInt32 {
+        switch code {
+        case H2ErrorCode.noError, H2ErrorCode.refusedStream, H2ErrorCode.cancel, H2ErrorCode.enhanceYourCalm: code
+        default: H2ErrorCode.internalError
+        }
+    }
+}

@@ -1,0 +1,46 @@
+import NIOCore
+
+/// Sees one proxied stream's events, each with the monotonic time it happened.
+///
+/// The proxy core knows nothing about timing headers or metrics: those are observers. All
+/// calls happen on the stream's event loop, in order; an observer may change the request
+/// headers before they go upstream and add trailers before they go downstream.
+public protocol StreamObserver: AnyObject {
+    /// Request headers received from downstream (`receivedAt`), about to be sent upstream (`now`).
+    func requestHeadersWillForward(_ headers: inout HeaderBlock, receivedAt: NIODeadline, now: NIODeadline)
+    /// Request HEADERS were written towards the upstream connection.
+    func requestHeadersSent(at: NIODeadline)
+    /// Response headers (final, not 1xx) arrived from upstream.
+    func responseHeadersReceived(_ headers: HeaderBlock, at: NIODeadline)
+    /// A DATA chunk was received; `messages` counts gRPC messages completed inside it.
+    func dataReceived(_ direction: StreamDirection, bytes: Int, messages: Int, at: NIODeadline)
+    /// The response's last frame arrived from upstream (`receivedAt`); `trailers` is about to
+    /// go downstream. For a Trailers-Only response it is the single HEADERS block. May add fields.
+    func trailersWillForward(_ trailers: inout HeaderBlock, trailersOnly: Bool, receivedAt: NIODeadline)
+    /// The stream is over on both sides.
+    func streamEnded(_ reason: StreamEndReason, at: NIODeadline)
+}
+
+public enum StreamDirection: Sendable {
+    case request
+    case response
+}
+
+/// Why a proxied stream ended.
+public enum StreamEndReason: Sendable, Equatable {
+    /// Both directions ended cleanly.
+    case completed
+    /// The client reset the stream (error code).
+    case downstreamReset(UInt32)
+    /// The upstream reset the stream (error code).
+    case upstreamReset(UInt32)
+    /// The upstream could not be reached or its connection was lost; the proxy answered.
+    case upstreamUnavailable(String)
+    /// The downstream connection went away.
+    case downstreamClosed
+}
+
+/// Makes an observer for each new stream, or `nil` to not observe it.
+public protocol StreamObserverFactory: Sendable {
+    func makeObserver(for request: HeaderBlock, eventLoop: EventLoop) -> StreamObserver?
+}

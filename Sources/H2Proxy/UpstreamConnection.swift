@@ -1,0 +1,148 @@
+import Logging
+import NIOCore
+
+/// One multiplexed h2c connection to the upstream hop: an nghttp2 client session.
+final class UpstreamConnection: ChannelInboundHandler, H2Connection {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    enum State {
+        /// TCP connected, waiting for the peer's SETTINGS.
+        case connecting
+        case ready
+        /// GOAWAY received: finish streams, take no new ones.
+        case draining
+        case closed
+    }
+
+    unowned let loop: ProxyLoop
+    let session: H2Session
+    var streams: [Int32: ProxyStream] = [:]
+    var isDirty = false
+    private(set) var state: State = .connecting
+    private var context: ChannelHandlerContext?
+
+    init(loop: ProxyLoop) {
+        self.loop = loop
+        self.session = H2Session(role: .client, settings: loop.configuration.upstreamSession)
+    }
+
+    /// Streams this connection can still open under the peer's MAX_CONCURRENT_STREAMS.
+    var availableStreams: Int {
+        guard self.state == .ready, self.session.acceptsNewStreams else { return 0 }
+        return max(0, self.session.remoteMaxConcurrentStreams - self.streams.count)
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        self.loop.metrics.upstreamConnectionsTotal.increment()
+        self.loop.metrics.upstreamConnectionsActive.increment()
+        self.loop.markDirty(self)
+        self.loop.flushDirty()
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        do {
+            try self.session.receive(self.unwrapInboundIn(data))
+        } catch {
+            self.loop.metrics.protocolErrorsUpstream.increment()
+            self.loop.logger.warning("upstream connection error", metadata: ["error": "\(error)"])
+        }
+        self.processEvents()
+        self.loop.markDirty(self)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        self.loop.flushDirty()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        let wasConnecting = self.state == .connecting
+        self.state = .closed
+        self.loop.metrics.upstreamConnectionsActive.decrement()
+        self.loop.pool.connectionClosed(self, beforeReady: wasConnecting)
+        let open = self.streams
+        self.streams.removeAll()
+        for (_, stream) in open { stream.upstreamConnectionLost("upstream connection closed") }
+        self.loop.flushDirty()
+        self.context = nil
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        self.loop.logger.debug("upstream connection I/O error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    func flushNow() {
+        guard let context = self.context, self.state != .closed else { return }
+        var wrote = false
+        let alive: Bool
+        do {
+            alive = try self.session.produceOutput { buffer in
+                wrote = true
+                context.write(self.wrapOutboundOut(buffer), promise: nil)
+            }
+        } catch {
+            alive = false
+        }
+        if wrote { context.flush() }
+        self.processEvents()
+        if !alive || (self.state == .draining && self.streams.isEmpty) {
+            context.close(promise: nil)
+        }
+    }
+
+    private func processEvents() {
+        self.session.withEvents { event in
+            switch event {
+            case .headers(let id, let block, let kind, let endStream):
+                self.streams[id]?.responseHeaders(block, kind: kind, endStream: endStream)
+            case .data(let id, let chunk):
+                if let stream = self.streams[id] {
+                    stream.responseData(chunk)
+                } else {
+                    self.session.consume(streamID: id, bytes: chunk.readableBytes)
+                }
+            case .endStream(let id):
+                self.streams[id]?.responseEnd(trailers: nil)
+            case .dataSent(let id, let bytes):
+                self.streams[id]?.requestDataWritten(bytes)
+            case .streamClosed(let id, let code):
+                if let stream = self.streams[id] {
+                    stream.upstreamDidClose(errorCode: code)
+                }
+                self.streams.removeValue(forKey: id)
+                self.loop.pool.capacityChanged(self)
+            case .goAway(let last, let code):
+                self.loop.logger.debug(
+                    "upstream GOAWAY", metadata: ["last_stream_id": "\(last)", "error_code": "\(code)"])
+                if self.state != .closed { self.state = .draining }
+                self.loop.pool.capacityChanged(self)
+            case .remoteSettings:
+                if self.state == .connecting {
+                    self.state = .ready
+                }
+                self.loop.pool.capacityChanged(self)
+            case .headerListTooLarge(let id):
+                self.loop.metrics.headerListTooLarge.increment()
+                self.loop.logger.debug("upstream header list too large", metadata: ["stream": "\(id)"])
+            case .protocolError:
+                self.loop.metrics.protocolErrorsUpstream.increment()
+            }
+        }
+    }
+
+    func resetStream(_ id: Int32, errorCode: UInt32) {
+        self.loop.metrics.resetsSentUpstream.increment()
+        self.session.resetStream(streamID: id, errorCode: errorCode)
+        self.loop.markDirty(self)
+    }
+
+    func close() {
+        self.context?.close(promise: nil)
+    }
+}

@@ -1,0 +1,24 @@
+import Foundation
+import NIOCore
+
+/// Durations as written in flags and YAML: `250ms`, `5s`, `2m`, `1h`, or plain seconds.
+enum DurationValue {
+    static func parse(_ text: String, field: String) throws(ConfigError) -> TimeAmount {
+        let t = text.trimmingCharacters(in: .whitespaces)
+        let units: [(String, Double)] = [("ms", 1e-3), ("us", 1e-6), ("s", 1), ("m", 60), ("h", 3600)]
+        for (suffix, scale) in units where t.hasSuffix(suffix) {
+            if let v = Double(t.dropLast(suffix.count)), v >= 0, v.isFinite {
+                return .nanoseconds(Int64(v * scale * 1e9))
+            }
+            break
+        }
+        if let v = Double(t), v >= 0, v.isFinite { return .nanoseconds(Int64(v * 1e9)) }
+        throw ConfigError(field: field, reason: "expected a duration like 500ms, 5s or 2m, got \"\(text)\"")
+    }
+
+    static func format(_ t: TimeAmount) -> String {
+        let ns = t.nanoseconds
+        if ns % 1_000_000_000 == 0 { return "\(ns / 1_000_000_000)s" }
+        return "\(ns / 1_000_000)ms"
+    }
+}

@@ -1,0 +1,79 @@
+import ArgumentParser
+import Foundation
+
+/// `insight-sidecar`: the command line.
+public struct InsightCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "insight-sidecar",
+        abstract: "HTTP/2 and gRPC sidecar that times every hop of a cross-region call.",
+        subcommands: [RunCommand.self, CheckConfigCommand.self],
+        defaultSubcommand: nil
+    )
+
+    public init() {}
+
+    /// Parses and runs; usage and configuration errors print one line and exit with 2.
+    public static func entry() async -> Never {
+        do {
+            var command = try Self.parseAsRoot()
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+            Foundation.exit(0)
+        } catch let error as ConfigError {
+            FileHandle.standardError.write(Data("insight-sidecar: \(error)\n".utf8))
+            Foundation.exit(2)
+        } catch let error as SidecarStartError {
+            FileHandle.standardError.write(Data("insight-sidecar: \(error)\n".utf8))
+            Foundation.exit(1)
+        } catch {
+            let code = Self.exitCode(for: error)
+            if code == .success {
+                print(Self.fullMessage(for: error))
+                Foundation.exit(0)
+            }
+            let message = Self.fullMessage(for: error)
+            FileHandle.standardError.write(Data("insight-sidecar: \(message)\n".utf8))
+            if error is ExitCode { Foundation.exit(code.rawValue) }
+            Foundation.exit(2)
+        }
+    }
+}
+
+public struct RunCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "run", abstract: "Run the sidecar in front of one upstream hop.")
+
+    @OptionGroup var options: ConfigOptions
+
+    public init() {}
+
+    public func run() async throws {
+        let config = try self.options.resolve()
+        try await Sidecar(config: config).run()
+    }
+}
+
+public struct CheckConfigCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "check-config",
+        abstract: "Validate the configuration (file and flags) and print it; start nothing.")
+
+    @OptionGroup var options: ConfigOptions
+
+    public init() {}
+
+    public func run() async throws {
+        let c = try self.options.resolve()
+        print("configuration ok")
+        print("listen: \(c.listen)")
+        print("upstream: \(c.upstream.map { "\($0)" } ?? "-")")
+        print("hop: \(c.hop ?? "-")")
+        print("region: \(c.region ?? "-")")
+        print("admin: \(c.admin)")
+        print("event_loops: \(c.eventLoops)")
+        print("drain_timeout: \(DurationValue.format(c.drainTimeout))")
+    }
+}

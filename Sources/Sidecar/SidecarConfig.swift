@@ -1,0 +1,103 @@
+import H2Proxy
+import Logging
+import NIOCore
+
+/// The sidecar's validated settings: from the YAML file, then overridden by flags.
+///
+/// Every field and its YAML key is documented in `Docs/configuration.md`.
+public struct SidecarConfig: Sendable, Equatable {
+    public var listen = HostPort(host: "0.0.0.0", port: 8080)
+    public var upstream: HostPort?
+    public var hop: String?
+    public var region: String?
+    public var admin = HostPort(host: "127.0.0.1", port: 9901)
+    /// Event loops (threads); 0 means one per core.
+    public var eventLoops = 0
+    public var drainTimeout: TimeAmount = .seconds(30)
+    public var connectTimeout: TimeAmount = .seconds(5)
+    public var logLevel: Logger.Level = .info
+    public var limits = Limits()
+
+    public struct Limits: Sendable, Equatable {
+        public var maxConcurrentStreams = 100
+        public var maxHeaderListSize = 65536
+        public var initialWindowSize = 1 << 20
+        public var connectionWindowSize = 8 << 20
+        public var maxUpstreamConnections = 16
+        public var streamResetBurst = 1000
+        public var streamResetRate = 33
+        public var maxContinuations = 8
+    }
+
+    public init() {}
+
+    /// Checks the fields that must be present and consistent; throws naming the first bad one.
+    public func validated() throws(ConfigError) -> SidecarConfig {
+        guard let upstream = self.upstream else {
+            throw ConfigError(field: "upstream", reason: "required (flag --upstream or YAML key upstream)")
+        }
+        if upstream.port == 0 { throw ConfigError(field: "upstream", reason: "port 0 is not a valid upstream") }
+        guard let hop = self.hop, !hop.isEmpty else {
+            throw ConfigError(field: "hop", reason: "required: the name of the hop this sidecar fronts")
+        }
+        try Self.checkName(hop, field: "hop")
+        guard let region = self.region, !region.isEmpty else {
+            throw ConfigError(field: "region", reason: "required: the region this sidecar runs in")
+        }
+        try Self.checkName(region, field: "region")
+        if self.eventLoops < 0 || self.eventLoops > 256 {
+            throw ConfigError(field: "event_loops", reason: "must be 0 (one per core) to 256, got \(self.eventLoops)")
+        }
+        let l = self.limits
+        try Self.range(l.maxConcurrentStreams, 1...(1 << 31 - 1), "limits.max_concurrent_streams")
+        try Self.range(l.maxHeaderListSize, 1024...(16 << 20), "limits.max_header_list_size")
+        try Self.range(l.initialWindowSize, 65535...(1 << 31 - 1), "limits.initial_window_size")
+        try Self.range(l.connectionWindowSize, 65535...(1 << 31 - 1), "limits.connection_window_size")
+        try Self.range(l.maxUpstreamConnections, 1...4096, "limits.max_upstream_connections")
+        try Self.range(l.streamResetBurst, 1...1_000_000, "limits.stream_reset_burst")
+        try Self.range(l.streamResetRate, 1...1_000_000, "limits.stream_reset_rate")
+        try Self.range(l.maxContinuations, 1...1000, "limits.max_continuations")
+        if self.listen == self.admin && self.listen.port != 0 {
+            throw ConfigError(field: "admin", reason: "must differ from listen (\(self.listen))")
+        }
+        return self
+    }
+
+    /// Hop and region names end up in headers and metric labels: keep them to a safe alphabet.
+    static func checkName(_ name: String, field: String) throws(ConfigError) {
+        let ok =
+            name.count <= 64
+            && name.unicodeScalars.allSatisfy {
+                ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0)
+                    || "-_.".unicodeScalars.contains($0)
+            }
+        if !ok {
+            throw ConfigError(field: field, reason: "must be 1-64 characters of A-Z a-z 0-9 - _ ., got \"\(name)\"")
+        }
+    }
+
+    static func range(_ v: Int, _ r: ClosedRange<Int>, _ field: String) throws(ConfigError) {
+        if !r.contains(v) {
+            throw ConfigError(field: field, reason: "must be between \(r.lowerBound) and \(r.upperBound), got \(v)")
+        }
+    }
+
+    /// The proxy core's configuration for these settings.
+    public var proxyConfiguration: ProxyConfiguration {
+        var c = ProxyConfiguration(
+            listenHost: self.listen.host, listenPort: self.listen.port,
+            upstreamHost: self.upstream?.host ?? "127.0.0.1", upstreamPort: self.upstream?.port ?? 0)
+        c.connectTimeout = self.connectTimeout
+        c.maxUpstreamConnectionsPerLoop = self.limits.maxUpstreamConnections
+        for side in [\ProxyConfiguration.downstreamSession, \ProxyConfiguration.upstreamSession] {
+            c[keyPath: side].maxConcurrentStreams = UInt32(self.limits.maxConcurrentStreams)
+            c[keyPath: side].maxHeaderListSize = self.limits.maxHeaderListSize
+            c[keyPath: side].initialWindowSize = Int32(self.limits.initialWindowSize)
+            c[keyPath: side].connectionWindowSize = Int32(self.limits.connectionWindowSize)
+            c[keyPath: side].streamResetBurst = UInt64(self.limits.streamResetBurst)
+            c[keyPath: side].streamResetRate = UInt64(self.limits.streamResetRate)
+            c[keyPath: side].maxContinuations = self.limits.maxContinuations
+        }
+        return c
+    }
+}

@@ -1,0 +1,3 @@
+import Sidecar
+
+await InsightCommand.entry()

@@ -1,0 +1,167 @@
+import NIOCore
+import Testing
+
+@testable import H2Proxy
+
+@Suite("H2Session back to back")
+struct H2SessionTests {
+    @Test func requestResponseWithTrailers() throws {
+        let link = BackToBack()
+        let id = try link.client.submitRequest(BackToBack.request(), endStream: false)
+        link.client.sendData(streamID: id, BackToBack.bytes(1000))
+        link.client.endStream(streamID: id, trailers: nil)
+        try link.pump()
+
+        let req = link.serverEvents.headers(stream: id)
+        #expect(req.count == 1)
+        #expect(req.first?.1 == .request)
+        #expect(req.first?.0.first(":path") == "/svc/Method")
+        #expect(link.serverEvents.data(stream: id) == BackToBack.bytes(1000))
+        #expect(link.serverEvents.endedStream(id))
+
+        var response = HeaderBlock()
+        response.append(name: ":status", value: "200")
+        response.append(name: "content-type", value: "application/grpc")
+        try link.server.submitResponse(streamID: id, response, endStream: false)
+        link.server.sendData(streamID: id, BackToBack.bytes(70000, seed: 7))
+        var trailers = HeaderBlock()
+        trailers.append(name: "grpc-status", value: "0")
+        trailers.append(name: "x-trace-bin", value: "AAEC")
+        link.server.endStream(streamID: id, trailers: trailers)
+        // Manual flow control: the client must consume for the server to send past 64 KiB.
+        try link.pump()
+        let received = link.clientEvents.data(stream: id).readableBytes
+        link.client.consume(streamID: id, bytes: received)
+        try link.pump()
+        link.client.consume(streamID: id, bytes: link.clientEvents.data(stream: id).readableBytes - received)
+        try link.pump()
+
+        let resp = link.clientEvents.headers(stream: id)
+        #expect(resp.count == 2)
+        #expect(resp[0].1 == .response)
+        #expect(resp[1].1 == .trailers)
+        #expect(resp[1].2 == true)
+        #expect(resp[1].0.pairs.map(\.name) == ["grpc-status", "x-trace-bin"])
+        #expect(link.clientEvents.data(stream: id) == BackToBack.bytes(70000, seed: 7))
+        #expect(link.clientEvents.closed(stream: id) == 0)
+        #expect(link.serverEvents.sent(stream: id) == 70000)
+    }
+
+    @Test func trailersOnlyResponse() throws {
+        let link = BackToBack()
+        let id = try link.client.submitRequest(BackToBack.request(), endStream: true)
+        try link.pump()
+        var block = HeaderBlock()
+        block.append(name: ":status", value: "200")
+        block.append(name: "content-type", value: "application/grpc")
+        block.append(name: "grpc-status", value: "12")
+        try link.server.submitResponse(streamID: id, block, endStream: true)
+        try link.pump()
+        let resp = link.clientEvents.headers(stream: id)
+        #expect(resp.count == 1)
+        #expect(resp[0].2 == true)
+        #expect(resp[0].0.first("grpc-status") == "12")
+        #expect(link.clientEvents.closed(stream: id) == 0)
+    }
+
+    @Test func resetStreamReachesPeerWithCode() throws {
+        let link = BackToBack()
+        let id = try link.client.submitRequest(BackToBack.request(), endStream: false)
+        try link.pump()
+        link.client.resetStream(streamID: id, errorCode: H2ErrorCode.cancel)
+        try link.pump()
+        #expect(link.serverEvents.closed(stream: id) == H2ErrorCode.cancel)
+        #expect(link.clientEvents.closed(stream: id) == H2ErrorCode.cancel)
+    }
+
+    @Test func goAwayIsReported() throws {
+        let link = BackToBack()
+        let id = try link.client.submitRequest(BackToBack.request(), endStream: true)
+        try link.pump()
+        link.server.submitGoAway(errorCode: H2ErrorCode.noError)
+        try link.pump()
+        let goaway = link.clientEvents.compactMap { event -> (Int32, UInt32)? in
+            if case .goAway(let last, let code) = event { return (last, code) }
+            return nil
+        }
+        #expect(goaway.count == 1)
+        #expect(goaway.first?.0 == id)
+        #expect(link.client.acceptsNewStreams == false)
+    }
+
+    @Test func flowControlStallsUntilConsumed() throws {
+        var small = H2Session.Settings()
+        small.initialWindowSize = 65535
+        small.connectionWindowSize = 65535
+        let link = BackToBack(clientSettings: small, serverSettings: small)
+        let id = try link.client.submitRequest(BackToBack.request(grpc: false), endStream: false)
+        link.client.sendData(streamID: id, BackToBack.bytes(200_000))
+        link.client.endStream(streamID: id, trailers: nil)
+        try link.pump()
+        // Nothing consumed: the server has seen exactly one window's worth.
+        #expect(link.serverEvents.data(stream: id).readableBytes == 65535)
+        #expect(link.client.queuedBytes(streamID: id) == 200_000 - 65535)
+        #expect(!link.serverEvents.endedStream(id))
+        // Consuming re-opens the window; the rest flows.
+        var total = 65535
+        for _ in 0..<10 where total < 200_000 {
+            link.server.consume(
+                streamID: id, bytes: link.serverEvents.data(stream: id).readableBytes - (total - 65535) - 0)
+            try link.pump()
+            total = link.serverEvents.data(stream: id).readableBytes
+        }
+        #expect(link.serverEvents.data(stream: id) == BackToBack.bytes(200_000))
+        #expect(link.serverEvents.endedStream(id))
+    }
+
+    @Test func stalledLinkResumes() throws {
+        let link = BackToBack()
+        link.deliverToServer = false
+        let id = try link.client.submitRequest(BackToBack.request(), endStream: false)
+        link.client.sendData(streamID: id, BackToBack.bytes(10))
+        try link.pump()
+        #expect(link.serverEvents.isEmpty)
+        link.deliverToServer = true
+        link.client.sendData(streamID: id, BackToBack.bytes(10, seed: 9))
+        link.client.endStream(streamID: id, trailers: nil)
+        try link.pump()
+        var expected = BackToBack.bytes(10)
+        var tail = BackToBack.bytes(10, seed: 9)
+        expected.writeBuffer(&tail)
+        #expect(link.serverEvents.data(stream: id) == expected)
+    }
+
+    @Test func headerListOverLimitResetsStream() throws {
+        var limited = H2Session.Settings()
+        limited.maxHeaderListSize = 2048
+        let link = BackToBack(serverSettings: limited)
+        var h = BackToBack.request()
+        h.append(name: "x-big", value: String(repeating: "a", count: 4000))
+        let id = try link.client.submitRequest(h, endStream: true)
+        try link.pump()
+        #expect(
+            link.serverEvents.contains {
+                if case .headerListTooLarge(let s) = $0 { return s == id }
+                return false
+            })
+        #expect(link.serverEvents.headers(stream: id).isEmpty)
+        #expect(link.clientEvents.closed(stream: id) != nil)
+        #expect(link.clientEvents.closed(stream: id) != 0)
+    }
+
+    @Test func garbagePrefaceIsConnectionError() throws {
+        let server = H2Session(role: .server)
+        var junk = ByteBufferAllocator().buffer(capacity: 64)
+        junk.writeString("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(throws: H2Error.self) { try server.receive(junk) }
+    }
+
+    @Test func serverAdvertisesMaxConcurrentStreams() throws {
+        var s = H2Session.Settings()
+        s.maxConcurrentStreams = 7
+        let link = BackToBack(serverSettings: s)
+        _ = try link.client.submitRequest(BackToBack.request(), endStream: true)
+        try link.pump()
+        #expect(link.client.remoteMaxConcurrentStreams == 7)
+    }
+}

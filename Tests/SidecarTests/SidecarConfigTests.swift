@@ -1,0 +1,84 @@
+import Metrics
+import NIOCore
+import Testing
+
+@testable import Sidecar
+
+@Suite struct SidecarConfigTests {
+    @Test func yamlFileIsRead() throws {
+        let c = try SidecarConfig.load(
+            yaml: """
+                listen: 127.0.0.1:7000
+                upstream: "[::1]:7001"
+                hop: mediary-a
+                region: eu-west
+                admin: 127.0.0.1:7002
+                event_loops: 3
+                drain_timeout: 1500ms
+                log_level: debug
+                limits:
+                  max_concurrent_streams: 50
+                  max_header_list_size: 32768
+                """
+        ).validated()
+        #expect(c.listen == HostPort(host: "127.0.0.1", port: 7000))
+        #expect(c.upstream == HostPort(host: "::1", port: 7001))
+        #expect(c.hop == "mediary-a")
+        #expect(c.eventLoops == 3)
+        #expect(c.drainTimeout == .milliseconds(1500))
+        #expect(c.limits.maxConcurrentStreams == 50)
+        #expect(c.proxyConfiguration.downstreamSession.maxConcurrentStreams == 50)
+        #expect(c.proxyConfiguration.upstreamSession.maxHeaderListSize == 32768)
+    }
+
+    @Test(arguments: [
+        ("upstream: nohost\nhop: a\nregion: b", "upstream"),
+        ("upstream: 127.0.0.1:99999\nhop: a\nregion: b", "upstream"),
+        ("upstream: 127.0.0.1:1\nregion: b", "hop"),
+        ("upstream: 127.0.0.1:1\nhop: a", "region"),
+        ("upstream: 127.0.0.1:1\nhop: 'a b'\nregion: b", "hop"),
+        ("upstream: 127.0.0.1:1\nhop: a\nregion: b\nevent_loops: many", "event_loops"),
+        ("upstream: 127.0.0.1:1\nhop: a\nregion: b\ndrain_timeout: soon", "drain_timeout"),
+        (
+            "upstream: 127.0.0.1:1\nhop: a\nregion: b\nlimits:\n  max_concurrent_streams: 0",
+            "limits.max_concurrent_streams"
+        ),
+        ("upstream: 127.0.0.1:1\nhop: a\nregion: b\nlimits:\n  bogus: 1", "limits.bogus"),
+        ("upstream: 127.0.0.1:1\nhop: a\nregion: b\nlisten_port: 1", "listen_port"),
+        ("upstream: [unclosed", "config"),
+        ("upstream: 127.0.0.1:1\nhop: a\nregion: b\nlog_level: loud", "log_level"),
+    ])
+    func invalidConfigNamesTheField(yaml: String, field: String) {
+        #expect {
+            _ = try SidecarConfig.load(yaml: yaml).validated()
+        } throws: { error in
+            (error as? ConfigError)?.field == field
+        }
+    }
+
+    @Test func flagsOverrideFile() throws {
+        let options = try ConfigOptions.parse([
+            "--upstream", "127.0.0.1:5", "--hop", "h", "--region", "r", "--drain-timeout", "2s",
+        ])
+        let c = try options.resolve()
+        #expect(c.upstream?.port == 5)
+        #expect(c.drainTimeout == .seconds(2))
+        #expect(c.listen == HostPort(host: "0.0.0.0", port: 8080))
+    }
+
+    @Test func prometheusTextFormat() {
+        let registry = MetricsRegistry()
+        let a = registry.counter("x_total", help: "X.", labels: [("side", "a\"b")])
+        a.increment(by: 3)
+        let h = registry.histogram("lat_seconds", help: "L.", buckets: [0.1, 1])
+        h.observe(0.05)
+        h.observe(0.5)
+        h.observe(5)
+        let text = registry.render()
+        #expect(text.contains("# TYPE x_total counter\nx_total{side=\"a\\\"b\"} 3\n"))
+        #expect(text.contains("lat_seconds_bucket{le=\"0.1\"} 1\n"))
+        #expect(text.contains("lat_seconds_bucket{le=\"1.0\"} 2\n"))
+        #expect(text.contains("lat_seconds_bucket{le=\"+Inf\"} 3\n"))
+        #expect(text.contains("lat_seconds_count 3\n"))
+    }
+}
