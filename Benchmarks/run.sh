@@ -333,7 +333,7 @@ printf 'small\t%s\nlatency\t%s\nbulk\t%s\n' "$SMALL_BYTES" "$SMALL_BYTES" "$BULK
   printf 'pinning\th2load + origin (nghttpd) on CPU %s; proxy under test on CPU %s; each proxy with 1 worker/thread/event loop\n' "$LOAD_CPU" "$PROXY_CPU"
   printf 'versions\t%s; %s; %s; insight-sidecar %s\n' "$(h2load --version 2>&1 | head -1)" "$(nghttpx --version 2>&1 | head -1)" \
     "$(haproxy -v 2>&1 | head -1 | awk '{print "HAProxy "$3}')" \
-    "$( [[ "${STATUS[insight-sidecar]}" == ok ]] && (git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?') || echo 'n/a')"
+    "$( [[ "${STATUS[insight-sidecar]}" == ok ]] && echo "${SIDECAR_BIN#$REPO_ROOT/} (git $(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo 'no commit'), built $(date -u -r "$SIDECAR_BIN" '+%Y-%m-%d %H:%M UTC'))" || echo 'n/a')"
   printf 'h2 windows\t%s\n' "${H2_WINDOW:-proxy defaults (nghttpx/HAProxy: 65535-byte stream window towards origin)}"
   printf 'parameters\treps=%s (median), small: -c4 -m10 --warm-up-time=%ss -D %ss; latency: -c1 -m1 -n %s; bulk: -c1 -m1 -n %s x 10 MiB\n' \
     "$REPS" "$WARMUP" "$DURATION" "$LAT_N" "$BULK_N"

@@ -56,7 +56,7 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
         self.loop.downstreams.removeValue(forKey: ObjectIdentifier(self))
         let open = self.streams
         self.streams.removeAll()
-        for (_, stream) in open { stream.downstreamDidClose(errorCode: H2ErrorCode.cancel) }
+        for (_, stream) in open { stream.downstreamDidClose(errorCode: H2ErrorCode.cancel, connectionLost: true) }
         self.loop.flushDirty()
         self.context = nil
     }

@@ -17,7 +17,7 @@ final class ProxyLoop {
     let eventLoop: EventLoop
     let configuration: ProxyConfiguration
     let metrics: ProxyMetrics
-    let observerFactory: StreamObserverFactory?
+    let observerSource: LoopObserverSource?
     let logger: Logger
     private(set) var pool: UpstreamPool!
     var downstreams: [ObjectIdentifier: DownstreamConnection] = [:]
@@ -33,7 +33,7 @@ final class ProxyLoop {
         self.eventLoop = eventLoop
         self.configuration = configuration
         self.metrics = metrics
-        self.observerFactory = observerFactory
+        self.observerSource = observerFactory?.makeLoopObserverSource(for: eventLoop)
         self.logger = logger
         self.pool = UpstreamPool(loop: self)
     }

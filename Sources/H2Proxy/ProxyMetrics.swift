@@ -40,7 +40,7 @@ public final class ProxyMetrics: Sendable {
         self.responseBytes = r.counter(
             "insight_bytes_total", help: "DATA payload bytes proxied.", labels: [("direction", "response")])
         let resets = "insight_stream_resets_total"
-        let resetsHelp = "RST_STREAM frames, by side of the proxy and direction."
+        let resetsHelp = "RST_STREAM frames sent by the proxy, or received from a peer, by side of the proxy."
         self.resetsReceivedDownstream = r.counter(
             resets, help: resetsHelp, labels: [("side", "downstream"), ("direction", "received")])
         self.resetsSentDownstream = r.counter(
@@ -59,6 +59,7 @@ public final class ProxyMetrics: Sendable {
             "insight_upstream_unavailable_total",
             help: "Streams answered by the proxy because the upstream was unreachable or lost.")
         self.retries = r.counter(
-            "insight_upstream_retries_total", help: "Streams retried on a new upstream connection (refused, GOAWAY).")
+            "insight_upstream_retries_total",
+            help: "Streams retried on another upstream connection after REFUSED_STREAM or a GOAWAY below their id.")
     }
 }

@@ -26,6 +26,10 @@ final class ProxyStream {
     private(set) var responseEnded = false
     private(set) var downstreamClosed = false
     private(set) var upstreamClosed = false
+    /// Whether the proxy itself reset the stream on that side (so a close with an error code
+    /// there is not a reset received from the peer).
+    private var resetDownstreamByProxy = false
+    private var resetUpstreamByProxy = false
     private var ended = false
 
     /// Received from downstream, not yet written upstream.
@@ -47,8 +51,7 @@ final class ProxyStream {
         var isGRPC = false
         if let i = request.firstIndex(of: "content-type") { isGRPC = request.valueHasPrefix(at: i, "application/grpc") }
         self.isGRPC = isGRPC
-        self.observer = downstream.loop.observerFactory?.makeObserver(
-            for: request, eventLoop: downstream.loop.eventLoop)
+        self.observer = downstream.loop.observerSource?.makeObserver(for: request)
         var forwarded = request
         HopByHopHeaders.strip(&forwarded)
         if let observer = self.observer {
@@ -156,20 +159,21 @@ final class ProxyStream {
             try? session.submitInterimHeaders(streamID: self.downstreamID, headers)
         case .response where !self.responseStarted:
             self.responseStarted = true
-            self.observer?.responseHeadersReceived(headers, at: now)
             if endStream {
                 self.responseEnded = true
                 self.observer?.trailersWillForward(&headers, trailersOnly: true, receivedAt: now)
+            } else {
+                self.observer?.responseHeadersWillForward(&headers, at: now)
             }
             do {
                 try session.submitResponse(streamID: self.downstreamID, headers, endStream: endStream)
             } catch {
-                self.downstream.resetStream(self.downstreamID, errorCode: H2ErrorCode.internalError)
+                self.resetDownstream(errorCode: H2ErrorCode.internalError)
             }
         case .trailers, .response:
             self.responseEnd(trailers: headers, at: now)
         case .request:
-            self.downstream.resetStream(self.downstreamID, errorCode: H2ErrorCode.protocolError)
+            self.resetDownstream(errorCode: H2ErrorCode.protocolError)
         }
         self.loop.markDirty(self.downstream)
     }
@@ -212,10 +216,12 @@ final class ProxyStream {
     // MARK: Closing
 
     /// The client side of the stream closed (cleanly or by RST_STREAM `errorCode`).
-    func downstreamDidClose(errorCode: UInt32) {
+    func downstreamDidClose(errorCode: UInt32, connectionLost: Bool = false) {
         guard !self.downstreamClosed else { return }
         self.downstreamClosed = true
-        if errorCode != 0 { self.loop.metrics.resetsReceivedDownstream.increment() }
+        if errorCode != 0 && !connectionLost && !self.resetDownstreamByProxy {
+            self.loop.metrics.resetsReceivedDownstream.increment()
+        }
         // Response bytes that will never be written downstream: give the upstream window back.
         if self.unforwardedResponseBytes > 0, let upstream = self.upstream {
             upstream.session.consume(streamID: self.upstreamID, bytes: self.unforwardedResponseBytes)
@@ -224,8 +230,8 @@ final class ProxyStream {
         self.unforwardedResponseBytes = 0
         if let upstream = self.upstream, !self.upstreamClosed {
             if !self.responseEnded || errorCode != 0 {
-                upstream.resetStream(
-                    self.upstreamID, errorCode: errorCode == 0 ? H2ErrorCode.cancel : Self.mapResetCode(errorCode))
+                self.resetUpstream(
+                    upstream, errorCode: errorCode == 0 ? H2ErrorCode.cancel : Self.mapResetCode(errorCode))
             }
         } else if self.upstream == nil {
             self.loop.pool.cancelWaiting(self)
@@ -244,17 +250,17 @@ final class ProxyStream {
         if errorCode == H2ErrorCode.refusedStream, self.retryIfPossible(cause: "upstream refused stream") {
             return
         }
-        if errorCode != 0 { self.loop.metrics.resetsReceivedUpstream.increment() }
+        if errorCode != 0 && !self.resetUpstreamByProxy { self.loop.metrics.resetsReceivedUpstream.increment() }
         self.releasePendingRequestData()
         if !self.downstreamClosed && !self.responseEnded {
             if errorCode == 0 {
                 // Closed without ending the response: treat as a reset.
-                self.downstream.resetStream(self.downstreamID, errorCode: H2ErrorCode.internalError)
+                self.resetDownstream(errorCode: H2ErrorCode.internalError)
             } else if !self.responseStarted && errorCode == H2ErrorCode.refusedStream {
                 self.failUnavailable("upstream refused stream")
                 return
             } else {
-                self.downstream.resetStream(self.downstreamID, errorCode: Self.mapResetCode(errorCode))
+                self.resetDownstream(errorCode: Self.mapResetCode(errorCode))
             }
         }
         self.finishIfDone(errorCode == 0 ? .completed : .upstreamReset(errorCode))
@@ -265,13 +271,22 @@ final class ProxyStream {
         guard !self.upstreamClosed else { return }
         if let upstream = self.upstream { upstream.streams.removeValue(forKey: self.upstreamID) }
         self.upstreamClosed = true
-        if self.retryIfPossible(cause: cause) { return }
         self.releasePendingRequestData()
         if self.downstreamClosed || self.responseEnded {
             self.finishIfDone(.completed)
             return
         }
         self.failUnavailable(cause)
+    }
+
+    private func resetDownstream(errorCode: UInt32) {
+        self.resetDownstreamByProxy = true
+        self.downstream.resetStream(self.downstreamID, errorCode: errorCode)
+    }
+
+    private func resetUpstream(_ upstream: UpstreamConnection, errorCode: UInt32) {
+        self.resetUpstreamByProxy = true
+        upstream.resetStream(self.upstreamID, errorCode: errorCode)
     }
 
     /// Answers the client on the proxy's own behalf: UNAVAILABLE for gRPC, 502 otherwise.
@@ -301,7 +316,7 @@ final class ProxyStream {
             session.sendData(streamID: self.downstreamID, body)
             session.endStream(streamID: self.downstreamID, trailers: nil)
         } else {
-            self.downstream.resetStream(self.downstreamID, errorCode: H2ErrorCode.internalError)
+            self.resetDownstream(errorCode: H2ErrorCode.internalError)
         }
         self.loop.markDirty(self.downstream)
         self.finishIfDone(.upstreamUnavailable(cause))

@@ -10,8 +10,9 @@ public protocol StreamObserver: AnyObject {
     func requestHeadersWillForward(_ headers: inout HeaderBlock, receivedAt: NIODeadline, now: NIODeadline)
     /// Request HEADERS were written towards the upstream connection.
     func requestHeadersSent(at: NIODeadline)
-    /// Response headers (final, not 1xx) arrived from upstream.
-    func responseHeadersReceived(_ headers: HeaderBlock, at: NIODeadline)
+    /// Response headers (final, not 1xx) arrived from upstream and are about to go downstream.
+    /// May add or change fields. Not called for a Trailers-Only response (see `trailersWillForward`).
+    func responseHeadersWillForward(_ headers: inout HeaderBlock, at: NIODeadline)
     /// A DATA chunk was received; `messages` counts gRPC messages completed inside it.
     func dataReceived(_ direction: StreamDirection, bytes: Int, messages: Int, at: NIODeadline)
     /// The response's last frame arrived from upstream (`receivedAt`); `trailers` is about to
@@ -40,7 +41,13 @@ public enum StreamEndReason: Sendable, Equatable {
     case downstreamClosed
 }
 
-/// Makes an observer for each new stream, or `nil` to not observe it.
+/// Makes the per-event-loop observer source, once per loop at start-up.
 public protocol StreamObserverFactory: Sendable {
-    func makeObserver(for request: HeaderBlock, eventLoop: EventLoop) -> StreamObserver?
+    func makeLoopObserverSource(for eventLoop: EventLoop) -> LoopObserverSource
+}
+
+/// Makes an observer for each new stream on one event loop (or `nil` to not observe it).
+/// Used only on its loop, so it can keep loop-local caches without locks.
+public protocol LoopObserverSource: AnyObject {
+    func makeObserver(for request: HeaderBlock) -> StreamObserver?
 }

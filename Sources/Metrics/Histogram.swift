@@ -1,44 +1,90 @@
 import Atomics
+import Foundation
 
 /// A Prometheus histogram with fixed buckets; `observe` is a few relaxed atomic adds.
-public final class Histogram: Sendable {
-    /// Seconds, from 100 µs to 30 s: wide enough for a proxy's own overhead and a WAN hop.
+///
+/// It may keep one exemplar per bucket (a correlation id with its value and time), replaced
+/// at most once a second per bucket so that the per-histogram lock is rarely taken.
+public final class Histogram: @unchecked Sendable {
+    /// Seconds, from 100 µs (loopback hops, proxy overhead) to 30 s (cross-region calls, timeouts).
     public static let defaultBuckets: [Double] = [
         0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
     ]
 
+    public struct Exemplar: Sendable {
+        public var labelName: String
+        public var labelValue: String
+        public var value: Double
+        public var timestamp: Double
+    }
+
     public let buckets: [Double]
     private let counts: [ManagedAtomic<UInt64>]
-    private let sumMicros = ManagedAtomic<UInt64>(0)
+    private let sumNanos = ManagedAtomic<UInt64>(0)
     private let total = ManagedAtomic<UInt64>(0)
+    private let exemplarSecond: [ManagedAtomic<Int64>]
+    private var exemplars: [Exemplar?]
+    private let exemplarLock = NSLock()
 
     public init(buckets: [Double] = Histogram.defaultBuckets) {
         self.buckets = buckets.sorted()
-        self.counts = self.buckets.map { _ in ManagedAtomic<UInt64>(0) }
+        self.counts = (0...self.buckets.count).map { _ in ManagedAtomic<UInt64>(0) }
+        self.exemplarSecond = (0...self.buckets.count).map { _ in ManagedAtomic<Int64>(0) }
+        self.exemplars = Array(repeating: nil, count: self.buckets.count + 1)
     }
 
-    public func observe(_ seconds: Double) {
-        let v = max(0, seconds)
+    /// Records `seconds`; with `exemplar` (label name, value), may keep it for the bucket.
+    public func observe(_ seconds: Double, exemplar: (String, String)? = nil) {
+        let v = seconds.isFinite ? max(0, seconds) : 0
+        var index = self.buckets.count
         for (i, upper) in self.buckets.enumerated() where v <= upper {
-            self.counts[i].wrappingIncrement(ordering: .relaxed)
+            index = i
             break
         }
+        self.counts[index].wrappingIncrement(ordering: .relaxed)
         self.total.wrappingIncrement(ordering: .relaxed)
-        self.sumMicros.wrappingIncrement(by: UInt64(v * 1_000_000), ordering: .relaxed)
+        self.sumNanos.wrappingIncrement(by: UInt64(min(v, 1e9) * 1e9), ordering: .relaxed)
+        if let (name, value) = exemplar {
+            let now = Date().timeIntervalSince1970
+            let second = Int64(now)
+            let last = self.exemplarSecond[index].load(ordering: .relaxed)
+            if last != second,
+                self.exemplarSecond[index].compareExchange(expected: last, desired: second, ordering: .relaxed)
+                    .exchanged
+            {
+                self.exemplarLock.lock()
+                self.exemplars[index] = Exemplar(labelName: name, labelValue: value, value: v, timestamp: now)
+                self.exemplarLock.unlock()
+            }
+        }
     }
 
     public var count: UInt64 { self.total.load(ordering: .relaxed) }
-    public var sum: Double { Double(self.sumMicros.load(ordering: .relaxed)) / 1_000_000 }
+    public var sum: Double { Double(self.sumNanos.load(ordering: .relaxed)) / 1e9 }
 
-    func render(name: String, labels: String, into out: inout String) {
+    func render(name: String, labels: String, openMetrics: Bool, into out: inout String) {
         let inner = labels.isEmpty ? "" : String(labels.dropFirst().dropLast()) + ","
-        var cumulative: UInt64 = 0
-        for (i, upper) in self.buckets.enumerated() {
-            cumulative += self.counts[i].load(ordering: .relaxed)
-            out += "\(name)_bucket{\(inner)le=\"\(upper)\"} \(cumulative)\n"
+        var exemplars: [Exemplar?] = []
+        if openMetrics {
+            self.exemplarLock.lock()
+            exemplars = self.exemplars
+            self.exemplarLock.unlock()
         }
-        out += "\(name)_bucket{\(inner)le=\"+Inf\"} \(self.count)\n"
+        var cumulative: UInt64 = 0
+        for i in 0...self.buckets.count {
+            cumulative += self.counts[i].load(ordering: .relaxed)
+            let le = i < self.buckets.count ? Self.format(self.buckets[i]) : "+Inf"
+            out += "\(name)_bucket{\(inner)le=\"\(le)\"} \(cumulative)"
+            if openMetrics, let e = exemplars[i] {
+                out += " # {\(e.labelName)=\"\(e.labelValue)\"} \(e.value) \(String(format: "%.3f", e.timestamp))"
+            }
+            out += "\n"
+        }
         out += "\(name)_sum\(labels) \(self.sum)\n"
-        out += "\(name)_count\(labels) \(self.count)\n"
+        out += "\(name)_count\(labels) \(cumulative)\n"
+    }
+
+    static func format(_ v: Double) -> String {
+        v == v.rounded() && abs(v) < 1e15 ? String(format: "%.1f", v) : "\(v)"
     }
 }

@@ -97,24 +97,28 @@ public final class MetricsRegistry: @unchecked Sendable {
         return out + "}"
     }
 
-    /// The exposition text for every family.
-    public func render() -> String {
+    /// The exposition text for every family: Prometheus text 0.0.4, or OpenMetrics 1.0
+    /// (with exemplars and `# EOF`) when `openMetrics` is true.
+    public func render(openMetrics: Bool = false) -> String {
         self.lock.lock()
         let snapshot = self.families.map { ($0.name, $0.help, $0.kind, $0.series) }
         self.lock.unlock()
         var out = ""
         out.reserveCapacity(4096)
         for (name, help, kind, series) in snapshot {
-            out += "# HELP \(name) \(help)\n# TYPE \(name) \(kind.rawValue)\n"
+            // OpenMetrics names a counter family without its `_total` suffix.
+            let family = openMetrics && kind == .counter && name.hasSuffix("_total") ? String(name.dropLast(6)) : name
+            out += "# HELP \(family) \(help)\n# TYPE \(family) \(kind.rawValue)\n"
             for (labels, metric) in series {
                 switch metric {
                 case let c as Counter: out += "\(name)\(labels) \(c.value)\n"
                 case let g as Gauge: out += "\(name)\(labels) \(g.value)\n"
-                case let h as Histogram: h.render(name: name, labels: labels, into: &out)
+                case let h as Histogram: h.render(name: name, labels: labels, openMetrics: openMetrics, into: &out)
                 default: break
                 }
             }
         }
+        if openMetrics { out += "# EOF\n" }
         return out
     }
 }

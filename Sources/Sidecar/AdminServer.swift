@@ -84,9 +84,16 @@ final class AdminHandler: ChannelInboundHandler {
                 }
             }
         case "/metrics":
-            self.respond(
-                context: context, head: head, status: .ok, body: self.registry.render(),
-                contentType: "text/plain; version=0.0.4; charset=utf-8")
+            let accept = head.headers["accept"].joined(separator: ",")
+            if accept.contains("application/openmetrics-text") {
+                self.respond(
+                    context: context, head: head, status: .ok, body: self.registry.render(openMetrics: true),
+                    contentType: "application/openmetrics-text; version=1.0.0; charset=utf-8")
+            } else {
+                self.respond(
+                    context: context, head: head, status: .ok, body: self.registry.render(),
+                    contentType: "text/plain; version=0.0.4; charset=utf-8")
+            }
         default:
             self.respond(
                 context: context, head: head, status: .notFound, body: "not found: try /healthz, /readyz, /metrics\n")

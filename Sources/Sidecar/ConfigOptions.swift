@@ -35,6 +35,20 @@ public struct ConfigOptions: ParsableArguments {
     @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical. YAML: log_level.")
     var logLevel: String?
 
+    @Flag(
+        name: .long,
+        help: "Remove insight-* request headers before the upstream sees them. YAML: strip_request_headers.")
+    var stripRequestHeaders = false
+
+    @Flag(name: .long, help: "Remove insight-timing before the client sees it. YAML: strip_response_timing.")
+    var stripResponseTiming = false
+
+    @Option(name: .long, help: "Stop appending to insight-hops at this many entries (default 16). YAML: hop_limit.")
+    var hopLimit: Int?
+
+    @Option(name: .long, help: "One JSON line per stream to stdout, stderr or a file. YAML: access_log. Default off.")
+    var accessLog: String?
+
     public init() {}
 
     /// The file's settings with the flags applied on top, validated.
@@ -58,6 +72,10 @@ public struct ConfigOptions: ParsableArguments {
         if let v = self.drainTimeout { c.drainTimeout = try DurationValue.parse(v, field: "drain_timeout") }
         if let v = self.connectTimeout { c.connectTimeout = try DurationValue.parse(v, field: "connect_timeout") }
         if let v = self.logLevel { c.logLevel = try parseLogLevel(v, field: "log_level") }
+        if self.stripRequestHeaders { c.stripRequestHeaders = true }
+        if self.stripResponseTiming { c.stripResponseTiming = true }
+        if let v = self.hopLimit { c.hopLimit = v }
+        if let v = self.accessLog { c.accessLog = v }
         return try c.validated()
     }
 }

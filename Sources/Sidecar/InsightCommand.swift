@@ -34,8 +34,8 @@ public struct InsightCommand: AsyncParsableCommand {
                 print(Self.fullMessage(for: error))
                 Foundation.exit(0)
             }
-            let message = Self.fullMessage(for: error)
-            FileHandle.standardError.write(Data("insight-sidecar: \(message)\n".utf8))
+            let message = Self.message(for: error).replacingNewlines()
+            FileHandle.standardError.write(Data("insight-sidecar: \(message) (see --help)\n".utf8))
             if error is ExitCode { Foundation.exit(code.rawValue) }
             Foundation.exit(2)
         }

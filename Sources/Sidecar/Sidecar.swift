@@ -34,8 +34,17 @@ public final class Sidecar: Sendable {
         let threads = self.config.eventLoops == 0 ? System.coreCount : self.config.eventLoops
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let metrics = ProxyMetrics(registry: self.registry)
+        let timing = self.config.timingOptions
+        let traffic = TrafficMetrics(
+            registry: self.registry, hop: timing.hop, region: timing.region, maxRoutes: timing.maxRoutes,
+            headerErrorReasons: TimingHeaders.Problem.allCases.map(\.rawValue))
+        let accessLog = try self.config.accessLog.map { path throws(ConfigError) in
+            try AccessLog(path: path, hop: timing.hop)
+        }
+        let observers = HopTimingObserverFactory(options: timing, metrics: traffic, accessLog: accessLog)
         let proxy = ProxyServer(
-            configuration: self.config.proxyConfiguration, group: group, metrics: metrics, logger: logger)
+            configuration: self.config.proxyConfiguration, group: group, metrics: metrics, observerFactory: observers,
+            logger: logger)
 
         let signals = SignalWaiter(signals: [SIGTERM, SIGINT])
         let listening: SocketAddress

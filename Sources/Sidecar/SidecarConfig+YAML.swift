@@ -26,6 +26,11 @@ extension SidecarConfig {
             case "drain_timeout": config.drainTimeout = try DurationValue.parse(try value.text(key), field: key)
             case "connect_timeout": config.connectTimeout = try DurationValue.parse(try value.text(key), field: key)
             case "log_level": config.logLevel = try parseLogLevel(try value.text(key), field: key)
+            case "hop_limit": config.hopLimit = try value.integer(key)
+            case "strip_request_headers": config.stripRequestHeaders = try value.boolean(key)
+            case "strip_response_timing": config.stripResponseTiming = try value.boolean(key)
+            case "max_routes": config.maxRoutes = try value.integer(key)
+            case "access_log": config.accessLog = try value.text(key)
             case "limits":
                 guard let limits = value.mapping else { throw ConfigError(field: key, reason: "must be a mapping") }
                 for (k, v) in limits {
@@ -63,6 +68,14 @@ extension Node {
     fileprivate func text(_ field: String) throws(ConfigError) -> String {
         guard let s = self.scalar?.string else { throw ConfigError(field: field, reason: "must be a string") }
         return s
+    }
+
+    fileprivate func boolean(_ field: String) throws(ConfigError) -> Bool {
+        switch self.scalar?.string.lowercased() {
+        case "true", "yes", "on": return true
+        case "false", "no", "off": return false
+        default: throw ConfigError(field: field, reason: "must be true or false")
+        }
     }
 
     fileprivate func integer(_ field: String) throws(ConfigError) -> Int {

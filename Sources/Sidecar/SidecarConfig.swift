@@ -17,6 +17,16 @@ public struct SidecarConfig: Sendable, Equatable {
     public var connectTimeout: TimeAmount = .seconds(5)
     public var logLevel: Logger.Level = .info
     public var limits = Limits()
+    /// Stop appending to `insight-hops` at this many entries.
+    public var hopLimit = 16
+    /// Remove `insight-*` request headers before the upstream sees them.
+    public var stripRequestHeaders = false
+    /// Remove `insight-timing`/`insight-chain` before the client sees them.
+    public var stripResponseTiming = false
+    /// Distinct service/method pairs with their own metric series; the rest are `other`.
+    public var maxRoutes = 256
+    /// Access log destination: nil (off), `stdout`, `stderr` or a file path.
+    public var accessLog: String?
 
     public struct Limits: Sendable, Equatable {
         public var maxConcurrentStreams = 100
@@ -57,6 +67,11 @@ public struct SidecarConfig: Sendable, Equatable {
         try Self.range(l.streamResetBurst, 1...1_000_000, "limits.stream_reset_burst")
         try Self.range(l.streamResetRate, 1...1_000_000, "limits.stream_reset_rate")
         try Self.range(l.maxContinuations, 1...1000, "limits.max_continuations")
+        try Self.range(self.hopLimit, 1...64, "hop_limit")
+        try Self.range(self.maxRoutes, 1...100_000, "max_routes")
+        if let log = self.accessLog, log.isEmpty {
+            throw ConfigError(field: "access_log", reason: "must be stdout, stderr or a file path")
+        }
         if self.listen == self.admin && self.listen.port != 0 {
             throw ConfigError(field: "admin", reason: "must differ from listen (\(self.listen))")
         }
@@ -72,7 +87,9 @@ public struct SidecarConfig: Sendable, Equatable {
                     || "-_.".unicodeScalars.contains($0)
             }
         if !ok {
-            throw ConfigError(field: field, reason: "must be 1-64 characters of A-Z a-z 0-9 - _ ., got \"\(name)\"")
+            throw ConfigError(
+                field: field,
+                reason: "must be 1-64 characters of A-Z a-z 0-9 - _ . starting with a letter, got \"\(name)\"")
         }
     }
 
@@ -80,6 +97,16 @@ public struct SidecarConfig: Sendable, Equatable {
         if !r.contains(v) {
             throw ConfigError(field: field, reason: "must be between \(r.lowerBound) and \(r.upperBound), got \(v)")
         }
+    }
+
+    /// The timing protocol settings.
+    public var timingOptions: TimingOptions {
+        var t = TimingOptions(hop: self.hop ?? "", region: self.region ?? "")
+        t.hopLimit = self.hopLimit
+        t.stripRequestHeaders = self.stripRequestHeaders
+        t.stripResponseTiming = self.stripResponseTiming
+        t.maxRoutes = self.maxRoutes
+        return t
     }
 
     /// The proxy core's configuration for these settings.

@@ -1,0 +1,25 @@
+/// gRPC status codes by number, as they appear in the `code` label.
+enum GRPCStatusName {
+    static let names = [
+        "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+        "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
+        "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+    ]
+
+    static func name(_ value: String?) -> String {
+        guard let value, let n = Int(value), n >= 0, n < self.names.count else { return "UNKNOWN" }
+        return self.names[n]
+    }
+
+    /// What a gRPC client reports for a stream reset with `code` (gRPC's HTTP/2 mapping).
+    static func forReset(_ code: UInt32) -> String {
+        switch code {
+        case 0x0, 0x1, 0x2, 0x3, 0x4, 0x6, 0x9, 0xa: "INTERNAL"
+        case 0x7: "UNAVAILABLE"
+        case 0x8: "CANCELLED"
+        case 0xb: "RESOURCE_EXHAUSTED"
+        case 0xc: "PERMISSION_DENIED"
+        default: "UNKNOWN"
+        }
+    }
+}

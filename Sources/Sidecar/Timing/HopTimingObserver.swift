@@ -1,0 +1,214 @@
+import Foundation
+import H2Proxy
+import Metrics
+import NIOCore
+
+/// Takes part in the timing protocol for one stream and records its metrics.
+///
+/// Request: appends this hop to `insight-hops` and makes sure a correlation id travels.
+/// Response: appends this hop to `insight-chain` (headers) and `insight-timing` (trailers),
+/// splits the chain into segments and records everything when the stream ends.
+final class HopTimingObserver: StreamObserver {
+    unowned let source: HopTimingObserverSource
+    let route: RouteMetrics
+    let sourceIndex: Int
+    let isGRPC: Bool
+    let clientWantsTrailers: Bool
+    private(set) var correlationID: String?
+    private var method = ""
+
+    private var receivedAt: NIODeadline = .uptimeNanoseconds(0)
+    private var sentAt: NIODeadline?
+    private var headersForwardedAt: NIODeadline?
+    private var responseHeadersAt: NIODeadline?
+    private var responseEndAt: NIODeadline?
+    private var trailersSubmittedAt: NIODeadline?
+    private var requestMessages = 0
+    private var responseMessages = 0
+    private var code = "UNKNOWN"
+    private var chain: TimingChain?
+    private var ownEntry: TimingEntry?
+    private var expectedChainLength = 0
+
+    var options: TimingOptions { self.source.options }
+    var metrics: TrafficMetrics { self.source.metrics }
+
+    init(source: HopTimingObserverSource, route: RouteMetrics, isProbe: Bool, isGRPC: Bool, clientWantsTrailers: Bool) {
+        self.source = source
+        self.route = route
+        self.sourceIndex = isProbe ? 1 : 0
+        self.isGRPC = isGRPC
+        self.clientWantsTrailers = clientWantsTrailers
+    }
+
+    var sourceLabel: String { self.sourceIndex == 1 ? "probe" : "traffic" }
+
+    func requestHeadersWillForward(_ headers: inout HeaderBlock, receivedAt: NIODeadline, now: NIODeadline) {
+        self.receivedAt = receivedAt
+        self.method = headers.first(":method") ?? ""
+        var problems: [TimingHeaders.Problem] = []
+        // Correlation id: traceparent's trace-id, else insight-id, else a new insight-id.
+        self.correlationID = CorrelationID.find(in: headers)
+        if self.correlationID == nil {
+            let id = CorrelationID.make()
+            self.correlationID = id
+            headers.replace(name: "insight-id", value: id)
+        }
+        if self.options.stripRequestHeaders {
+            headers.removeAll { block, i in block.name(at: i).starts(with: "insight-".utf8) }
+        } else {
+            var items = TimingHeaders.parseList("insight-hops", in: headers, problems: &problems) ?? []
+            let before = items.count
+            items.removeAll { HopStamp($0) == nil }
+            if items.count < before { problems.append(.invalidItem) }
+            if items.count >= self.options.hopLimit {
+                problems.append(.hopLimit)
+            } else {
+                let stamp = HopStamp(
+                    hop: self.options.hop, region: self.options.region, epochMicros: Self.epochMicros())
+                items.append(stamp.item)
+            }
+            if let value = TimingHeaders.serialize(items) {
+                headers.replace(name: "insight-hops", value: value)
+            }
+        }
+        self.record(problems)
+    }
+
+    func requestHeadersSent(at: NIODeadline) {
+        if self.sentAt == nil { self.sentAt = at }
+    }
+
+    func responseHeadersWillForward(_ headers: inout HeaderBlock, at: NIODeadline) {
+        self.responseHeadersAt = at
+        if !self.isGRPC, let status = headers.first(":status") { self.code = status }
+        self.appendChain(&headers)
+    }
+
+    func dataReceived(_ direction: StreamDirection, bytes: Int, messages: Int, at: NIODeadline) {
+        guard messages > 0 else { return }
+        switch direction {
+        case .request: self.requestMessages += messages
+        case .response: self.responseMessages += messages
+        }
+    }
+
+    func trailersWillForward(_ trailers: inout HeaderBlock, trailersOnly: Bool, receivedAt: NIODeadline) {
+        self.responseEndAt = receivedAt
+        if trailersOnly {
+            self.responseHeadersAt = receivedAt
+            if !self.isGRPC, let status = trailers.first(":status") { self.code = status }
+            self.appendChain(&trailers)
+        }
+        if self.isGRPC { self.code = GRPCStatusName.name(trailers.first("grpc-status")) }
+        var problems: [TimingHeaders.Problem] = []
+        let items = TimingHeaders.parseList("insight-timing", in: trailers, problems: &problems) ?? []
+        var entries: [TimingEntry] = []
+        for item in items {
+            if let e = TimingEntry(item) { entries.append(e) } else { problems.append(.invalidItem) }
+        }
+        if entries.count < self.expectedChainLength {
+            problems.append(.incompleteChain)
+            self.metrics.chainIncomplete.increment()
+        }
+        let now = NIODeadline.now()
+        self.trailersSubmittedAt = now
+        let sent = self.sentAt ?? self.receivedAt
+        let own = TimingEntry(
+            hop: self.options.hop,
+            durationNanos: nanos(from: sent, to: receivedAt),
+            ttfbNanos: self.responseHeadersAt.map { nanos(from: sent, to: $0) },
+            selfNanos: self.selfNanos(endReceived: receivedAt, submitted: now))
+        self.ownEntry = own
+        if entries.count >= self.expectedChainLength {
+            self.chain = TimingChain(entries: entries + [own])
+        }
+        if self.options.stripResponseTiming {
+            trailers.remove(name: "insight-timing")
+            trailers.remove(name: "insight-chain")
+        } else if self.isGRPC || self.clientWantsTrailers, let value = TimingHeaders.serialize(items + [own.item]) {
+            trailers.replace(name: "insight-timing", value: value)
+        }
+        self.record(problems)
+    }
+
+    func streamEnded(_ reason: StreamEndReason, at: NIODeadline) {
+        switch reason {
+        case .completed: break
+        case .upstreamUnavailable: self.code = self.isGRPC ? "UNAVAILABLE" : "502"
+        case .downstreamReset(let c), .upstreamReset(let c):
+            if self.responseEndAt == nil { self.code = self.isGRPC ? GRPCStatusName.forReset(c) : "reset" }
+        case .downstreamClosed:
+            if self.responseEndAt == nil { self.code = self.isGRPC ? "CANCELLED" : "reset" }
+        }
+        let s = self.sourceIndex
+        self.source.requests(self.route, code: self.code, sourceIndex: s).increment()
+        self.route.messages[s][0].increment(by: UInt64(self.requestMessages))
+        self.route.messages[s][1].increment(by: UInt64(self.responseMessages))
+        let exemplar = self.correlationID.map { ("trace_id", $0) }
+        if let sent = self.sentAt, let end = self.responseEndAt {
+            let seconds = Double(nanos(from: sent, to: end)) / 1e9
+            let unary = self.requestMessages <= 1 && self.responseMessages <= 1
+            (unary ? self.route.upstreamDuration[s] : self.route.streamDuration[s]).observe(seconds, exemplar: exemplar)
+            if let h = self.responseHeadersAt {
+                self.route.upstreamTTFB[s].observe(Double(nanos(from: sent, to: h)) / 1e9, exemplar: exemplar)
+            }
+        }
+        if let own = self.ownEntry {
+            self.metrics.proxyOverhead.observe(own.selfTime / 1000, exemplar: exemplar)
+        }
+        if let chain = self.chain {
+            for segment in chain.segments {
+                self.source.segmentHistogram(segment: segment.hop, next: segment.next, sourceIndex: s)
+                    .observe(segment.milliseconds / 1000, exemplar: exemplar)
+            }
+        }
+        self.source.accessLog?.write(self, reason: reason)
+    }
+
+    // MARK: Helpers
+
+    private func appendChain(_ headers: inout HeaderBlock) {
+        var problems: [TimingHeaders.Problem] = []
+        var items = TimingHeaders.parseList("insight-chain", in: headers, problems: &problems) ?? []
+        items.removeAll { TimingHeaders.hopName($0) == nil }
+        self.expectedChainLength = items.count
+        if self.options.stripResponseTiming {
+            headers.remove(name: "insight-chain")
+        } else {
+            items.append(TimingHeaders.hopItem(self.options.hop, .init()))
+            if let value = TimingHeaders.serialize(items) { headers.replace(name: "insight-chain", value: value) }
+        }
+        self.record(problems)
+    }
+
+    /// Request headers received → sent, plus response end received → trailers submitted.
+    private func selfNanos(endReceived: NIODeadline, submitted: NIODeadline) -> Int64 {
+        let requestSide = nanos(from: self.receivedAt, to: self.sentAt ?? self.receivedAt)
+        return max(0, requestSide) + max(0, nanos(from: endReceived, to: submitted))
+    }
+
+    private func record(_ problems: [TimingHeaders.Problem]) {
+        for p in problems { self.metrics.headerError(p.rawValue)?.increment() }
+    }
+
+    static func epochMicros() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1000
+    }
+
+    var summary:
+        (dur: Double?, ttfb: Double?, selfTime: Double?, segments: [TimingChain.Segment], code: String, method: String)
+    {
+        (
+            self.ownEntry?.duration, self.ownEntry?.ttfb, self.ownEntry?.selfTime, self.chain?.segments ?? [],
+            self.code, self.method
+        )
+    }
+}
+
+/// Signed nanoseconds from `a` to `b`.
+func nanos(from a: NIODeadline, to b: NIODeadline) -> Int64 {
+    Int64(bitPattern: b.uptimeNanoseconds &- a.uptimeNanoseconds)
+}

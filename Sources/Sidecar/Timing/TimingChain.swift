@@ -1,0 +1,38 @@
+/// The `insight-timing` entries of one response, innermost sidecar first, and the per-hop
+/// segments they imply.
+public struct TimingChain: Equatable, Sendable {
+    public var entries: [TimingEntry]
+
+    public init(entries: [TimingEntry]) {
+        self.entries = entries
+    }
+
+    /// One hop's share of the end-to-end time, as seen by the sidecars.
+    public struct Segment: Equatable, Sendable {
+        /// The hop the segment belongs to (the sidecar that fronts it).
+        public var hop: String
+        /// The next sidecar down the chain, or `service` for the innermost segment.
+        public var next: String
+        public var milliseconds: Double
+    }
+
+    /// segment(hop) = dur(hop) − (dur(next) + self(next)); the innermost is its whole `dur`.
+    /// Outermost first. Negative results (measurement noise) are clamped to zero.
+    public var segments: [Segment] {
+        var out: [Segment] = []
+        out.reserveCapacity(self.entries.count)
+        for i in stride(from: self.entries.count - 1, through: 0, by: -1) {
+            let e = self.entries[i]
+            if i == 0 {
+                out.append(Segment(hop: e.hop, next: "service", milliseconds: e.duration))
+            } else {
+                let inner = self.entries[i - 1]
+                out.append(
+                    Segment(
+                        hop: e.hop, next: inner.hop,
+                        milliseconds: max(0, e.duration - (inner.duration + inner.selfTime))))
+            }
+        }
+        return out
+    }
+}

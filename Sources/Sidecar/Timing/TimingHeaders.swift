@@ -1,0 +1,124 @@
+import Foundation
+import H2Proxy
+import RawStructuredFieldValues
+
+/// The wire format of Insight's timing protocol (Docs/protocol.md, version 1).
+///
+/// `insight-hops` (request) and `insight-timing` (response trailer) are RFC 8941 Structured
+/// Field Lists. They come from untrusted peers: sizes are bounded, malformed input is
+/// reported with a reason and never trusted.
+public enum TimingHeaders {
+    public static let hops = "insight-hops"
+    public static let timing = "insight-timing"
+    public static let chain = "insight-chain"
+    public static let id = "insight-id"
+    public static let probe = "insight-probe"
+
+    /// Bytes of one timing header (all its field lines together) that are parsed at all.
+    public static let maxFieldBytes = 4096
+    /// Items of one timing header that are kept.
+    public static let maxEntries = 32
+
+    /// Why a timing header (or one of its items) was ignored; the `reason` label of
+    /// `insight_timing_header_errors_total`.
+    public enum Problem: String, Sendable, CaseIterable {
+        /// Not a valid Structured Field List.
+        case malformed
+        /// Over ``maxFieldBytes``.
+        case tooLarge = "too_large"
+        /// Over ``maxEntries`` items; the rest were dropped.
+        case tooManyEntries = "too_many_entries"
+        /// A list member that is not a token with the expected parameters.
+        case invalidItem = "invalid_item"
+        /// `insight-hops` already had `hop_limit` entries: this sidecar did not append.
+        case hopLimit = "hop_limit"
+        /// `insight-chain` names more sidecars than `insight-timing` has entries.
+        case incompleteChain = "incomplete_chain"
+    }
+
+    /// Parses every field line named `name` in `block` as one combined SF List.
+    static func parseList(
+        _ name: StaticString, in block: HeaderBlock, problems: inout [Problem]
+    ) -> [Item]? {
+        var combined: [UInt8] = []
+        var found = false
+        for i in 0..<block.count where block.nameEquals(at: i, name) {
+            if found { combined.append(contentsOf: [UInt8(ascii: ","), UInt8(ascii: " ")]) }
+            found = true
+            combined.append(contentsOf: block.value(at: i))
+            if combined.count > Self.maxFieldBytes {
+                problems.append(.tooLarge)
+                return nil
+            }
+        }
+        guard found else { return nil }
+        var parser = StructuredFieldValueParser(combined)
+        let list: [ItemOrInnerList]
+        do {
+            list = try parser.parseListFieldValue()
+        } catch {
+            problems.append(.malformed)
+            return nil
+        }
+        var items: [Item] = []
+        items.reserveCapacity(min(list.count, Self.maxEntries))
+        for member in list {
+            guard case .item(let item) = member else {
+                problems.append(.invalidItem)
+                continue
+            }
+            if items.count == Self.maxEntries {
+                problems.append(.tooManyEntries)
+                break
+            }
+            items.append(item)
+        }
+        return items
+    }
+
+    static func serialize(_ items: [Item]) -> String? {
+        var serializer = StructuredFieldValueSerializer()
+        guard let bytes = try? serializer.writeListFieldValue(items.map { .item($0) }) else { return nil }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// A token for a hop name (validated names are tokens; anything else is quoted).
+    static func hopItem(_ hop: String, _ parameters: OrderedMap<String, RFC9651BareItem>) -> Item {
+        Item(bareItem: hop.isStructuredToken ? .token(hop) : .string(hop), parameters: parameters)
+    }
+
+    static func hopName(_ item: Item) -> String? {
+        switch item.rfc9651BareItem {
+        case .token(let t): t
+        case .string(let s) where !s.isEmpty && s.utf8.count <= 64: s
+        default: nil
+        }
+    }
+
+    /// Milliseconds as an SF Decimal with three fractional digits (µs resolution).
+    static func milliseconds(fromNanoseconds ns: Int64) -> RFC9651BareItem {
+        let micros = max(0, min(ns / 1000, 999_999_999_999))
+        return .decimal(PseudoDecimal(mantissa: Int(micros), exponent: -3))
+    }
+
+    static func number(_ item: RFC9651BareItem?) -> Double? {
+        switch item {
+        case .decimal(let d): Double(d)
+        case .integer(let i): Double(i)
+        default: nil
+        }
+    }
+}
+
+extension String {
+    /// RFC 8941 §3.3.4 token: starts with ALPHA or "*", then tchar, ":" or "/".
+    var isStructuredToken: Bool {
+        guard let first = self.utf8.first,
+            (first >= 0x41 && first <= 0x5A) || (first >= 0x61 && first <= 0x7A) || first == 0x2A
+        else { return false }
+        let extra = Set("!#$%&'*+-.^_`|~:/".utf8)
+        return self.utf8.allSatisfy {
+            ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) || extra.contains($0)
+        }
+    }
+}
