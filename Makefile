@@ -2,7 +2,7 @@
 # needs when it is missing, so a fresh Debian 12 machine (as root) needs nothing by hand.
 
 SHELL := /bin/bash
-APT_PACKAGES := libnghttp2-dev libssl-dev pkg-config nghttp2-client nghttp2-server nghttp2-proxy haproxy openssl curl
+APT_PACKAGES := libnghttp2-dev libssl-dev pkg-config nghttp2-client nghttp2-server nghttp2-proxy haproxy openssl curl prometheus
 PY_PACKAGES := grpcio grpcio-tools grpcio-health-checking protobuf h2 pytest
 PYTHON ?= python3
 SWIFT_BUILD_FLAGS ?=
@@ -20,7 +20,7 @@ deps:
 	@$(PYTHON) -c "import grpc, grpc_health, google.protobuf, h2, pytest" 2>/dev/null || \
 		$(PYTHON) -m pip install -q $(PY_PACKAGES)
 	@# haproxy is installed as a peer for tests and benchmarks, not as a system service.
-	@command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet haproxy 2>/dev/null && systemctl stop haproxy || true
+	@for s in haproxy prometheus prometheus-node-exporter; do systemctl is-active --quiet $$s 2>/dev/null && systemctl stop $$s; done; true
 
 build: deps
 	swift build $(SWIFT_BUILD_FLAGS)

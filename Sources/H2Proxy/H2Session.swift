@@ -56,7 +56,9 @@ public final class H2Session {
         case data(ByteBuffer)
     }
 
-    struct OutboundStream {
+    /// A class, so that the per-frame callbacks mutate it in place: a struct copied out of the
+    /// dictionary would copy its chunk queue on write.
+    final class OutboundStream {
         var chunks = CircularBuffer<ByteBuffer>(initialCapacity: 4)
         var bytes = 0
         var ended = false
@@ -231,7 +233,7 @@ public final class H2Session {
         if padding > 0 { self.scratch.writeInteger(UInt8(padding - 1)) }
         self.closeControlRun()
         var remaining = length
-        if var stream = self.outbound.removeValue(forKey: streamID) {
+        if let stream = self.outbound[streamID] {
             while remaining > 0, var chunk = stream.chunks.popFirst() {
                 if chunk.readableBytes > remaining {
                     let head = chunk.readSlice(length: remaining)!
@@ -244,7 +246,6 @@ public final class H2Session {
                 }
             }
             stream.bytes -= length - remaining
-            self.outbound[streamID] = stream
         }
         if padding > 1 {
             self.appendControl(UnsafeRawBufferPointer(start: zeroPadding, count: padding - 1))
@@ -293,26 +294,24 @@ public final class H2Session {
 
     /// Queues DATA for `streamID`; it is written as the peer's window allows.
     public func sendData(streamID: Int32, _ buffer: ByteBuffer) {
-        guard buffer.readableBytes > 0, var stream = self.outbound[streamID] else { return }
+        guard buffer.readableBytes > 0, let stream = self.outbound[streamID] else { return }
         stream.chunks.append(buffer)
         stream.bytes += buffer.readableBytes
-        self.resumeIfDeferred(streamID: streamID, &stream)
-        self.outbound[streamID] = stream
+        self.resumeIfDeferred(streamID: streamID, stream)
     }
 
     /// Ends the stream after the queued DATA, with `trailers` if any.
     public func endStream(streamID: Int32, trailers: HeaderBlock?) {
-        guard var stream = self.outbound[streamID] else { return }
+        guard let stream = self.outbound[streamID] else { return }
         stream.ended = true
         stream.trailers = trailers.flatMap { $0.isEmpty ? nil : $0 }
-        self.resumeIfDeferred(streamID: streamID, &stream)
-        self.outbound[streamID] = stream
+        self.resumeIfDeferred(streamID: streamID, stream)
     }
 
     /// Bytes queued on `streamID` and not yet written.
     public func queuedBytes(streamID: Int32) -> Int { self.outbound[streamID]?.bytes ?? 0 }
 
-    private func resumeIfDeferred(streamID: Int32, _ stream: inout OutboundStream) {
+    private func resumeIfDeferred(streamID: Int32, _ stream: OutboundStream) {
         if stream.deferred {
             stream.deferred = false
             _ = nghttp2_session_resume_data(self.session, streamID)
@@ -427,10 +426,9 @@ public final class H2Session {
     fileprivate func read(
         streamID: Int32, length: Int, flags: UnsafeMutablePointer<UInt32>
     ) -> Int {
-        guard var stream = self.outbound[streamID] else {
+        guard let stream = self.outbound[streamID] else {
             return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
         }
-        defer { self.outbound[streamID] = stream }
         let n = min(length, stream.bytes)
         if n > 0 { flags.pointee |= NGHTTP2_DATA_FLAG_NO_COPY.rawValue }
         if n == stream.bytes && stream.ended {

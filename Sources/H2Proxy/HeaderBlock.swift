@@ -126,7 +126,31 @@ public struct HeaderBlock: Sendable {
     /// Sets `name` to `value`, replacing every existing field of that name.
     public mutating func replace(name: StaticString, value: String) {
         self.remove(name: name)
-        self.append(name: String(describing: name), value: value)
+        self.append(name: name, value: value)
+    }
+
+    public mutating func append(name: StaticString, value: String, flags: UInt8 = 0) {
+        let nameOffset = self.storage.writerIndex
+        let nameLength = self.storage.writeStaticString(name)
+        let valueOffset = self.storage.writerIndex
+        let valueLength = self.storage.writeString(value)
+        self.fields.append(
+            Field(
+                nameOffset: UInt32(nameOffset), nameLength: UInt32(nameLength),
+                valueOffset: UInt32(valueOffset), valueLength: UInt32(valueLength), flags: flags))
+    }
+
+    /// The first value of `name` as a non-negative decimal integer, without building a String.
+    public func integer(_ name: StaticString) -> Int? {
+        guard let i = self.firstIndex(of: name) else { return nil }
+        var v = 0
+        var any = false
+        for byte in self.value(at: i) {
+            guard byte >= 0x30 && byte <= 0x39, v < Int.max / 10 - 9 else { return nil }
+            v = v * 10 + Int(byte - 0x30)
+            any = true
+        }
+        return any ? v : nil
     }
 
     /// Calls `body` with the raw storage and the field table; used to hand fields to nghttp2

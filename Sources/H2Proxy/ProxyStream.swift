@@ -16,7 +16,7 @@ final class ProxyStream {
 
     /// The request as forwarded; kept until the first request byte is written, for retries.
     private var request: HeaderBlock?
-    private var pendingRequestData = CircularBuffer<ByteBuffer>()
+    private var pendingRequestData = CircularBuffer<ByteBuffer>(initialCapacity: 2)
     private var requestEnded = false
     private var requestTrailers: HeaderBlock?
     private var requestBytesWritten = 0

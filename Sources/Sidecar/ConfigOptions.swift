@@ -43,6 +43,9 @@ public struct ConfigOptions: ParsableArguments {
     @Flag(name: .long, help: "Remove insight-timing before the client sees it. YAML: strip_response_timing.")
     var stripResponseTiming = false
 
+    @Flag(name: .long, help: "Forward only: no timing headers, no hop metrics (for comparison). YAML: timing: false.")
+    var noTiming = false
+
     @Option(name: .long, help: "Stop appending to insight-hops at this many entries (default 16). YAML: hop_limit.")
     var hopLimit: Int?
 
@@ -72,6 +75,7 @@ public struct ConfigOptions: ParsableArguments {
         if let v = self.drainTimeout { c.drainTimeout = try DurationValue.parse(v, field: "drain_timeout") }
         if let v = self.connectTimeout { c.connectTimeout = try DurationValue.parse(v, field: "connect_timeout") }
         if let v = self.logLevel { c.logLevel = try parseLogLevel(v, field: "log_level") }
+        if self.noTiming { c.timing = false }
         if self.stripRequestHeaders { c.stripRequestHeaders = true }
         if self.stripResponseTiming { c.stripResponseTiming = true }
         if let v = self.hopLimit { c.hopLimit = v }

@@ -43,7 +43,8 @@ public final class Sidecar: Sendable {
         }
         let observers = HopTimingObserverFactory(options: timing, metrics: traffic, accessLog: accessLog)
         let proxy = ProxyServer(
-            configuration: self.config.proxyConfiguration, group: group, metrics: metrics, observerFactory: observers,
+            configuration: self.config.proxyConfiguration, group: group, metrics: metrics,
+            observerFactory: self.config.timing ? observers : nil,
             logger: logger)
 
         let signals = SignalWaiter(signals: [SIGTERM, SIGINT])

@@ -26,6 +26,7 @@ extension SidecarConfig {
             case "drain_timeout": config.drainTimeout = try DurationValue.parse(try value.text(key), field: key)
             case "connect_timeout": config.connectTimeout = try DurationValue.parse(try value.text(key), field: key)
             case "log_level": config.logLevel = try parseLogLevel(try value.text(key), field: key)
+            case "timing": config.timing = try value.boolean(key)
             case "hop_limit": config.hopLimit = try value.integer(key)
             case "strip_request_headers": config.stripRequestHeaders = try value.boolean(key)
             case "strip_response_timing": config.stripResponseTiming = try value.boolean(key)

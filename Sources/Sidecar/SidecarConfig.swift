@@ -17,6 +17,8 @@ public struct SidecarConfig: Sendable, Equatable {
     public var connectTimeout: TimeAmount = .seconds(5)
     public var logLevel: Logger.Level = .info
     public var limits = Limits()
+    /// Take part in the timing protocol and record hop metrics (off: the bare proxy).
+    public var timing = true
     /// Stop appending to `insight-hops` at this many entries.
     public var hopLimit = 16
     /// Remove `insight-*` request headers before the upstream sees them.

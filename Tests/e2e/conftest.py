@@ -353,3 +353,530 @@ def procs():
         p.kill()
         if p in _ALL_PROCS:
             _ALL_PROCS.remove(p)
+
+
+# --------------------------------------------------------------------------
+# hop timing (test_timing.py, test_prometheus.py): named sidecars, nghttpx,
+# the WAN relay, small in-process HTTP/2 servers and an HTTP/2 client
+# --------------------------------------------------------------------------
+
+import asyncio  # noqa: E402
+import shutil  # noqa: E402
+import threading  # noqa: E402
+
+WAN_RELAY_SCRIPT = HERE / "wan_relay.py"
+TEST_SERVICE = "/insight.test.v1.Test/"
+
+
+def start_hop_sidecar(upstream_port: int, hop: str, region: str,
+                      extra: Optional[List[str]] = None) -> Sidecar:
+    """A sidecar with its own --hop/--region (``start_sidecar`` uses test/local)."""
+    binary = require_sidecar()
+    port, admin = free_port(), free_port()
+    while admin == port:
+        admin = free_port()
+    argv = [str(binary), "run",
+            "--listen", f"127.0.0.1:{port}",
+            "--upstream", f"127.0.0.1:{upstream_port}",
+            "--hop", hop, "--region", region,
+            "--admin", f"127.0.0.1:{admin}",
+            "--drain-timeout", "1s"] + (extra or [])
+    base = _spawn(f"sidecar-{hop}", argv, port)
+    _ALL_PROCS.remove(base)
+    sc = Sidecar(base.name, base.popen, base.log, port, admin, upstream_port)
+    _ALL_PROCS.append(sc)
+
+    def ready():
+        if not tcp_connectable(port):
+            return False
+        try:
+            status, _ = http_get(admin, "/healthz", timeout=0.5)
+        except OSError:
+            return False
+        return status == 200
+
+    try:
+        _wait_until(sc, ready, f"accepting on {port} with /healthz 200 on {admin}")
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)
+    return sc
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.access(f"/usr/sbin/{name}", os.X_OK) else None)
+    if not path:
+        pytest.skip(f"{name} not installed")
+    return path
+
+
+def start_nghttpx(backend_port: int) -> Proc:
+    """nghttpx as a third-party h2c -> h2c hop (one worker, no config file)."""
+    exe = require_tool("nghttpx")
+    port = free_port()
+    proc = _spawn("nghttpx", [exe, "--conf=/dev/null",
+                              f"--frontend=127.0.0.1,{port};no-tls",
+                              f"--backend=127.0.0.1,{backend_port};;proto=h2",
+                              "--workers=1", "--no-ocsp", "--log-level=WARN"], port)
+    _wait_until(proc, lambda: tcp_connectable(port), f"nghttpx listening on {port}")
+    return proc
+
+
+def start_nghttpd(docroot: Path, extra: Optional[List[str]] = None) -> Proc:
+    exe = require_tool("nghttpd")
+    port = free_port()
+    proc = _spawn("nghttpd", [exe, "--no-tls", "-a", "127.0.0.1", "-d", str(docroot)]
+                  + (extra or []) + [str(port)], port)
+    _wait_until(proc, lambda: tcp_connectable(port), f"nghttpd listening on {port}")
+    return proc
+
+
+def start_wan_relay(target_port: int, delay_ms: float) -> Proc:
+    """wan_relay.py in its own process (no GIL sharing with the test's client)."""
+    port = free_port()
+    proc = _spawn("wan-relay", [sys.executable, "-u", str(WAN_RELAY_SCRIPT),
+                                "--listen", f"127.0.0.1:{port}",
+                                "--target", f"127.0.0.1:{target_port}",
+                                "--delay-ms", str(delay_ms)], port)
+    _wait_until(proc, lambda: "listening on" in tail(proc.log, 5) and tcp_connectable(port),
+                f"wan relay listening on {port}")
+    return proc
+
+
+def scrape(sc: Sidecar, accept: Optional[str] = None, timeout: float = 3.0):
+    """GET /metrics -> (content-type, body)."""
+    req = urllib.request.Request(f"http://127.0.0.1:{sc.admin_port}/metrics")
+    if accept:
+        req.add_header("Accept", accept)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(req, timeout=timeout) as resp:
+        return resp.headers.get("content-type", ""), resp.read().decode("utf-8", "replace")
+
+
+def metrics_text(sc: Sidecar) -> str:
+    return scrape(sc)[1]
+
+
+# ---- structured field lists (just what insight-* headers use) -------------
+
+_SF_TOKEN = re.compile(r"[A-Za-z*][A-Za-z0-9!#$%&'*+\-.^_`|~:/]*")
+_SF_NUMBER = re.compile(r"-?[0-9]{1,15}(?:\.[0-9]{1,3})?")
+_SF_KEY = re.compile(r"[a-z*][a-z0-9_\-.*]*")
+
+
+class SFError(ValueError):
+    pass
+
+
+def parse_sf_list(value: str):
+    """RFC 8941 List of Items -> [(bare_item, {param: value})]. Bare items:
+    str for tokens and strings, int/float for numbers, bool for booleans.
+    Inner lists and byte sequences are rejected (the insight headers use none)."""
+    s, i, out = value, 0, []
+
+    def ws(i, chars=" "):
+        while i < len(s) and s[i] in chars:
+            i += 1
+        return i
+
+    def bare(i):
+        if i >= len(s):
+            raise SFError("end of input")
+        c = s[i]
+        if c == '"':
+            j, buf = i + 1, []
+            while j < len(s):
+                if s[j] == "\\":
+                    buf.append(s[j + 1])
+                    j += 2
+                elif s[j] == '"':
+                    return "".join(buf), j + 1
+                else:
+                    buf.append(s[j])
+                    j += 1
+            raise SFError("unterminated string")
+        if c == "?":
+            return s[i + 1] == "1", i + 2
+        if c == "-" or c.isdigit():
+            m = _SF_NUMBER.match(s, i)
+            if not m:
+                raise SFError(f"bad number at {i}")
+            t = m.group(0)
+            return (float(t) if "." in t else int(t)), m.end()
+        m = _SF_TOKEN.match(s, i)
+        if not m:
+            raise SFError(f"unexpected {c!r} at {i}")
+        return m.group(0), m.end()
+
+    i = ws(i)
+    while i < len(s):
+        item, i = bare(i)
+        params = {}
+        while i < len(s) and s[i] == ";":
+            i = ws(i + 1)
+            m = _SF_KEY.match(s, i)
+            if not m:
+                raise SFError(f"bad key at {i}")
+            key, i = m.group(0), m.end()
+            if i < len(s) and s[i] == "=":
+                params[key], i = bare(i + 1)
+            else:
+                params[key] = True
+        out.append((item, params))
+        i = ws(i, " \t")
+        if i >= len(s):
+            break
+        if s[i] != ",":
+            raise SFError(f"expected ',' at {i}")
+        i = ws(i + 1, " \t")
+        if i >= len(s):
+            raise SFError("trailing comma")
+    return out
+
+
+# ---- small in-process HTTP/2 servers (asyncio + h2, on a background loop) --
+
+class _LoopThread:
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="h2-helpers", daemon=True)
+        self.thread.start()
+
+    def run(self, coro, timeout=5.0):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+def _h2_config(client_side: bool):
+    import h2.config
+    return h2.config.H2Configuration(client_side=client_side, header_encoding=None,
+                                     validate_inbound_headers=False,
+                                     validate_outbound_headers=False,
+                                     normalize_outbound_headers=False,
+                                     normalize_inbound_headers=False)
+
+
+class _H2Conn:
+    """One h2 connection over asyncio streams."""
+
+    def __init__(self, reader, writer, client_side: bool):
+        import h2.connection
+        self.reader, self.writer = reader, writer
+        self.conn = h2.connection.H2Connection(config=_h2_config(client_side))
+        self.conn.initiate_connection()
+        self.conn.increment_flow_control_window(16 << 20)
+        self.flush()
+
+    def flush(self):
+        data = self.conn.data_to_send()
+        if data:
+            self.writer.write(data)
+
+    async def events(self):
+        while True:
+            data = await self.reader.read(65536)
+            if not data:
+                return
+            for ev in self.conn.receive_data(data):
+                yield ev
+            self.flush()
+
+
+class H2ServerBase:
+    """asyncio h2c server on 127.0.0.1; subclasses implement ``serve``."""
+
+    def __init__(self, helpers: _LoopThread):
+        self.helpers = helpers
+        self.port = None
+        self._server = None
+        self.errors: List[str] = []
+
+    async def _start(self):
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def start(self):
+        self.helpers.run(self._start())
+        return self
+
+    async def _handle(self, reader, writer):
+        try:
+            await self.serve(reader, writer)
+        except Exception as e:  # kept for assertions / debugging
+            self.errors.append(repr(e))
+        finally:
+            writer.close()
+
+    async def serve(self, reader, writer):
+        raise NotImplementedError
+
+    def stop(self):
+        async def close():
+            self._server.close()
+        try:
+            self.helpers.run(close())
+        except Exception:
+            pass
+
+
+class FakeGrpcUpstream(H2ServerBase):
+    """Answers every request like a gRPC server: one empty message, then
+    trailers ``grpc-status: 0`` plus ``self.timing`` as ``insight-timing``
+    (if set) and ``self.extra_trailers``; ``self.chain`` as ``insight-chain``
+    response header (if set). Records each request's headers in ``self.requests``."""
+
+    def __init__(self, helpers):
+        super().__init__(helpers)
+        self.timing: Optional[str] = None
+        self.chain: Optional[str] = None
+        self.extra_trailers: List[tuple] = []
+        self.requests: List[List[tuple]] = []
+
+    async def serve(self, reader, writer):
+        import h2.events as ev
+        c = _H2Conn(reader, writer, client_side=False)
+        async for e in c.events():
+            if isinstance(e, ev.RequestReceived):
+                self.requests.append([(k.decode("latin-1"), v.decode("latin-1")) for k, v in e.headers])
+            elif isinstance(e, ev.DataReceived):
+                c.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+            if isinstance(e, ev.StreamEnded) or (isinstance(e, ev.RequestReceived) and e.stream_ended):
+                sid = e.stream_id
+                hdrs = [(":status", "200"), ("content-type", "application/grpc")]
+                if self.chain is not None:
+                    hdrs.append(("insight-chain", self.chain))
+                c.conn.send_headers(sid, hdrs)
+                c.conn.send_data(sid, b"\x00\x00\x00\x00\x00")
+                trailers = [("grpc-status", "0")] + list(self.extra_trailers)
+                if self.timing is not None:
+                    trailers.append(("insight-timing", self.timing))
+                c.conn.send_headers(sid, trailers, end_stream=True)
+            c.flush()
+
+
+class TrailerFilterProxy(H2ServerBase):
+    """A third-party hop that drops response trailer fields it does not know:
+    h2c -> h2c, one upstream connection per downstream connection, trailers
+    reduced to ``keep`` (default grpc-status and grpc-message)."""
+
+    def __init__(self, helpers, upstream_port: int, keep=("grpc-status", "grpc-message")):
+        super().__init__(helpers)
+        self.upstream_port = upstream_port
+        self.keep = {k.encode() for k in keep}
+        self.dropped: List[bytes] = []
+
+    async def serve(self, reader, writer):
+        import h2.events as ev
+        down = _H2Conn(reader, writer, client_side=False)
+        ur, uw = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        up = _H2Conn(ur, uw, client_side=True)
+        d2u, u2d = {}, {}
+
+        async def upstream_loop():
+            try:
+                async for e in up.events():
+                    sid = u2d.get(getattr(e, "stream_id", None))
+                    if sid is None:
+                        continue
+                    if isinstance(e, ev.ResponseReceived):
+                        down.conn.send_headers(sid, e.headers, end_stream=bool(e.stream_ended))
+                    elif isinstance(e, ev.DataReceived):
+                        up.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+                        down.conn.send_data(sid, e.data, end_stream=bool(e.stream_ended))
+                    elif isinstance(e, ev.TrailersReceived):
+                        kept = [(k, v) for k, v in e.headers if k in self.keep]
+                        self.dropped += [k for k, v in e.headers if k not in self.keep]
+                        down.conn.send_headers(sid, kept, end_stream=True)
+                    elif isinstance(e, ev.StreamReset):
+                        down.conn.reset_stream(sid, e.error_code)
+                    down.flush()
+                    up.flush()
+            finally:
+                writer.close()
+
+        ut = asyncio.ensure_future(upstream_loop())
+        try:
+            async for e in down.events():
+                sid = getattr(e, "stream_id", None)
+                if isinstance(e, ev.RequestReceived):
+                    usid = up.conn.get_next_available_stream_id()
+                    d2u[sid], u2d[usid] = usid, sid
+                    up.conn.send_headers(usid, e.headers, end_stream=bool(e.stream_ended))
+                elif isinstance(e, ev.DataReceived):
+                    down.conn.acknowledge_received_data(e.flow_controlled_length, sid)
+                    up.conn.send_data(d2u[sid], e.data, end_stream=bool(e.stream_ended))
+                elif isinstance(e, ev.TrailersReceived):
+                    up.conn.send_headers(d2u[sid], e.headers, end_stream=True)
+                elif isinstance(e, ev.StreamReset) and sid in d2u:
+                    up.conn.reset_stream(d2u[sid], e.error_code)
+                up.flush()
+                down.flush()
+        finally:
+            ut.cancel()
+            uw.close()
+
+
+def h2_request(port: int, headers: List[tuple], body: bytes = b"", timeout: float = 5.0):
+    """One HTTP/2 (h2c, prior knowledge) request -> (headers, body, trailers or None).
+    Header names/values are str."""
+    import h2.connection
+    import h2.events as ev
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        c = h2.connection.H2Connection(config=_h2_config(True))
+        c.initiate_connection()
+        sid = c.get_next_available_stream_id()
+        c.send_headers(sid, headers, end_stream=not body)
+        if body:
+            c.send_data(sid, body, end_stream=True)
+        sock.sendall(c.data_to_send())
+        resp, data, trailers = None, b"", None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            done = False
+            for e in c.receive_data(chunk):
+                if isinstance(e, ev.ResponseReceived):
+                    resp = [(k.decode(), v.decode()) for k, v in e.headers]
+                elif isinstance(e, ev.DataReceived):
+                    data += e.data
+                    c.acknowledge_received_data(e.flow_controlled_length, sid)
+                elif isinstance(e, ev.TrailersReceived):
+                    trailers = [(k.decode(), v.decode()) for k, v in e.headers]
+                elif isinstance(e, ev.StreamReset):
+                    raise RuntimeError(f"stream reset {e.error_code}")
+                if isinstance(e, ev.StreamEnded) or getattr(e, "stream_ended", None):
+                    done = True
+            sock.sendall(c.data_to_send())
+            if done:
+                return resp, data, trailers
+        raise TimeoutError("no complete response")
+    finally:
+        sock.close()
+
+
+@pytest.fixture(scope="session")
+def h2_helpers():
+    lt = _LoopThread()
+    yield lt
+    lt.stop()
+
+
+@pytest.fixture
+def hop_procs(h2_helpers):
+    """Factory for hop-timing topologies; everything is stopped at teardown."""
+    started: List[Proc] = []
+    servers: List[H2ServerBase] = []
+
+    def keep(p):
+        started.append(p)
+        return p
+
+    class Factory:
+        def grpc_server(self) -> Proc:
+            return keep(start_grpc_server())
+
+        def sidecar(self, upstream_port, hop, region, extra=None) -> Sidecar:
+            return keep(start_hop_sidecar(upstream_port, hop, region, extra))
+
+        def nghttpx(self, backend_port) -> Proc:
+            return keep(start_nghttpx(backend_port))
+
+        def nghttpd(self, docroot, extra=None) -> Proc:
+            return keep(start_nghttpd(docroot, extra))
+
+        def relay(self, target_port, delay_ms) -> Proc:
+            return keep(start_wan_relay(target_port, delay_ms))
+
+        def fake_grpc_upstream(self) -> FakeGrpcUpstream:
+            s = FakeGrpcUpstream(h2_helpers).start()
+            servers.append(s)
+            return s
+
+        def trailer_filter(self, upstream_port, **kw) -> TrailerFilterProxy:
+            s = TrailerFilterProxy(h2_helpers, upstream_port, **kw).start()
+            servers.append(s)
+            return s
+
+    yield Factory()
+    for s in servers:
+        s.stop()
+    for p in reversed(started):
+        p.kill()
+        if p in _ALL_PROCS:
+            _ALL_PROCS.remove(p)
+
+
+@dataclasses.dataclass
+class TimingChain:
+    """client -> mediary-a sidecar -> nghttpx (Mediary A) -> WAN relay ->
+    mediary-b sidecar -> nghttpx (Mediary B) -> gateway-b sidecar ->
+    nghttpx (Gateway B) -> grpc_server.py"""
+    server: Proc
+    gateway_b: Sidecar
+    mediary_b: Sidecar
+    mediary_a: Sidecar
+    relay: Proc
+    nghttpx: List[Proc]
+    wan_delay_ms: float
+    # Ground truth for the mediary-a segment: nghttpx -> relay -> service,
+    # the same third-party path without sidecars.
+    calibration: List[Proc] = dataclasses.field(default_factory=list)
+
+    @property
+    def sidecars(self) -> List[Sidecar]:
+        return [self.mediary_a, self.mediary_b, self.gateway_b]
+
+    @property
+    def addr(self) -> str:
+        return self.mediary_a.addr
+
+    @property
+    def direct_addr(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+    @property
+    def calibration_addr(self) -> str:
+        return f"127.0.0.1:{self.calibration[-1].port}"
+
+    def check_alive(self):
+        for p in [self.server, self.relay, *self.nghttpx, *self.sidecars, *self.calibration]:
+            if not p.alive():
+                pytest.fail(f"{p.name} died (code {p.popen.returncode}):\n{p.log_tail()}", pytrace=False)
+
+
+WAN_DELAY_MS = 20.0
+
+
+@pytest.fixture(scope="session")
+def timing_chain():
+    require_sidecar()
+    require_tool("nghttpx")
+    mine: List[Proc] = []
+
+    def keep(p):
+        mine.append(p)
+        return p
+
+    try:
+        server = keep(start_grpc_server())
+        ngx_gb = keep(start_nghttpx(server.port))
+        gb = keep(start_hop_sidecar(ngx_gb.port, "gateway-b", "b"))
+        ngx_mb = keep(start_nghttpx(gb.port))
+        mb = keep(start_hop_sidecar(ngx_mb.port, "mediary-b", "b"))
+        relay = keep(start_wan_relay(mb.port, WAN_DELAY_MS))
+        ngx_ma = keep(start_nghttpx(relay.port))
+        ma = keep(start_hop_sidecar(ngx_ma.port, "mediary-a", "a"))
+        cal_relay = keep(start_wan_relay(server.port, WAN_DELAY_MS))
+        cal_ngx = keep(start_nghttpx(cal_relay.port))
+        yield TimingChain(server, gb, mb, ma, relay, [ngx_ma, ngx_mb, ngx_gb], WAN_DELAY_MS,
+                          [cal_relay, cal_ngx])
+    finally:
+        for p in reversed(mine):
+            p.kill()
+            if p in _ALL_PROCS:
+                _ALL_PROCS.remove(p)

@@ -23,6 +23,9 @@ Stats (unary-unary)
     value used by earlier calls); returns JSON counters for that tag:
     ``{"started": {method: n}, "cancelled": {...}, "completed": {...},
     "messages_sent": {...}, "messages_received": {...}}``.
+Headers (unary-unary)
+    Returns all request metadata as JSON ``[[key, value], ...]`` (used to see
+    the ``insight-*`` headers that reach the service).
 
 Run standalone: ``python3 grpc_server.py --port N``.
 """
@@ -208,6 +211,17 @@ def ping_pong(request_iterator, context):
     call.maybe_abort(trailing)
 
 
+def headers(request: bytes, context) -> bytes:
+    """All request metadata as a JSON list of [key, value] pairs, in arrival
+    order (``-bin`` values are latin-1 decoded)."""
+    out = []
+    for key, value in context.invocation_metadata() or ():
+        if isinstance(value, bytes):
+            value = value.decode("latin-1")
+        out.append([key, value])
+    return json.dumps(out).encode("utf-8")
+
+
 def stats(request: bytes, context) -> bytes:
     return json.dumps(STATS.snapshot(request.decode("utf-8"))).encode("utf-8")
 
@@ -219,6 +233,7 @@ def build_server(port: int, host: str = "127.0.0.1", max_workers: int = 128):
         "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
         "PingPong": grpc.stream_stream_rpc_method_handler(ping_pong),
         "Stats": grpc.unary_unary_rpc_method_handler(stats),
+        "Headers": grpc.unary_unary_rpc_method_handler(headers),
     }
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers),

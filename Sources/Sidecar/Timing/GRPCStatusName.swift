@@ -6,8 +6,8 @@ enum GRPCStatusName {
         "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
     ]
 
-    static func name(_ value: String?) -> String {
-        guard let value, let n = Int(value), n >= 0, n < self.names.count else { return "UNKNOWN" }
+    static func name(_ value: Int?) -> String {
+        guard let n = value, n >= 0, n < self.names.count else { return "UNKNOWN" }
         return self.names[n]
     }
 

@@ -2,6 +2,7 @@ import Foundation
 import H2Proxy
 import Metrics
 import NIOCore
+import RawStructuredFieldValues
 
 /// Takes part in the timing protocol for one stream and records its metrics.
 ///
@@ -45,31 +46,36 @@ final class HopTimingObserver: StreamObserver {
 
     func requestHeadersWillForward(_ headers: inout HeaderBlock, receivedAt: NIODeadline, now: NIODeadline) {
         self.receivedAt = receivedAt
-        self.method = headers.first(":method") ?? ""
+        if self.source.accessLog != nil { self.method = headers.first(":method") ?? "" }
         var problems: [TimingHeaders.Problem] = []
         // Correlation id: traceparent's trace-id, else insight-id, else a new insight-id.
         self.correlationID = CorrelationID.find(in: headers)
         if self.correlationID == nil {
-            let id = CorrelationID.make()
+            let id = self.source.makeCorrelationID()
             self.correlationID = id
             headers.replace(name: "insight-id", value: id)
         }
         if self.options.stripRequestHeaders {
             headers.removeAll { block, i in block.name(at: i).starts(with: "insight-".utf8) }
         } else {
-            var items = TimingHeaders.parseList("insight-hops", in: headers, problems: &problems) ?? []
-            let before = items.count
-            items.removeAll { HopStamp($0) == nil }
-            if items.count < before { problems.append(.invalidItem) }
-            if items.count >= self.options.hopLimit {
-                problems.append(.hopLimit)
+            let own = self.source.own.hops(epochMicros: Self.epochMicros())
+            if headers.firstIndex(of: "insight-hops") == nil {
+                headers.append(name: "insight-hops", value: own)
             } else {
-                let stamp = HopStamp(
-                    hop: self.options.hop, region: self.options.region, epochMicros: Self.epochMicros())
-                items.append(stamp.item)
-            }
-            if let value = TimingHeaders.serialize(items) {
-                headers.replace(name: "insight-hops", value: value)
+                let parsed = TimingHeaders.parseListKeepingText("insight-hops", in: headers, problems: &problems)
+                var items = parsed?.items ?? []
+                var valid = parsed?.validText
+                let before = items.count
+                items.removeAll { HopStamp($0) == nil }
+                if items.count < before {
+                    problems.append(.invalidItem)
+                    valid = nil
+                }
+                if items.count >= self.options.hopLimit {
+                    problems.append(.hopLimit)
+                } else if let value = TimingHeaders.appending(own, to: valid, items: items) {
+                    headers.replace(name: "insight-hops", value: value)
+                }
             }
         }
         self.record(problems)
@@ -100,13 +106,27 @@ final class HopTimingObserver: StreamObserver {
             if !self.isGRPC, let status = trailers.first(":status") { self.code = status }
             self.appendChain(&trailers)
         }
-        if self.isGRPC { self.code = GRPCStatusName.name(trailers.first("grpc-status")) }
+        if self.isGRPC { self.code = GRPCStatusName.name(trailers.integer("grpc-status")) }
         var problems: [TimingHeaders.Problem] = []
-        let items = TimingHeaders.parseList("insight-timing", in: trailers, problems: &problems) ?? []
-        var entries: [TimingEntry] = []
-        for item in items {
-            if let e = TimingEntry(item) { entries.append(e) } else { problems.append(.invalidItem) }
+        var items: [Item] = []
+        var validText: String?
+        if trailers.firstIndex(of: "insight-timing") != nil,
+            let parsed = TimingHeaders.parseListKeepingText("insight-timing", in: trailers, problems: &problems)
+        {
+            items = parsed.items
+            validText = parsed.validText
         }
+        var entries: [TimingEntry] = []
+        entries.reserveCapacity(items.count + 1)
+        for item in items {
+            if let e = TimingEntry(item) {
+                entries.append(e)
+            } else {
+                problems.append(.invalidItem)
+                validText = nil
+            }
+        }
+        if validText == nil { items = entries.map(\.item) }
         if entries.count < self.expectedChainLength {
             problems.append(.incompleteChain)
             self.metrics.chainIncomplete.increment()
@@ -126,7 +146,9 @@ final class HopTimingObserver: StreamObserver {
         if self.options.stripResponseTiming {
             trailers.remove(name: "insight-timing")
             trailers.remove(name: "insight-chain")
-        } else if self.isGRPC || self.clientWantsTrailers, let value = TimingHeaders.serialize(items + [own.item]) {
+        } else if self.isGRPC || self.clientWantsTrailers,
+            let value = TimingHeaders.appending(self.source.own.timing(own), to: validText, items: items)
+        {
             trailers.replace(name: "insight-timing", value: value)
         }
         self.record(problems)
@@ -143,8 +165,8 @@ final class HopTimingObserver: StreamObserver {
         }
         let s = self.sourceIndex
         self.source.requests(self.route, code: self.code, sourceIndex: s).increment()
-        self.route.messages[s][0].increment(by: UInt64(self.requestMessages))
-        self.route.messages[s][1].increment(by: UInt64(self.responseMessages))
+        if self.requestMessages > 0 { self.route.messages[s][0].increment(by: UInt64(self.requestMessages)) }
+        if self.responseMessages > 0 { self.route.messages[s][1].increment(by: UInt64(self.responseMessages)) }
         let exemplar = self.correlationID.map { ("trace_id", $0) }
         if let sent = self.sentAt, let end = self.responseEndAt {
             let seconds = Double(nanos(from: sent, to: end)) / 1e9
@@ -169,15 +191,24 @@ final class HopTimingObserver: StreamObserver {
     // MARK: Helpers
 
     private func appendChain(_ headers: inout HeaderBlock) {
-        var problems: [TimingHeaders.Problem] = []
-        var items = TimingHeaders.parseList("insight-chain", in: headers, problems: &problems) ?? []
-        items.removeAll { TimingHeaders.hopName($0) == nil }
-        self.expectedChainLength = items.count
         if self.options.stripResponseTiming {
             headers.remove(name: "insight-chain")
-        } else {
-            items.append(TimingHeaders.hopItem(self.options.hop, .init()))
-            if let value = TimingHeaders.serialize(items) { headers.replace(name: "insight-chain", value: value) }
+            return
+        }
+        guard headers.firstIndex(of: "insight-chain") != nil else {
+            headers.append(name: "insight-chain", value: self.source.own.chainItem)
+            return
+        }
+        var problems: [TimingHeaders.Problem] = []
+        let parsed = TimingHeaders.parseListKeepingText("insight-chain", in: headers, problems: &problems)
+        var items = parsed?.items ?? []
+        var valid = parsed?.validText
+        let before = items.count
+        items.removeAll { TimingHeaders.hopName($0) == nil }
+        if items.count < before { valid = nil }
+        self.expectedChainLength = items.count
+        if let value = TimingHeaders.appending(self.source.own.chainItem, to: valid, items: items) {
+            headers.replace(name: "insight-chain", value: value)
         }
         self.record(problems)
     }

@@ -19,14 +19,46 @@ final class HopTimingObserverSource: LoopObserverSource {
     let options: TimingOptions
     let metrics: TrafficMetrics
     let accessLog: AccessLog?
+    let own: OwnItems
     private var routes: [String: RouteMetrics] = [:]
-    private var requestCounters: [String: Counter] = [:]
-    private var segments: [String: Histogram] = [:]
+    private var requestCounters: [RequestKey: Counter] = [:]
+    private var segments: [SegmentKey: Histogram] = [:]
+    private var random: Xoshiro256
+
+    struct RequestKey: Hashable {
+        var route: ObjectIdentifier
+        var code: String
+        var source: Int
+    }
+
+    struct SegmentKey: Hashable {
+        var segment: String
+        var next: String
+        var source: Int
+    }
 
     init(options: TimingOptions, metrics: TrafficMetrics, accessLog: AccessLog?) {
         self.options = options
         self.metrics = metrics
         self.accessLog = accessLog
+        self.own = OwnItems(hop: options.hop, region: options.region)
+        var seed = SystemRandomNumberGenerator()
+        self.random = Xoshiro256(seed: &seed)
+    }
+
+    /// A new `insight-id`: 16 bytes from a per-loop generator seeded from the system's, so
+    /// that ids are unique without a system call per stream.
+    func makeCorrelationID() -> String {
+        let a = self.random.next()
+        let b = self.random.next()
+        return String(unsafeUninitializedCapacity: 32) { buffer in
+            let digits: StaticString = "0123456789abcdef"
+            for i in 0..<16 {
+                buffer[i] = digits.utf8Start[Int((a >> UInt64(60 - 4 * i)) & 0xf)]
+                buffer[16 + i] = digits.utf8Start[Int((b >> UInt64(60 - 4 * i)) & 0xf)]
+            }
+            return 32
+        }
     }
 
     func makeObserver(for request: HeaderBlock) -> StreamObserver? {
@@ -55,7 +87,7 @@ final class HopTimingObserverSource: LoopObserverSource {
     }
 
     func requests(_ route: RouteMetrics, code: String, sourceIndex: Int) -> Counter {
-        let key = "\(route.service)/\(route.method)|\(code)|\(sourceIndex)"
+        let key = RequestKey(route: ObjectIdentifier(route), code: code, source: sourceIndex)
         if let c = self.requestCounters[key] { return c }
         let c = route.requests(code: code, source: sourceIndex == 1 ? "probe" : "traffic")
         self.requestCounters[key] = c
@@ -63,7 +95,7 @@ final class HopTimingObserverSource: LoopObserverSource {
     }
 
     func segmentHistogram(segment: String, next: String, sourceIndex: Int) -> Histogram {
-        let key = "\(segment)|\(next)|\(sourceIndex)"
+        let key = SegmentKey(segment: segment, next: next, source: sourceIndex)
         if let h = self.segments[key] { return h }
         let h = self.metrics.segment(segment: segment, next: next, source: sourceIndex == 1 ? "probe" : "traffic")
         if self.segments.count < 4 * self.metrics.maxSegments { self.segments[key] = h }
@@ -80,3 +112,28 @@ final class HopTimingObserverSource: LoopObserverSource {
         return ("http", parts.first.map { "/" + $0.prefix(64) } ?? "/")
     }
 }
+
+/// xoshiro256** (Blackman and Vigna): fast, non-cryptographic; only for correlation ids.
+struct Xoshiro256: RandomNumberGenerator {
+    private var s: (UInt64, UInt64, UInt64, UInt64)
+
+    init<G: RandomNumberGenerator>(seed: inout G) {
+        self.s = (seed.next(), seed.next(), seed.next(), seed.next())
+        if self.s == (0, 0, 0, 0) { self.s.0 = 1 }
+    }
+
+    mutating func next() -> UInt64 {
+        let result = rotl(self.s.1 &* 5, 7) &* 9
+        let t = self.s.1 << 17
+        self.s.2 ^= self.s.0
+        self.s.3 ^= self.s.1
+        self.s.1 ^= self.s.2
+        self.s.0 ^= self.s.3
+        self.s.2 ^= t
+        self.s.3 = rotl(self.s.3, 45)
+        return result
+    }
+}
+
+@inline(__always)
+private func rotl(_ x: UInt64, _ k: UInt64) -> UInt64 { (x << k) | (x >> (64 - k)) }

@@ -40,6 +40,15 @@ public enum TimingHeaders {
     static func parseList(
         _ name: StaticString, in block: HeaderBlock, problems: inout [Problem]
     ) -> [Item]? {
+        self.parseListKeepingText(name, in: block, problems: &problems)?.items
+    }
+
+    /// Like ``parseList(_:in:problems:)``, and also returns the combined field text when the
+    /// whole list was valid, so that a sidecar can append its own item without re-serialising
+    /// what it received.
+    static func parseListKeepingText(
+        _ name: StaticString, in block: HeaderBlock, problems: inout [Problem]
+    ) -> (items: [Item], validText: String?)? {
         var combined: [UInt8] = []
         var found = false
         for i in 0..<block.count where block.nameEquals(at: i, name) {
@@ -62,18 +71,29 @@ public enum TimingHeaders {
         }
         var items: [Item] = []
         items.reserveCapacity(min(list.count, Self.maxEntries))
+        var clean = true
         for member in list {
             guard case .item(let item) = member else {
                 problems.append(.invalidItem)
+                clean = false
                 continue
             }
             if items.count == Self.maxEntries {
                 problems.append(.tooManyEntries)
+                clean = false
                 break
             }
             items.append(item)
         }
-        return items
+        return (items, clean && !items.isEmpty ? String(decoding: combined, as: UTF8.self) : nil)
+    }
+
+    /// `existing, item` when the received list was valid; else the serialised `items` and `item`.
+    static func appending(_ own: String, to existing: String?, items: [Item]) -> String? {
+        if let existing { return existing + ", " + own }
+        if items.isEmpty { return own }
+        guard let rest = Self.serialize(items) else { return own }
+        return rest + ", " + own
     }
 
     static func serialize(_ items: [Item]) -> String? {
@@ -116,9 +136,12 @@ extension String {
         guard let first = self.utf8.first,
             (first >= 0x41 && first <= 0x5A) || (first >= 0x61 && first <= 0x7A) || first == 0x2A
         else { return false }
-        let extra = Set("!#$%&'*+-.^_`|~:/".utf8)
         return self.utf8.allSatisfy {
-            ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) || extra.contains($0)
+            ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A)
+                || tokenPunctuation.contains($0)
         }
     }
 }
+
+/// RFC 9110 tchar punctuation plus ":" and "/" (allowed after the first token character).
+private let tokenPunctuation: [UInt8] = Array("!#$%&'*+-.^_`|~:/".utf8)
