@@ -9,7 +9,7 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
 
     let loop: ProxyLoop
     let session: H2Session
-    var streams: [Int32: ProxyStream] = [:]
+    var streams: [Int32: DownstreamStream] = [:]
     var isDirty = false
     private var context: ChannelHandlerContext?
     private var closed = false
@@ -110,7 +110,7 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
                 self.streams[id]?.responseDataWritten(bytes)
             case .streamClosed(let id, let code):
                 if let stream = self.streams.removeValue(forKey: id) {
-                    stream.downstreamDidClose(errorCode: code)
+                    stream.downstreamDidClose(errorCode: code, connectionLost: false)
                 }
             case .goAway:
                 break
@@ -128,6 +128,13 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
     }
 
     private func openStream(_ id: Int32, _ request: HeaderBlock, endStream: Bool) {
+        if let responder = self.loop.localResponder, responder.handles(request) {
+            let stream = LocallyAnsweredStream(
+                downstream: self, streamID: id, request: request, responder: responder, receivedAt: .now())
+            self.streams[id] = stream
+            if endStream { stream.requestEnd(trailers: nil) }
+            return
+        }
         let stream = ProxyStream(
             downstream: self, streamID: id, request: request, endStream: endStream, receivedAt: .now())
         self.streams[id] = stream

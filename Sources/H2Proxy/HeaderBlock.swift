@@ -123,10 +123,23 @@ public struct HeaderBlock: Sendable {
         self.removeAll { block, i in block.nameEquals(at: i, name) }
     }
 
-    /// Sets `name` to `value`, replacing every existing field of that name.
+    /// Sets `name` to `value`: the first field of that name keeps its position (pseudo-headers
+    /// must stay in front), later ones are removed; appended if there was none.
     public mutating func replace(name: StaticString, value: String) {
-        self.remove(name: name)
-        self.append(name: name, value: value)
+        guard let first = self.firstIndex(of: name) else {
+            self.append(name: name, value: value)
+            return
+        }
+        let valueOffset = self.storage.writerIndex
+        let valueLength = self.storage.writeString(value)
+        self.fields[first].valueOffset = UInt32(valueOffset)
+        self.fields[first].valueLength = UInt32(valueLength)
+        var seen = false
+        self.removeAll { block, i in
+            guard block.nameEquals(at: i, name) else { return false }
+            defer { seen = true }
+            return seen
+        }
     }
 
     public mutating func append(name: StaticString, value: String, flags: UInt8 = 0) {

@@ -19,7 +19,11 @@ final class ProxyLoop {
     let metrics: ProxyMetrics
     let observerSource: LoopObserverSource?
     let logger: Logger
+    /// The pool to the configured upstream, which carries live traffic.
     private(set) var pool: UpstreamPool!
+    /// Pools by `host:port`, the upstream's included, for calls this sidecar makes itself.
+    private var pools: [String: UpstreamPool] = [:]
+    let localResponder: LocalResponder?
     var downstreams: [ObjectIdentifier: DownstreamConnection] = [:]
     var isDraining = false
 
@@ -28,15 +32,30 @@ final class ProxyLoop {
 
     init(
         eventLoop: EventLoop, configuration: ProxyConfiguration, metrics: ProxyMetrics,
-        observerFactory: StreamObserverFactory?, logger: Logger
+        observerFactory: StreamObserverFactory?, localResponder: LocalResponder?, logger: Logger
     ) {
+        self.localResponder = localResponder
         self.eventLoop = eventLoop
         self.configuration = configuration
         self.metrics = metrics
         self.observerSource = observerFactory?.makeLoopObserverSource(for: eventLoop)
         self.logger = logger
-        self.pool = UpstreamPool(loop: self)
+        let main = UpstreamPool(loop: self, host: configuration.upstreamHost, port: configuration.upstreamPort)
+        self.pool = main
+        self.pools["\(configuration.upstreamHost):\(configuration.upstreamPort)"] = main
     }
+
+    /// The pool for `host:port`; the upstream's own pool when that is the address, so that
+    /// calls to it share the connections live traffic uses.
+    func pool(host: String, port: Int) -> UpstreamPool {
+        let key = "\(host):\(port)"
+        if let p = self.pools[key] { return p }
+        let p = UpstreamPool(loop: self, host: host, port: port)
+        self.pools[key] = p
+        return p
+    }
+
+    var allPools: Dictionary<String, UpstreamPool>.Values { self.pools.values }
 
     func markDirty(_ connection: H2Connection) {
         guard !connection.isDirty else { return }

@@ -15,7 +15,7 @@ public final class ProxyServer: Sendable {
 
     public init(
         configuration: ProxyConfiguration, group: EventLoopGroup, metrics: ProxyMetrics,
-        observerFactory: StreamObserverFactory? = nil, logger: Logger
+        observerFactory: StreamObserverFactory? = nil, localResponder: LocalResponder? = nil, logger: Logger
     ) {
         self.configuration = configuration
         self.metrics = metrics
@@ -27,7 +27,8 @@ public final class ProxyServer: Sendable {
                 NIOLoopBound(
                     ProxyLoop(
                         eventLoop: eventLoop, configuration: configuration, metrics: metrics,
-                        observerFactory: observerFactory, logger: logger), eventLoop: eventLoop)
+                        observerFactory: observerFactory, localResponder: localResponder, logger: logger),
+                    eventLoop: eventLoop)
             }.wait()
             loops.append(loop)
         }
@@ -87,10 +88,34 @@ public final class ProxyServer: Sendable {
                         metadata: ["connections": "\(loop.downstreams.count)"])
                 }
                 for (_, c) in loop.downstreams { c.forceClose() }
-                loop.pool.closeAll()
+                for pool in loop.allPools { pool.closeAll() }
             }.get()
         }
     }
+
+    /// Makes a call of this sidecar's own (a probe) to `host:port` on `eventLoop`, through that
+    /// loop's connection pool for the address: the same connections live traffic uses when the
+    /// address is the upstream's. The observer factory sees it like any other stream.
+    public func call(
+        host: String, port: Int, request: HeaderBlock, body: ByteBuffer, timeout: TimeAmount, on eventLoop: EventLoop
+    ) -> EventLoopFuture<LocalCallResult> {
+        guard let bound = self.loops.first(where: { $0.eventLoop === eventLoop }) else {
+            return eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel)
+        }
+        let promise = eventLoop.makePromise(of: LocalCallResult.self)
+        eventLoop.execute {
+            let loop = bound.value
+            let call = LocalCall(
+                loop: loop, pool: loop.pool(host: host, port: port), request: request, body: body,
+                timeout: timeout, promise: promise)
+            call.start()
+            loop.flushDirty()
+        }
+        return promise.futureResult
+    }
+
+    /// The event loops, for spreading calls over them.
+    public var eventLoops: [EventLoop] { self.loops.map(\.eventLoop) }
 
     /// Whether a TCP connection to the upstream can be made now (for `/readyz`).
     public func checkUpstream(timeout: TimeAmount = .seconds(1)) async -> Bool {

@@ -5,7 +5,7 @@ import NIOCore
 /// Holds what is needed to forward in both directions and to keep flow control honest:
 /// bytes received on one side are consumed (the window re-opened) only once the other
 /// side has written them, or when they can never be written.
-final class ProxyStream {
+final class ProxyStream: DownstreamStream, UpstreamStream {
     unowned let downstream: DownstreamConnection
     let downstreamID: Int32
     private(set) var upstream: UpstreamConnection?
@@ -40,6 +40,7 @@ final class ProxyStream {
     private var responseFramer = GRPCMessageFramer()
 
     var loop: ProxyLoop { self.downstream.loop }
+    var pool: UpstreamPool { self.downstream.loop.pool }
 
     init(
         downstream: DownstreamConnection, streamID: Int32, request: HeaderBlock, endStream: Bool,
@@ -195,7 +196,7 @@ final class ProxyStream {
         self.loop.markDirty(self.downstream)
     }
 
-    func responseEnd(trailers: HeaderBlock?, at now: NIODeadline = .now()) {
+    func responseEnd(trailers: HeaderBlock?, at now: NIODeadline) {
         guard !self.responseEnded, !self.downstreamClosed else { return }
         self.responseEnded = true
         var block = trailers ?? HeaderBlock(capacity: 0)
@@ -216,7 +217,7 @@ final class ProxyStream {
     // MARK: Closing
 
     /// The client side of the stream closed (cleanly or by RST_STREAM `errorCode`).
-    func downstreamDidClose(errorCode: UInt32, connectionLost: Bool = false) {
+    func downstreamDidClose(errorCode: UInt32, connectionLost: Bool) {
         guard !self.downstreamClosed else { return }
         self.downstreamClosed = true
         if errorCode != 0 && !connectionLost && !self.resetDownstreamByProxy {
@@ -234,7 +235,7 @@ final class ProxyStream {
                     upstream, errorCode: errorCode == 0 ? H2ErrorCode.cancel : Self.mapResetCode(errorCode))
             }
         } else if self.upstream == nil {
-            self.loop.pool.cancelWaiting(self)
+            self.pool.cancelWaiting(self)
             self.releasePendingRequestData()
         }
         self.finishIfDone(
@@ -332,7 +333,7 @@ final class ProxyStream {
         self.upstreamID = 0
         self.upstreamClosed = false
         self.loop.logger.debug("retrying stream on a new upstream connection", metadata: ["cause": "\(cause)"])
-        self.loop.pool.open(self)
+        self.pool.open(self)
         return true
     }
 

@@ -16,14 +16,16 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
     }
 
     unowned let loop: ProxyLoop
+    unowned let pool: UpstreamPool
     let session: H2Session
-    var streams: [Int32: ProxyStream] = [:]
+    var streams: [Int32: UpstreamStream] = [:]
     var isDirty = false
     private(set) var state: State = .connecting
     private var context: ChannelHandlerContext?
 
-    init(loop: ProxyLoop) {
+    init(loop: ProxyLoop, pool: UpstreamPool) {
         self.loop = loop
+        self.pool = pool
         self.session = H2Session(role: .client, settings: loop.configuration.upstreamSession)
     }
 
@@ -64,7 +66,7 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
         let wasConnecting = self.state == .connecting
         self.state = .closed
         self.loop.metrics.upstreamConnectionsActive.decrement()
-        self.loop.pool.connectionClosed(self, beforeReady: wasConnecting)
+        self.pool.connectionClosed(self, beforeReady: wasConnecting)
         let open = self.streams
         self.streams.removeAll()
         for (_, stream) in open { stream.upstreamConnectionLost("upstream connection closed") }
@@ -108,7 +110,7 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
                     self.session.consume(streamID: id, bytes: chunk.readableBytes)
                 }
             case .endStream(let id):
-                self.streams[id]?.responseEnd(trailers: nil)
+                self.streams[id]?.responseEnd(trailers: nil, at: .now())
             case .dataSent(let id, let bytes):
                 self.streams[id]?.requestDataWritten(bytes)
             case .streamClosed(let id, let code):
@@ -116,17 +118,17 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
                     stream.upstreamDidClose(errorCode: code)
                 }
                 self.streams.removeValue(forKey: id)
-                self.loop.pool.capacityChanged(self)
+                self.pool.capacityChanged(self)
             case .goAway(let last, let code):
                 self.loop.logger.debug(
                     "upstream GOAWAY", metadata: ["last_stream_id": "\(last)", "error_code": "\(code)"])
                 if self.state != .closed { self.state = .draining }
-                self.loop.pool.capacityChanged(self)
+                self.pool.capacityChanged(self)
             case .remoteSettings:
                 if self.state == .connecting {
                     self.state = .ready
                 }
-                self.loop.pool.capacityChanged(self)
+                self.pool.capacityChanged(self)
             case .headerListTooLarge(let id):
                 self.loop.metrics.headerListTooLarge.increment()
                 self.loop.logger.debug("upstream header list too large", metadata: ["stream": "\(id)"])

@@ -9,18 +9,22 @@ import NIOPosix
 /// up to the configured maximum, and streams wait for it.
 final class UpstreamPool {
     unowned let loop: ProxyLoop
+    let host: String
+    let port: Int
     private var connections: [UpstreamConnection] = []
     private var connecting = 0
-    private var waiting = CircularBuffer<ProxyStream>()
+    private var waiting = CircularBuffer<UpstreamStream>()
     private var lastConnectError: String?
 
-    init(loop: ProxyLoop) {
+    init(loop: ProxyLoop, host: String, port: Int) {
         self.loop = loop
+        self.host = host
+        self.port = port
     }
 
     var openConnections: Int { self.connections.count }
 
-    func open(_ stream: ProxyStream) {
+    func open(_ stream: UpstreamStream) {
         if self.waiting.isEmpty, let connection = self.connectionWithRoom() {
             stream.attach(to: connection)
             return
@@ -29,7 +33,7 @@ final class UpstreamPool {
         self.connectIfNeeded()
     }
 
-    func cancelWaiting(_ stream: ProxyStream) {
+    func cancelWaiting(_ stream: UpstreamStream) {
         if let i = self.waiting.firstIndex(where: { $0 === stream }) {
             self.waiting.remove(at: i)
         }
@@ -65,7 +69,7 @@ final class UpstreamPool {
         }
         self.connecting += 1
         let loop = self.loop
-        let connection = UpstreamConnection(loop: loop)
+        let connection = UpstreamConnection(loop: loop, pool: self)
         self.connections.append(connection)
         let handlerBox = NIOLoopBound(connection, eventLoop: loop.eventLoop)
         let configuration = loop.configuration
@@ -77,7 +81,7 @@ final class UpstreamPool {
                     try channel.pipeline.syncOperations.addHandler(handlerBox.value)
                 }
             }
-            .connect(host: configuration.upstreamHost, port: configuration.upstreamPort)
+            .connect(host: self.host, port: self.port)
             .assumeIsolated()
             .whenComplete { result in
                 self.connecting -= 1
@@ -95,7 +99,7 @@ final class UpstreamPool {
         self.loop.metrics.upstreamConnectErrors.increment()
         self.connections.removeAll { $0 === connection }
         let cause =
-            "upstream \(self.loop.configuration.upstreamHost):\(self.loop.configuration.upstreamPort) unreachable: \(Self.describe(error))"
+            "upstream \(self.host):\(self.port) unreachable: \(Self.describe(error))"
         if self.lastConnectError != cause {
             self.loop.logger.warning("cannot connect to upstream", metadata: ["error": "\(cause)"])
             self.lastConnectError = cause

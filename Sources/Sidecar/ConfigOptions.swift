@@ -46,6 +46,9 @@ public struct ConfigOptions: ParsableArguments {
     @Flag(name: .long, help: "Forward only: no timing headers, no hop metrics (for comparison). YAML: timing: false.")
     var noTiming = false
 
+    @Flag(name: .long, help: "Answer insight.probe.v1.Probe/Echo here instead of forwarding it. YAML: receiver.")
+    var receiver = false
+
     @Option(name: .long, help: "Stop appending to insight-hops at this many entries (default 16). YAML: hop_limit.")
     var hopLimit: Int?
 
@@ -76,6 +79,7 @@ public struct ConfigOptions: ParsableArguments {
         if let v = self.connectTimeout { c.connectTimeout = try DurationValue.parse(v, field: "connect_timeout") }
         if let v = self.logLevel { c.logLevel = try parseLogLevel(v, field: "log_level") }
         if self.noTiming { c.timing = false }
+        if self.receiver { c.receiver = true }
         if self.stripRequestHeaders { c.stripRequestHeaders = true }
         if self.stripResponseTiming { c.stripResponseTiming = true }
         if let v = self.hopLimit { c.hopLimit = v }

@@ -1,5 +1,5 @@
 /// `HOST:PORT` as written in flags and YAML; IPv6 hosts in brackets (`[::1]:8080`).
-public struct HostPort: Equatable, Sendable, CustomStringConvertible {
+public struct HostPort: Hashable, Sendable, CustomStringConvertible {
     public var host: String
     public var port: Int
 

@@ -6,7 +6,7 @@ public struct InsightCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "insight-sidecar",
         abstract: "HTTP/2 and gRPC sidecar that times every hop of a cross-region call.",
-        subcommands: [RunCommand.self, CheckConfigCommand.self],
+        subcommands: [RunCommand.self, CheckConfigCommand.self, ProbeCommand.self],
         defaultSubcommand: nil
     )
 
@@ -22,6 +22,8 @@ public struct InsightCommand: AsyncParsableCommand {
                 try command.run()
             }
             Foundation.exit(0)
+        } catch let error as ExitCode {
+            Foundation.exit(error.rawValue)
         } catch let error as ConfigError {
             FileHandle.standardError.write(Data("insight-sidecar: \(error)\n".utf8))
             Foundation.exit(2)

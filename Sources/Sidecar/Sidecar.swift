@@ -42,10 +42,12 @@ public final class Sidecar: Sendable {
             try AccessLog(path: path, hop: timing.hop)
         }
         let observers = HopTimingObserverFactory(options: timing, metrics: traffic, accessLog: accessLog)
+        let probeMetrics = ProbeMetrics(registry: self.registry, hop: timing.hop, region: timing.region)
+        let responder =
+            self.config.receiver ? EchoResponder(hop: timing.hop, region: timing.region, metrics: probeMetrics) : nil
         let proxy = ProxyServer(
             configuration: self.config.proxyConfiguration, group: group, metrics: metrics,
-            observerFactory: self.config.timing ? observers : nil,
-            logger: logger)
+            observerFactory: self.config.timing ? observers : nil, localResponder: responder, logger: logger)
 
         let signals = SignalWaiter(signals: [SIGTERM, SIGINT])
         let listening: SocketAddress
@@ -81,7 +83,34 @@ public final class Sidecar: Sendable {
                 "region": "\(self.config.region ?? "")", "event_loops": "\(threads)",
             ])
 
+        var discovery: [Task<Void, Never>] = []
+        var prober: Prober?
+        if self.config.probes.isEnabled {
+            let p = Prober(
+                proxy: proxy,
+                request: ProbeRequest(
+                    hop: timing.hop, region: timing.region, upstream: self.config.upstream!, config: self.config.probes),
+                metrics: probeMetrics, logger: logger)
+            p.setTargets(source: "static", self.config.probes.targets)
+            if let path = self.config.probes.targetsFile {
+                discovery.append(
+                    TargetDiscovery.watchFile(
+                        path: path, every: self.config.probes.targetsFileRefresh, prober: p, metrics: probeMetrics,
+                        logger: logger))
+            }
+            if let consul = self.config.probes.consul {
+                discovery.append(
+                    TargetDiscovery.watchConsul(
+                        config: consul, group: group, prober: p, metrics: probeMetrics, logger: logger))
+            }
+            p.start()
+            prober = p
+            logger.info("probes started", metadata: ["static_targets": "\(self.config.probes.targets.count)"])
+        }
+
         let signal = await signals.next()
+        prober?.stop()
+        for task in discovery { task.cancel() }
         logger.info(
             "signal received, draining",
             metadata: ["signal": "\(signal)", "drain_timeout": "\(DurationValue.format(self.config.drainTimeout))"])

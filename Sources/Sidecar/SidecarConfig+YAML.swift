@@ -27,6 +27,8 @@ extension SidecarConfig {
             case "connect_timeout": config.connectTimeout = try DurationValue.parse(try value.text(key), field: key)
             case "log_level": config.logLevel = try parseLogLevel(try value.text(key), field: key)
             case "timing": config.timing = try value.boolean(key)
+            case "receiver": config.receiver = try value.boolean(key)
+            case "probes": config.probes = try ProbeConfig.load(value, field: key)
             case "hop_limit": config.hopLimit = try value.integer(key)
             case "strip_request_headers": config.stripRequestHeaders = try value.boolean(key)
             case "strip_response_timing": config.stripResponseTiming = try value.boolean(key)

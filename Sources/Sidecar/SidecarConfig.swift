@@ -29,6 +29,10 @@ public struct SidecarConfig: Sendable, Equatable {
     public var maxRoutes = 256
     /// Access log destination: nil (off), `stdout`, `stderr` or a file path.
     public var accessLog: String?
+    /// Synthetic probes (`probes:`).
+    public var probes = ProbeConfig()
+    /// Answer `insight.probe.v1.Probe/Echo` here instead of forwarding it.
+    public var receiver = false
 
     public struct Limits: Sendable, Equatable {
         public var maxConcurrentStreams = 100

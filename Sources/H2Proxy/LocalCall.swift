@@ -1,0 +1,190 @@
+import NIOCore
+
+/// What came back from a ``LocalCall``.
+public struct LocalCallResult: Sendable {
+    public enum Outcome: Sendable, Equatable {
+        /// The response ended (any status; read it from the headers or trailers).
+        case completed
+        /// No connection to the address could be made.
+        case connectFailed(String)
+        /// The stream was reset (HTTP/2 error code).
+        case reset(UInt32)
+        /// The connection went away mid-call.
+        case connectionLost(String)
+        /// No response end before the timeout; the stream was cancelled.
+        case timedOut
+    }
+
+    public var outcome: Outcome
+    /// Response headers (for a Trailers-Only response, the single block).
+    public var headers: HeaderBlock?
+    public var body: ByteBuffer
+    /// Trailers as the observer left them (with this sidecar's `insight-timing` entry).
+    public var trailers: HeaderBlock?
+    public var startedAt: NIODeadline
+    public var endedAt: NIODeadline
+
+    /// `grpc-status` from the trailers (or the Trailers-Only headers).
+    public var grpcStatus: Int? {
+        self.trailers?.integer("grpc-status") ?? self.headers?.integer("grpc-status")
+    }
+}
+
+/// A request this sidecar makes itself (a probe), on an upstream pool like a proxied stream,
+/// so that it shares connections, timing headers and observers with live traffic.
+final class LocalCall: UpstreamStream {
+    static let maxResponseBytes = 1 << 20
+
+    unowned let loop: ProxyLoop
+    let pool: UpstreamPool
+    private var request: HeaderBlock
+    private let requestBody: ByteBuffer
+    private let timeout: TimeAmount
+    private var promise: EventLoopPromise<LocalCallResult>?
+    private let observer: StreamObserver?
+    private let startedAt: NIODeadline
+    private var connection: UpstreamConnection?
+    private var streamID: Int32 = 0
+    private var timeoutTask: Scheduled<Void>?
+    private var headers: HeaderBlock?
+    private var body: ByteBuffer
+    private var trailers: HeaderBlock?
+    private var responseEnded = false
+
+    init(
+        loop: ProxyLoop, pool: UpstreamPool, request: HeaderBlock, body: ByteBuffer, timeout: TimeAmount,
+        promise: EventLoopPromise<LocalCallResult>
+    ) {
+        self.loop = loop
+        self.pool = pool
+        self.request = request
+        self.requestBody = body
+        self.timeout = timeout
+        self.promise = promise
+        self.startedAt = .now()
+        self.body = ByteBufferAllocator().buffer(capacity: 0)
+        self.observer = loop.observerSource?.makeObserver(for: request)
+    }
+
+    func start() {
+        self.observer?.requestHeadersWillForward(&self.request, receivedAt: self.startedAt, now: .now())
+        self.timeoutTask = self.loop.eventLoop.assumeIsolated().scheduleTask(in: self.timeout) {
+            self.timedOut()
+        }
+        self.pool.open(self)
+    }
+
+    func attach(to connection: UpstreamConnection) {
+        guard self.promise != nil else { return }
+        let endStream = self.requestBody.readableBytes == 0
+        do {
+            self.streamID = try connection.session.submitRequest(self.request, endStream: endStream)
+        } catch {
+            self.finish(.connectionLost("stream not accepted: \(error)"))
+            return
+        }
+        self.connection = connection
+        connection.streams[self.streamID] = self
+        self.observer?.requestHeadersSent(at: .now())
+        if !endStream {
+            connection.session.sendData(streamID: self.streamID, self.requestBody)
+            connection.session.endStream(streamID: self.streamID, trailers: nil)
+        }
+        self.loop.markDirty(connection)
+    }
+
+    func failUnavailable(_ cause: String) {
+        self.finish(.connectFailed(cause))
+    }
+
+    func responseHeaders(_ headers: HeaderBlock, kind: HeadersKind, endStream: Bool) {
+        var headers = headers
+        let now = NIODeadline.now()
+        switch kind {
+        case .informational, .request:
+            return
+        case .response where self.headers == nil:
+            if endStream {
+                self.observer?.trailersWillForward(&headers, trailersOnly: true, receivedAt: now)
+                self.headers = headers
+                self.responseEnded = true
+            } else {
+                self.observer?.responseHeadersWillForward(&headers, at: now)
+                self.headers = headers
+            }
+        case .response, .trailers:
+            self.responseEnd(trailers: headers, at: now)
+        }
+    }
+
+    func responseData(_ chunk: ByteBuffer) {
+        var chunk = chunk
+        let n = chunk.readableBytes
+        if let connection = self.connection {
+            connection.session.consume(streamID: self.streamID, bytes: n)
+            self.loop.markDirty(connection)
+        }
+        self.observer?.dataReceived(.response, bytes: n, messages: 0, at: .now())
+        if self.body.readableBytes + n <= Self.maxResponseBytes { self.body.writeBuffer(&chunk) }
+    }
+
+    func responseEnd(trailers: HeaderBlock?, at: NIODeadline) {
+        guard !self.responseEnded else { return }
+        self.responseEnded = true
+        var block = trailers ?? HeaderBlock(capacity: 0)
+        self.observer?.trailersWillForward(&block, trailersOnly: false, receivedAt: at)
+        self.trailers = block
+    }
+
+    func requestDataWritten(_ bytes: Int) {}
+
+    func upstreamDidClose(errorCode: UInt32) {
+        self.connection?.streams.removeValue(forKey: self.streamID)
+        self.connection = nil
+        if self.responseEnded && errorCode == 0 {
+            self.finish(.completed)
+        } else if errorCode == H2ErrorCode.refusedStream && self.headers == nil && self.promise != nil {
+            // Refused before any processing: try once more on a fresh pick from the pool.
+            self.pool.open(self)
+        } else {
+            self.finish(self.responseEnded ? .completed : .reset(errorCode))
+        }
+    }
+
+    func upstreamConnectionLost(_ cause: String) {
+        self.connection = nil
+        self.finish(self.responseEnded ? .completed : .connectionLost(cause))
+    }
+
+    private func timedOut() {
+        guard self.promise != nil else { return }
+        if let connection = self.connection {
+            connection.streams.removeValue(forKey: self.streamID)
+            connection.resetStream(self.streamID, errorCode: H2ErrorCode.cancel)
+            self.connection = nil
+        } else {
+            self.pool.cancelWaiting(self)
+        }
+        self.finish(.timedOut)
+        self.loop.flushDirty()
+    }
+
+    private func finish(_ outcome: LocalCallResult.Outcome) {
+        guard let promise = self.promise else { return }
+        self.promise = nil
+        self.timeoutTask?.cancel()
+        let now = NIODeadline.now()
+        let reason: StreamEndReason
+        switch outcome {
+        case .completed: reason = .completed
+        case .connectFailed(let c), .connectionLost(let c): reason = .upstreamUnavailable(c)
+        case .reset(let code): reason = .upstreamReset(code)
+        case .timedOut: reason = .downstreamReset(H2ErrorCode.cancel)
+        }
+        self.observer?.streamEnded(reason, at: now)
+        promise.succeed(
+            LocalCallResult(
+                outcome: outcome, headers: self.headers, body: self.body, trailers: self.trailers,
+                startedAt: self.startedAt, endedAt: now))
+    }
+}

@@ -1,0 +1,82 @@
+import NIOCore
+
+/// Answers some requests on the sidecar itself instead of forwarding them (receiver mode for
+/// echo probes). Called on the connection's event loop.
+public protocol LocalResponder: Sendable {
+    /// Whether this sidecar answers `request` itself.
+    func handles(_ request: HeaderBlock) -> Bool
+    /// The answer to a complete request.
+    func respond(to request: HeaderBlock, body: ByteBuffer, receivedAt: NIODeadline) -> LocalResponse
+}
+
+public struct LocalResponse: Sendable {
+    public var headers: HeaderBlock
+    public var body: ByteBuffer
+    /// Sent as trailers; `nil` ends the stream on the last DATA frame.
+    public var trailers: HeaderBlock?
+
+    public init(headers: HeaderBlock, body: ByteBuffer, trailers: HeaderBlock?) {
+        self.headers = headers
+        self.body = body
+        self.trailers = trailers
+    }
+}
+
+/// A client stream answered by a ``LocalResponder``: the request body is collected (up to
+/// ``maxRequestBytes``), then the response is written.
+final class LocallyAnsweredStream: DownstreamStream {
+    static let maxRequestBytes = 64 << 10
+
+    unowned let downstream: DownstreamConnection
+    let streamID: Int32
+    let request: HeaderBlock
+    let responder: LocalResponder
+    let receivedAt: NIODeadline
+    private var body: ByteBuffer
+    private var answered = false
+
+    init(
+        downstream: DownstreamConnection, streamID: Int32, request: HeaderBlock, responder: LocalResponder,
+        receivedAt: NIODeadline
+    ) {
+        self.downstream = downstream
+        self.streamID = streamID
+        self.request = request
+        self.responder = responder
+        self.receivedAt = receivedAt
+        self.body = ByteBufferAllocator().buffer(capacity: 0)
+    }
+
+    func requestData(_ chunk: ByteBuffer) {
+        var chunk = chunk
+        let n = chunk.readableBytes
+        self.downstream.session.consume(streamID: self.streamID, bytes: n)
+        self.downstream.loop.markDirty(self.downstream)
+        guard !self.answered else { return }
+        if self.body.readableBytes + n > Self.maxRequestBytes {
+            self.answered = true
+            self.downstream.resetStream(self.streamID, errorCode: H2ErrorCode.enhanceYourCalm)
+            return
+        }
+        self.body.writeBuffer(&chunk)
+    }
+
+    func requestEnd(trailers: HeaderBlock?) {
+        guard !self.answered else { return }
+        self.answered = true
+        let response = self.responder.respond(to: self.request, body: self.body, receivedAt: self.receivedAt)
+        let session = self.downstream.session
+        do {
+            try session.submitResponse(streamID: self.streamID, response.headers, endStream: false)
+            session.sendData(streamID: self.streamID, response.body)
+            session.endStream(streamID: self.streamID, trailers: response.trailers)
+        } catch {
+            self.downstream.resetStream(self.streamID, errorCode: H2ErrorCode.internalError)
+        }
+        self.downstream.loop.markDirty(self.downstream)
+    }
+
+    func responseDataWritten(_ bytes: Int) {}
+
+    func downstreamDidClose(errorCode: UInt32, connectionLost: Bool) {}
+}

@@ -1,0 +1,25 @@
+import NIOCore
+
+/// The client side of a stream on a ``DownstreamConnection``: a stream proxied upstream, or
+/// one this sidecar answers itself.
+protocol DownstreamStream: AnyObject {
+    func requestData(_ chunk: ByteBuffer)
+    func requestEnd(trailers: HeaderBlock?)
+    func responseDataWritten(_ bytes: Int)
+    func downstreamDidClose(errorCode: UInt32, connectionLost: Bool)
+}
+
+/// A stream that rides on an ``UpstreamConnection``: a proxied client stream, or a call this
+/// sidecar makes itself (a probe).
+protocol UpstreamStream: AnyObject {
+    /// The pool picked `connection`: open the stream on it.
+    func attach(to connection: UpstreamConnection)
+    /// The pool could not get a connection (connect error, closed before SETTINGS).
+    func failUnavailable(_ cause: String)
+    func responseHeaders(_ headers: HeaderBlock, kind: HeadersKind, endStream: Bool)
+    func responseData(_ chunk: ByteBuffer)
+    func responseEnd(trailers: HeaderBlock?, at: NIODeadline)
+    func requestDataWritten(_ bytes: Int)
+    func upstreamDidClose(errorCode: UInt32)
+    func upstreamConnectionLost(_ cause: String)
+}

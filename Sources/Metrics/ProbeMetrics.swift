@@ -1,0 +1,97 @@
+import Foundation
+
+/// Active (probe) metrics: one exporter with the passive ones, the same label names.
+public final class ProbeMetrics: @unchecked Sendable {
+    public let registry: MetricsRegistry
+    public let hop: String
+    public let region: String
+    public let echoAnswered: Counter
+    private let lock = NSLock()
+    private var targetSeries: [String: TargetSeries] = [:]
+    private var targetCounts: [String: Gauge] = [:]
+    private var discoveryErrors: [String: Counter] = [:]
+
+    /// The series of one target.
+    public final class TargetSeries: @unchecked Sendable {
+        let registry: MetricsRegistry
+        let labels: [(String, String)]
+        public let duration: Histogram
+        public let up: Gauge
+        private let lock = NSLock()
+        private var results: [String: Counter] = [:]
+
+        init(registry: MetricsRegistry, labels: [(String, String)]) {
+            self.registry = registry
+            self.labels = labels
+            self.duration = registry.histogram(
+                "insight_probe_duration_seconds", help: "Latency of successful probes.", labels: labels)
+            self.up = registry.gauge(
+                "insight_probe_up", help: "1 if the target's last probe succeeded, else 0.", labels: labels)
+        }
+
+        /// `insight_probe_total` for a result and gRPC code.
+        public func result(_ result: String, code: String) -> Counter {
+            let key = result + "|" + code
+            self.lock.lock()
+            defer { self.lock.unlock() }
+            if let c = self.results[key] { return c }
+            let c = self.registry.counter(
+                "insight_probe_total", help: "Probes by target and result.",
+                labels: self.labels + [("result", result), ("code", code)])
+            self.results[key] = c
+            return c
+        }
+    }
+
+    public init(registry: MetricsRegistry, hop: String, region: String) {
+        self.registry = registry
+        self.hop = hop
+        self.region = region
+        self.echoAnswered = registry.counter(
+            "insight_probe_echo_answered_total", help: "Echo probes this sidecar answered in receiver mode.",
+            labels: [("hop", hop)])
+        registry.declare("insight_probe_total", help: "Probes by target and result.", kind: .counter)
+        registry.declare("insight_probe_targets", help: "Probe targets by discovery source.", kind: .gauge)
+    }
+
+    public func target(name: String, targetRegion: String, kind: String) -> TargetSeries {
+        let key = name + "|" + targetRegion + "|" + kind
+        self.lock.lock()
+        defer { self.lock.unlock() }
+        if let s = self.targetSeries[key] { return s }
+        let s = TargetSeries(
+            registry: self.registry,
+            labels: [
+                ("hop", self.hop), ("region", self.region), ("target", name), ("target_region", targetRegion),
+                ("kind", kind),
+            ])
+        self.targetSeries[key] = s
+        return s
+    }
+
+    public func setTargetCount(source: String, _ count: Int) {
+        self.lock.lock()
+        let g =
+            self.targetCounts[source]
+            ?? self.registry.gauge(
+                "insight_probe_targets", help: "Probe targets by discovery source.", labels: [("source", source)])
+        self.targetCounts[source] = g
+        self.lock.unlock()
+        g.set(Int64(count))
+    }
+
+    /// Counts a target discovery error (`source`: `consul` or `file`); the last good targets are kept.
+    public func discoveryError(source: String, reason: String) {
+        let key = source + "|" + reason
+        self.lock.lock()
+        let c =
+            self.discoveryErrors[key]
+            ?? self.registry.counter(
+                "insight_discovery_errors_total",
+                help: "Probe target discovery errors, by source and reason (the last good targets are kept).",
+                labels: [("source", source), ("reason", reason)])
+        self.discoveryErrors[key] = c
+        self.lock.unlock()
+        c.increment()
+    }
+}

@@ -1,0 +1,128 @@
+import H2Proxy
+import NIOCore
+
+/// Builds a probe's request for a target and reads its outcome: no I/O.
+struct ProbeRequest {
+    static let healthPath = "/grpc.health.v1.Health/Check"
+    static let echoPath = "/insight.probe.v1.Probe/Echo"
+
+    var hop: String
+    var region: String
+    var upstream: HostPort
+    var config: ProbeConfig
+
+    /// Where to connect and what to send.
+    func make(for target: ProbeTarget, timeout: TimeAmount) -> (
+        address: HostPort, headers: HeaderBlock, body: ByteBuffer
+    ) {
+        let local = target.region == self.region
+        let address = local ? target.address : (self.config.crossRegionUpstream ?? self.upstream)
+        let routeHeaders = local ? [] : (self.config.routeHeaders[target.region] ?? [])
+        var authority = target.authority ?? target.address.description
+        if let a = routeHeaders.first(where: { $0.name == ":authority" }) { authority = a.value }
+
+        var h = HeaderBlock(capacity: 384)
+        h.append(name: ":method", value: "POST")
+        h.append(name: ":scheme", value: "http")
+        h.append(name: ":authority", value: authority)
+        h.append(name: ":path", value: target.kind == .health ? Self.healthPath : Self.echoPath)
+        h.append(name: "content-type", value: "application/grpc")
+        h.append(name: "te", value: "trailers")
+        h.append(name: "grpc-timeout", value: "\(max(1, timeout.nanoseconds / 1_000_000))m")
+        h.append(name: "user-agent", value: "insight-sidecar-probe")
+        h.append(name: "insight-probe", value: target.kind.rawValue)
+        for pair in routeHeaders where pair.name != ":authority" {
+            h.append(name: pair.name.lowercased(), value: pair.value)
+        }
+        let message: ByteBuffer
+        switch target.kind {
+        case .health:
+            message = HealthCheckRequest(service: target.service).encoded()
+        case .echo:
+            message = EchoRequest(
+                id: "", payload: Array("insight".utf8), sentUnixMicros: HopTimingObserver.epochMicros(),
+                sourceHop: self.hop, sourceRegion: self.region, target: target.name
+            ).encoded()
+        }
+        return (address, h, GRPCMessage.frame(message))
+    }
+}
+
+/// A finished probe, classified.
+public struct ProbeOutcome: Sendable {
+    public var result: ProbeResult
+    /// gRPC status name (`OK`, `UNAVAILABLE`, …).
+    public var code: String
+    public var message: String
+    public var seconds: Double
+    /// Per-hop segments from the response's `insight-timing`, outermost first.
+    public var segments: [TimingChain.Segment]
+    /// For echo probes: who answered.
+    public var receiverHop: String?
+    public var receiverRegion: String?
+
+    init(failure message: String) {
+        (self.result, self.code, self.message, self.seconds, self.segments) = (
+            .connectError, "UNAVAILABLE", message, 0, []
+        )
+    }
+
+    init(_ call: LocalCallResult, kind: ProbeTarget.Kind) {
+        self.seconds = Double(call.endedAt.uptimeNanoseconds &- call.startedAt.uptimeNanoseconds) / 1e9
+        self.segments = []
+        self.message = ""
+        switch call.outcome {
+        case .connectFailed(let cause):
+            (self.result, self.code, self.message) = (.connectError, "UNAVAILABLE", cause)
+            return
+        case .timedOut:
+            (self.result, self.code, self.message) = (.timeout, "DEADLINE_EXCEEDED", "no response within the timeout")
+            return
+        case .reset(let code):
+            (self.result, self.code, self.message) = (
+                .rpcError, GRPCStatusName.forReset(code), "stream reset (\(code))"
+            )
+            return
+        case .connectionLost(let cause):
+            (self.result, self.code, self.message) = (.rpcError, "UNAVAILABLE", cause)
+            return
+        case .completed:
+            break
+        }
+        var problems: [TimingHeaders.Problem] = []
+        if let trailers = call.trailers ?? call.headers,
+            let items = TimingHeaders.parseList("insight-timing", in: trailers, problems: &problems)
+        {
+            self.segments = TimingChain(entries: items.compactMap(TimingEntry.init)).segments
+        }
+        let grpcMessage = (call.trailers?.first("grpc-message") ?? call.headers?.first("grpc-message")) ?? ""
+        self.message = grpcMessage.removingPercentEncoding ?? grpcMessage
+        guard let status = call.grpcStatus else {
+            let http = call.headers?.first(":status") ?? "?"
+            (self.result, self.code, self.message) = (.rpcError, "UNKNOWN", "not a gRPC response (HTTP \(http))")
+            return
+        }
+        self.code = GRPCStatusName.name(status)
+        guard status == 0 else {
+            self.result = status == 4 ? .timeout : .rpcError
+            return
+        }
+        do {
+            let message = try GRPCMessage.first(in: call.body)
+            switch kind {
+            case .health:
+                let response = try HealthCheckResponse(decoding: message)
+                self.result =
+                    response.status == HealthCheckResponse.ServingStatus.serving.rawValue ? .success : .notServing
+                if self.result == .notServing { self.message = "status \(response.status)" }
+            case .echo:
+                let response = try EchoResponse(decoding: message)
+                self.result = .success
+                self.receiverHop = response.hop
+                self.receiverRegion = response.region
+            }
+        } catch {
+            (self.result, self.message) = (.rpcError, "bad response message: \(error)")
+        }
+    }
+}

@@ -1,0 +1,54 @@
+import NIOCore
+
+/// Something to probe: where it is, in which region, and how.
+public struct ProbeTarget: Hashable, Sendable {
+    public enum Kind: String, Sendable, CaseIterable {
+        /// `grpc.health.v1.Health/Check`; success is OK + SERVING.
+        case health
+        /// `insight.probe.v1.Probe/Echo`, answered by a sidecar in receiver mode.
+        case echo
+    }
+
+    public var name: String
+    public var address: HostPort
+    public var region: String
+    public var kind: Kind
+    /// The health service name (`""` = the whole server).
+    public var service: String = ""
+    /// Overrides `probes.interval` / `probes.timeout`.
+    public var interval: TimeAmount?
+    public var timeout: TimeAmount?
+    /// `:authority` to send; default: the address (or the region's route headers).
+    public var authority: String?
+    /// Where the target came from: `static`, `file` or `consul`.
+    public var source: String = "static"
+
+    public init(name: String, address: HostPort, region: String, kind: Kind) {
+        self.name = name
+        self.address = address
+        self.region = region
+        self.kind = kind
+    }
+
+    /// Identity in the schedule: a target is the same target while these stay the same.
+    var key: String { "\(self.kind.rawValue)|\(self.name)|\(self.address)" }
+}
+
+/// How a probe ended, in grpc_health_probe's taxonomy.
+public enum ProbeResult: String, Sendable, CaseIterable {
+    case success
+    case connectError = "connect_error"
+    case rpcError = "rpc_error"
+    case timeout
+    case notServing = "not_serving"
+
+    /// The exit code of `insight-sidecar probe` (grpc_health_probe's codes).
+    public var exitCode: Int32 {
+        switch self {
+        case .success: 0
+        case .connectError: 2
+        case .rpcError, .timeout: 3
+        case .notServing: 4
+        }
+    }
+}

@@ -1,0 +1,113 @@
+import H2Proxy
+import Logging
+import Metrics
+import NIOCore
+
+/// Runs probes on schedule through the proxy's upstream pools and records the results.
+///
+/// Its state lives on one event loop (the first); each probe runs on the loop its target
+/// hashes to, so probes to the upstream share the connections that live traffic uses there.
+public final class Prober: Sendable {
+    let proxy: ProxyServer
+    let loop: EventLoop
+    let request: ProbeRequest
+    let metrics: ProbeMetrics
+    let logger: Logger
+    private let box: NIOLoopBoundBox<State?>
+    private var state: NIOLoopBoundBox<State?> { self.box }
+    static let tick: TimeAmount = .milliseconds(20)
+
+    final class State {
+        var schedule: ProbeSchedule
+        var sources: [String: [ProbeTarget]] = [:]
+        var task: RepeatedTask?
+        var lastResult: [String: ProbeResult] = [:]
+        init(schedule: ProbeSchedule) { self.schedule = schedule }
+    }
+
+    init(proxy: ProxyServer, request: ProbeRequest, metrics: ProbeMetrics, logger: Logger) {
+        self.proxy = proxy
+        self.loop = proxy.eventLoops[0]
+        self.request = request
+        self.metrics = metrics
+        self.logger = logger
+        let schedule = ProbeSchedule(
+            defaultInterval: request.config.interval, maxConcurrency: request.config.maxConcurrency)
+        // Created empty here (any thread), filled on the loop before anything else runs there.
+        self.box = NIOLoopBoundBox.makeEmptyBox(valueType: State.self, eventLoop: self.loop)
+        let box = self.box
+        self.loop.execute { box.value = State(schedule: schedule) }
+    }
+
+    /// Starts ticking; targets come from ``setTargets(source:_:)``.
+    public func start() {
+        self.loop.execute {
+            let state = self.state.value!
+            state.task = self.loop.scheduleRepeatedTask(initialDelay: Self.tick, delay: Self.tick) { _ in
+                self.runDue()
+            }
+        }
+    }
+
+    public func stop() {
+        self.loop.execute { self.state.value!.task?.cancel() }
+    }
+
+    /// Replaces the targets of one discovery source (`static`, `file`, `consul`).
+    public func setTargets(source: String, _ targets: [ProbeTarget]) {
+        self.loop.execute {
+            let state = self.state.value!
+            state.sources[source] = targets
+            var all: [String: ProbeTarget] = [:]
+            for (_, list) in state.sources { for t in list { all[t.key] = t } }
+            state.schedule.update(targets: Array(all.values), now: .now())
+            self.metrics.setTargetCount(source: source, targets.count)
+        }
+    }
+
+    private func runDue() {
+        let state = self.state.value!
+        let due = state.schedule.due(now: .now())
+        guard !due.isEmpty else { return }
+        let loops = self.proxy.eventLoops
+        for target in due {
+            let timeout = target.timeout ?? self.request.config.timeout
+            let (address, headers, body) = self.request.make(for: target, timeout: timeout)
+            var hasher = Hasher()
+            hasher.combine(target.key)
+            let loop = loops[Int(UInt(bitPattern: hasher.finalize()) % UInt(loops.count))]
+            self.proxy.call(
+                host: address.host, port: address.port, request: headers, body: body, timeout: timeout, on: loop
+            )
+            .hop(to: self.loop)
+            .assumeIsolated()
+            .whenComplete { result in
+                let outcome: ProbeOutcome
+                switch result {
+                case .success(let call): outcome = ProbeOutcome(call, kind: target.kind)
+                case .failure(let error): outcome = ProbeOutcome(failure: "\(error)")
+                }
+                self.record(target, outcome)
+                self.state.value!.schedule.finished(target, now: .now())
+            }
+        }
+    }
+
+    private func record(_ target: ProbeTarget, _ outcome: ProbeOutcome) {
+        let series = self.metrics.target(name: target.name, targetRegion: target.region, kind: target.kind.rawValue)
+        series.result(outcome.result.rawValue, code: outcome.code).increment()
+        series.up.set(outcome.result == .success ? 1 : 0)
+        if outcome.result == .success { series.duration.observe(outcome.seconds) }
+        let state = self.state.value!
+        if state.lastResult[target.key] != outcome.result {
+            state.lastResult[target.key] = outcome.result
+            let level: Logger.Level = outcome.result == .success ? .info : .warning
+            self.logger.log(
+                level: level, "probe result changed",
+                metadata: [
+                    "target": "\(target.name)", "target_region": "\(target.region)", "kind": "\(target.kind.rawValue)",
+                    "result": "\(outcome.result.rawValue)", "code": "\(outcome.code)", "message": "\(outcome.message)",
+                ])
+        }
+    }
+}

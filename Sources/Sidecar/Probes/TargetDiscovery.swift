@@ -1,0 +1,141 @@
+import Foundation
+import Logging
+import Metrics
+import NIOCore
+import Yams
+
+/// Feeds the prober's target sets: the targets file (polled for changes, like Prometheus
+/// file_sd) and Consul (blocking queries). Each runs as a task until cancelled.
+enum TargetDiscovery {
+    /// Parses a targets file: a list of targets with the fields of `probes.targets`.
+    static func parseTargetsFile(_ text: String) throws(ConfigError) -> [ProbeTarget] {
+        let node: Node?
+        do {
+            node = try Yams.compose(yaml: text)
+        } catch {
+            throw ConfigError(field: "targets_file", reason: "not valid JSON or YAML: \(error)".replacingNewlines())
+        }
+        guard let node else { return [] }
+        let list: Node.Sequence
+        if let s = node.sequence {
+            list = s
+        } else if let m = node.mapping, let s = m["targets"]?.sequence {
+            list = s
+        } else {
+            throw ConfigError(field: "targets_file", reason: "must be a list of targets (or {targets: [...]})")
+        }
+        var out: [ProbeTarget] = []
+        for (i, t) in list.enumerated() {
+            out.append(try ProbeTarget.load(t, field: "targets_file[\(i)]", source: "file"))
+        }
+        return out
+    }
+
+    static func watchFile(path: String, every: TimeAmount, prober: Prober, metrics: ProbeMetrics, logger: Logger)
+        -> Task<
+            Void, Never
+        >
+    {
+        Task {
+            var lastStamp: (Date, Int)?
+            var failing = false
+            while !Task.isCancelled {
+                let attrs = try? FileManager.default.attributesOfItem(atPath: path)
+                let stamp = attrs.map { (($0[.modificationDate] as? Date) ?? .distantPast, ($0[.size] as? Int) ?? -1) }
+                if stamp?.0 != lastStamp?.0 || stamp?.1 != lastStamp?.1 {
+                    lastStamp = stamp
+                    do {
+                        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+                            throw ConfigError(field: "targets_file", reason: "cannot read \(path)")
+                        }
+                        let targets = try parseTargetsFile(text)
+                        prober.setTargets(source: "file", targets)
+                        logger.info(
+                            "targets file loaded", metadata: ["path": "\(path)", "targets": "\(targets.count)"])
+                        failing = false
+                    } catch {
+                        metrics.discoveryError(source: "file", reason: "invalid")
+                        if !failing {
+                            logger.error(
+                                "targets file rejected, keeping the previous targets",
+                                metadata: ["path": "\(path)", "error": "\(error)"])
+                        }
+                        failing = true
+                    }
+                }
+                try? await Task.sleep(nanoseconds: UInt64(every.nanoseconds))
+            }
+        }
+    }
+
+    /// One task per (service, datacenter); results are merged and published as `consul`.
+    static func watchConsul(
+        config: ConsulConfig, group: EventLoopGroup, prober: Prober, metrics: ProbeMetrics, logger: Logger
+    ) -> Task<Void, Never> {
+        Task {
+            let dcs: [String?] = config.datacenters.isEmpty ? [nil] : config.datacenters.map { $0 }
+            let merged = ConsulTargets()
+            await withTaskGroup(of: Void.self) { tasks in
+                for service in config.services {
+                    for dc in dcs {
+                        tasks.addTask {
+                            var watch = ConsulWatch(service: service, datacenter: dc, config: config)
+                            let key = "\(service.name)|\(dc ?? "")"
+                            while !Task.isCancelled {
+                                var headers: [(String, String)] = [("accept", "application/json")]
+                                if let token = config.token { headers.append(("x-consul-token", token)) }
+                                let action: ConsulWatch.Action
+                                do {
+                                    let r = try await HTTPGet.get(
+                                        group: group, host: config.address.host, port: config.address.port,
+                                        path: watch.path, headers: headers, timeout: config.wait + .seconds(10))
+                                    action = watch.received(
+                                        status: r.status, indexHeader: r.headers.first(name: "x-consul-index"),
+                                        body: r.body)
+                                } catch let failure as HTTPGet.Failure {
+                                    action = watch.failed(reason: failure.kind.rawValue, detail: failure.detail)
+                                } catch {
+                                    action = watch.failed(reason: "connect", detail: "\(error)")
+                                }
+                                switch action {
+                                case .publish(let targets):
+                                    let all = await merged.set(key, targets)
+                                    prober.setTargets(source: "consul", all)
+                                    logger.info(
+                                        "consul targets updated",
+                                        metadata: [
+                                            "service": "\(service.name)", "dc": "\(dc ?? "-")",
+                                            "targets": "\(targets.count)",
+                                        ])
+                                case .unchanged:
+                                    break
+                                case .retry(let after, let reason, let detail, let logNow):
+                                    metrics.discoveryError(source: "consul", reason: reason)
+                                    if logNow {
+                                        logger.warning(
+                                            "consul query failed, keeping the last good targets",
+                                            metadata: [
+                                                "service": "\(service.name)", "dc": "\(dc ?? "-")",
+                                                "reason": "\(reason)", "error": "\(detail)",
+                                            ])
+                                    }
+                                    try? await Task.sleep(nanoseconds: UInt64(after.nanoseconds))
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The union of every Consul watch's last good targets.
+actor ConsulTargets {
+    private var byWatch: [String: [ProbeTarget]] = [:]
+
+    func set(_ key: String, _ targets: [ProbeTarget]) -> [ProbeTarget] {
+        self.byWatch[key] = targets
+        return self.byWatch.values.flatMap { $0 }
+    }
+}
