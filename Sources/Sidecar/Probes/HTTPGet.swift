@@ -11,7 +11,11 @@ enum HTTPGet {
     }
 
     struct Failure: Error, CustomStringConvertible {
-        enum Kind: String { case connect, timeout, protocolError = "protocol" }
+        enum Kind: String {
+            case connect
+            case timeout
+            case protocolError = "protocol"
+        }
         var kind: Kind
         var detail: String
         var description: String { "\(self.kind.rawValue): \(self.detail)" }
