@@ -26,6 +26,17 @@ Stats (unary-unary)
 Headers (unary-unary)
     Returns all request metadata as JSON ``[[key, value], ...]`` (used to see
     the ``insight-*`` headers that reach the service).
+SetHealth (unary-unary)
+    Payload JSON ``{"service": "", "status": "NOT_SERVING", "delay_ms": 0}``
+    (each key optional): sets the ``grpc.health.v1`` status of a service and/or
+    the delay before every health check is answered. Returns ``{"ok": true}``.
+Counts (unary-unary)
+    Returns JSON ``{"/full/method": n}``: every RPC this server was asked for,
+    including unknown methods (counted by a server interceptor).
+
+``grpc.health.v1.Health`` (grpcio-health-checking, if installed) reports
+``""`` and ``insight.test.v1.Test`` SERVING; ``--health-delay-ms N`` makes every
+health check wait N ms before answering.
 
 Run standalone: ``python3 grpc_server.py --port N``.
 """
@@ -86,6 +97,35 @@ class Stats:
 
 
 STATS = Stats()
+
+
+class MethodCounter:
+    """Every RPC the server sees, by full method name (including unknown ones)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._counts = collections.Counter()
+
+    def add(self, method):
+        with self._lock:
+            self._counts[method] += 1
+
+    def snapshot(self):
+        with self._lock:
+            return dict(self._counts)
+
+
+METHODS = MethodCounter()
+
+
+class _CountingInterceptor(grpc.ServerInterceptor):
+    def intercept_service(self, continuation, handler_call_details):
+        METHODS.add(handler_call_details.method)
+        return continuation(handler_call_details)
+
+
+# Health state, adjustable at run time through SetHealth.
+HEALTH = {"servicer": None, "delay_ms": 0}
 
 
 class Call:
@@ -226,7 +266,26 @@ def stats(request: bytes, context) -> bytes:
     return json.dumps(STATS.snapshot(request.decode("utf-8"))).encode("utf-8")
 
 
-def build_server(port: int, host: str = "127.0.0.1", max_workers: int = 128):
+def set_health(request: bytes, context) -> bytes:
+    req = json.loads(request.decode("utf-8") or "{}")
+    if "delay_ms" in req:
+        HEALTH["delay_ms"] = int(req["delay_ms"])
+    if "status" in req:
+        servicer = HEALTH["servicer"]
+        if servicer is None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "grpcio-health-checking not installed")
+        from grpc_health.v1 import health_pb2
+        servicer.set(req.get("service", ""), health_pb2.HealthCheckResponse.ServingStatus.Value(req["status"]))
+    return json.dumps({"ok": True}).encode("utf-8")
+
+
+def counts(request: bytes, context) -> bytes:
+    return json.dumps(METHODS.snapshot()).encode("utf-8")
+
+
+def build_server(port: int, host: str = "127.0.0.1", max_workers: int = 128,
+                 health_delay_ms: int = 0):
+    HEALTH["delay_ms"] = health_delay_ms
     handlers = {
         "Unary": grpc.unary_unary_rpc_method_handler(unary),
         "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
@@ -234,6 +293,8 @@ def build_server(port: int, host: str = "127.0.0.1", max_workers: int = 128):
         "PingPong": grpc.stream_stream_rpc_method_handler(ping_pong),
         "Stats": grpc.unary_unary_rpc_method_handler(stats),
         "Headers": grpc.unary_unary_rpc_method_handler(headers),
+        "SetHealth": grpc.unary_unary_rpc_method_handler(set_health),
+        "Counts": grpc.unary_unary_rpc_method_handler(counts),
     }
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers),
@@ -242,6 +303,7 @@ def build_server(port: int, host: str = "127.0.0.1", max_workers: int = 128):
             ("grpc.max_receive_message_length", MAX_MSG),
             ("grpc.so_reuseport", 0),
         ],
+        interceptors=(_CountingInterceptor(),),
     )
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(SERVICE, handlers),)
@@ -249,7 +311,22 @@ def build_server(port: int, host: str = "127.0.0.1", max_workers: int = 128):
     try:
         from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-        servicer = health.HealthServicer()
+        class _DelayedHealth(health.HealthServicer):
+            def Check(self, request, context):
+                delay = HEALTH["delay_ms"] / 1000.0
+                if delay > 0:
+                    end = time.monotonic() + delay
+                    while context.is_active():
+                        left = end - time.monotonic()
+                        if left <= 0:
+                            break
+                        time.sleep(min(0.02, left))
+                    if not context.is_active():
+                        return health_pb2.HealthCheckResponse()
+                return super().Check(request, context)
+
+        servicer = _DelayedHealth()
+        HEALTH["servicer"] = servicer
         servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         servicer.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
@@ -266,9 +343,11 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=50051)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--workers", type=int, default=128)
+    parser.add_argument("--health-delay-ms", type=int, default=0,
+                        help="answer every grpc.health.v1 Check only after this many ms")
     args = parser.parse_args(argv)
 
-    server, port = build_server(args.port, args.host, args.workers)
+    server, port = build_server(args.port, args.host, args.workers, args.health_delay_ms)
     server.start()
     print(f"listening on {args.host}:{port}", flush=True)
 

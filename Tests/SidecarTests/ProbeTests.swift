@@ -1,0 +1,278 @@
+import NIOCore
+import Testing
+
+@testable import Sidecar
+
+@Suite struct ProbeScheduleTests {
+    func target(_ i: Int, interval: TimeAmount? = nil) -> ProbeTarget {
+        var t = ProbeTarget(
+            name: "t\(i)", address: HostPort(host: "127.0.0.1", port: 1000 + i), region: "a", kind: .health)
+        t.interval = interval
+        return t
+    }
+
+    let t0 = NIODeadline.uptimeNanoseconds(1_000_000_000)
+
+    @Test func targetsAreSpreadEvenlyOverTheInterval() {
+        var s = ProbeSchedule(defaultInterval: .seconds(1), maxConcurrency: 100, jitter: { 0 })
+        s.update(targets: (0..<10).map { self.target($0) }, now: self.t0)
+        var starts: [Int64] = []
+        var now = self.t0
+        while now < self.t0 + .seconds(1) {
+            for _ in s.due(now: now) { starts.append((now - self.t0).nanoseconds / 1_000_000) }
+            now = now + .milliseconds(10)
+        }
+        #expect(starts.count == 10)
+        #expect(starts == [0, 100, 200, 300, 400, 500, 600, 700, 800, 900])
+    }
+
+    @Test func neverTwoProbesInFlightToOneTarget() {
+        var s = ProbeSchedule(defaultInterval: .milliseconds(100), maxConcurrency: 10, jitter: { 0 })
+        s.update(targets: [self.target(1)], now: self.t0)
+        #expect(s.due(now: self.t0).count == 1)
+        // The probe overruns several intervals: nothing new starts meanwhile.
+        #expect(s.due(now: self.t0 + .milliseconds(350)).isEmpty)
+        s.finished(self.target(1), now: self.t0 + .milliseconds(350))
+        #expect(s.due(now: self.t0 + .milliseconds(351)).isEmpty)
+        #expect(s.due(now: self.t0 + .milliseconds(450)).count == 1)
+    }
+
+    @Test func concurrencyCapHoldsTheRestUntilOthersFinish() {
+        var s = ProbeSchedule(defaultInterval: .seconds(1), maxConcurrency: 3, jitter: { 0 })
+        let targets = (0..<5).map { self.target($0) }
+        s.update(targets: targets, now: self.t0)
+        let first = s.due(now: self.t0 + .seconds(1))
+        #expect(first.count == 3)
+        #expect(s.due(now: self.t0 + .seconds(1)).isEmpty)
+        s.finished(first[0], now: self.t0 + .seconds(1))
+        #expect(s.due(now: self.t0 + .seconds(1)).count == 1)
+        #expect(s.inFlight == 3)
+    }
+
+    @Test func removedTargetsStopAndInFlightOnesAreForgottenWhenDone() {
+        var s = ProbeSchedule(defaultInterval: .seconds(1), maxConcurrency: 10, jitter: { 0 })
+        s.update(targets: [self.target(1), self.target(2)], now: self.t0)
+        let running = s.due(now: self.t0 + .seconds(2))
+        #expect(running.count == 2)
+        s.update(targets: [self.target(2)], now: self.t0 + .seconds(2))
+        s.finished(self.target(1), now: self.t0 + .seconds(2))
+        #expect(s.entries.count == 1)
+        #expect(s.inFlight == 1)
+        s.update(targets: [], now: self.t0 + .seconds(2))
+        #expect(s.entries.count == 1)
+        s.finished(self.target(2), now: self.t0 + .seconds(3))
+        #expect(s.entries.isEmpty)
+        #expect(s.inFlight == 0)
+    }
+
+    @Test func perTargetIntervalAndJitterStayWithinTheSlot() {
+        var s = ProbeSchedule(defaultInterval: .seconds(10), maxConcurrency: 10, jitter: { 0.49 })
+        s.update(targets: [self.target(1, interval: .milliseconds(200)), self.target(2)], now: self.t0)
+        for (_, e) in s.entries {
+            let interval = s.interval(of: e.target)
+            #expect(e.nextDue >= self.t0)
+            #expect(e.nextDue < self.t0 + interval)
+        }
+    }
+}
+
+@Suite struct ProtoWireTests {
+    @Test func messagesRoundTrip() throws {
+        let req = EchoRequest(
+            id: "abc", payload: [0, 1, 255], sentUnixMicros: 1_796_000_000_123_456, sourceHop: "mediary-a",
+            sourceRegion: "a", target: "receiver-b")
+        #expect(try EchoRequest(decoding: req.encoded()) == req)
+        let resp = EchoResponse(id: "x", payload: [9], hop: "gateway-b", region: "b", receivedUnixMicros: -5)
+        #expect(try EchoResponse(decoding: resp.encoded()) == resp)
+        #expect(try HealthCheckResponse(decoding: HealthCheckResponse(status: 2).encoded()).status == 2)
+    }
+
+    /// Bytes from Python's protobuf for HealthCheckRequest(service="svc") and
+    /// HealthCheckResponse(status=SERVING), with an unknown field 9 added.
+    @Test func matchesTheReferenceEncoding() throws {
+        #expect(
+            Array(HealthCheckRequest(service: "svc").encoded().readableBytesView) == [0x0a, 0x03, 0x73, 0x76, 0x63])
+        var b = ByteBufferAllocator().buffer(capacity: 8)
+        b.writeBytes([0x08, 0x01, 0x48, 0x96, 0x01])
+        #expect(try HealthCheckResponse(decoding: b).status == 1)
+    }
+
+    @Test(arguments: [
+        [0x0a, 0x05, 0x61] as [UInt8],  // length past the end
+        [0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],  // varint too long
+        [0x0b],  // group
+        [0x08],  // truncated varint
+        [0x00, 0x01],  // field 0
+        [0x09, 0x01, 0x02],  // truncated fixed64
+    ])
+    func malformedMessagesAreRejected(bytes: [UInt8]) {
+        var b = ByteBufferAllocator().buffer(capacity: bytes.count)
+        b.writeBytes(bytes)
+        #expect(throws: ProtoWire.DecodeError.self) { _ = try EchoResponse(decoding: b) }
+    }
+
+    @Test func randomBytesNeverCrash() {
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<5000 {
+            let n = Int.random(in: 0..<40, using: &rng)
+            var b = ByteBufferAllocator().buffer(capacity: n)
+            for _ in 0..<n { b.writeInteger(UInt8.random(in: 0...255, using: &rng)) }
+            _ = try? EchoRequest(decoding: b)
+            _ = try? HealthCheckResponse(decoding: b)
+            _ = try? GRPCMessage.first(in: b)
+        }
+    }
+
+    @Test func grpcFraming() throws {
+        let framed = GRPCMessage.frame(HealthCheckRequest(service: "s").encoded())
+        #expect(Array(framed.readableBytesView.prefix(5)) == [0, 0, 0, 0, 3])
+        #expect(Array(try GRPCMessage.first(in: framed).readableBytesView) == [0x0a, 0x01, 0x73])
+    }
+}
+
+@Suite struct ConsulWatchTests {
+    let config: ConsulConfig = {
+        var c = ConsulConfig()
+        c.services = [.init(name: "gateway", kind: .health, healthService: "", tag: "insight")]
+        c.regionForDatacenter = ["dc2": "b"]
+        return c
+    }()
+
+    func body(_ entries: [(String, String, String, Int)]) -> ByteBuffer {
+        // (id, node address, service address, port)
+        let json = entries.map { id, node, svc, port in
+            """
+            {"Node":{"Node":"n-\(id)","Address":"\(node)","Datacenter":"dc2"},
+             "Service":{"ID":"\(id)","Service":"gateway","Address":"\(svc)","Port":\(port),"Tags":["insight"]},
+             "Checks":[]}
+            """
+        }
+        var b = ByteBufferAllocator().buffer(capacity: 256)
+        b.writeString("[" + json.joined(separator: ",") + "]")
+        return b
+    }
+
+    @Test func blockingQueryIndexAndContents() {
+        var w = ConsulWatch(service: self.config.services[0], datacenter: "dc2", config: self.config)
+        #expect(w.path == "/v1/health/service/gateway?passing&dc=dc2&tag=insight")
+        guard
+            case .publish(let targets) = w.received(
+                status: 200, indexHeader: "10", body: self.body([("g1", "10.0.0.1", "", 8080)]))
+        else {
+            Issue.record("expected publish")
+            return
+        }
+        #expect(targets.map(\.address) == [HostPort(host: "10.0.0.1", port: 8080)])
+        #expect(targets.map(\.region) == ["b"])
+        #expect(targets.map(\.name) == ["gateway/g1"])
+        #expect(w.path.hasSuffix("&index=10&wait=30s"))
+        // Same contents at a new index: nothing to publish.
+        #expect(
+            w.received(status: 200, indexHeader: "11", body: self.body([("g1", "10.0.0.1", "", 8080)])) == .unchanged)
+        // Service.Address wins over Node.Address.
+        guard
+            case .publish(let moved) = w.received(
+                status: 200, indexHeader: "12", body: self.body([("g1", "10.0.0.1", "10.9.9.9", 9090)]))
+        else {
+            Issue.record("expected publish")
+            return
+        }
+        #expect(moved.map(\.address) == [HostPort(host: "10.9.9.9", port: 9090)])
+    }
+
+    @Test func faultsKeepTheLastGoodSetAndBackOff() {
+        var w = ConsulWatch(service: self.config.services[0], datacenter: nil, config: self.config)
+        _ = w.received(status: 200, indexHeader: "50", body: self.body([("g1", "10.0.0.1", "", 1)]))
+        let good = w.lastGood
+        guard case .retry(let a1, "http_5xx", _, true) = w.received(status: 500, indexHeader: nil, body: self.body([]))
+        else {
+            Issue.record("expected retry")
+            return
+        }
+        guard case .retry(let a2, "http_5xx", _, false) = w.received(status: 503, indexHeader: nil, body: self.body([]))
+        else {
+            Issue.record("expected retry")
+            return
+        }
+        #expect(a2 > a1)
+        var junk = ByteBufferAllocator().buffer(capacity: 8)
+        junk.writeString("{not json")
+        guard case .retry(_, "malformed", _, true) = w.received(status: 200, indexHeader: "51", body: junk) else {
+            Issue.record("expected malformed")
+            return
+        }
+        guard case .retry(_, "index_backwards", _, _) = w.received(status: 200, indexHeader: "7", body: self.body([]))
+        else {
+            Issue.record("expected index_backwards")
+            return
+        }
+        #expect(w.index == 0)
+        #expect(w.lastGood == good)
+        // Recovery publishes again even with the same contents.
+        guard case .publish = w.received(status: 200, indexHeader: "8", body: self.body([("g1", "10.0.0.1", "", 1)]))
+        else {
+            Issue.record("expected publish after recovery")
+            return
+        }
+    }
+}
+
+@Suite struct ProbeConfigTests {
+    @Test func probesSectionIsRead() throws {
+        let c = try SidecarConfig.load(
+            yaml: """
+                upstream: 127.0.0.1:1
+                hop: a
+                region: a
+                receiver: true
+                probes:
+                  interval: 2s
+                  timeout: 300ms
+                  max_concurrency: 8
+                  cross_region_upstream: 127.0.0.1:2
+                  route_headers: {b: {":authority": gw-b, x-region: b}}
+                  targets:
+                    - {name: gw, address: "127.0.0.1:3", region: b, kind: echo, interval: 500ms}
+                  consul: {address: "127.0.0.1:8500", services: [{name: gateway, tag: x}], region_for_datacenter: {dc2: b}}
+                """
+        ).validated()
+        #expect(c.receiver)
+        #expect(c.probes.interval == .seconds(2))
+        #expect(c.probes.targets.first?.kind == .echo)
+        #expect(c.probes.targets.first?.interval == .milliseconds(500))
+        #expect(c.probes.routeHeaders["b"]?.first == HeaderPair(name: ":authority", value: "gw-b"))
+        #expect(c.probes.consul?.services.first?.tag == "x")
+        let r = ProbeRequest(hop: "a", region: "a", upstream: HostPort(host: "127.0.0.1", port: 1), config: c.probes)
+        let (address, headers, _) = r.make(for: c.probes.targets[0], timeout: .milliseconds(300))
+        #expect(address == HostPort(host: "127.0.0.1", port: 2))
+        #expect(headers.first(":authority") == "gw-b")
+        #expect(headers.first("x-region") == "b")
+        #expect(headers.first("grpc-timeout") == "300m")
+        #expect(headers.first("insight-probe") == "echo")
+    }
+
+    @Test(arguments: [
+        ("probes: {interval: 1ms}", "probes.interval"),
+        ("probes: {targets: [{name: x, region: a}]}", "probes.targets[0].address"),
+        ("probes: {targets: [{address: '1.2.3.4:5', region: a, kind: ping}]}", "probes.targets[0].kind"),
+        ("probes: {bogus: 1}", "probes.bogus"),
+        ("probes: {consul: {address: '127.0.0.1:1'}}", "probes.consul.services"),
+    ])
+    func invalidProbeConfigNamesTheField(yaml: String, field: String) {
+        #expect {
+            _ = try SidecarConfig.load(yaml: "upstream: 127.0.0.1:1\nhop: a\nregion: a\n" + yaml).validated()
+        } throws: { error in
+            (error as? ConfigError)?.field == field
+        }
+    }
+
+    @Test func targetsFileFormats() throws {
+        let yaml = try TargetDiscovery.parseTargetsFile("- {name: a, address: '127.0.0.1:1', region: a}\n")
+        let json = try TargetDiscovery.parseTargetsFile(
+            #"{"targets": [{"name": "b", "address": "127.0.0.1:2", "region": "b", "kind": "echo"}]}"#)
+        #expect(yaml.map(\.name) == ["a"])
+        #expect(json.map(\.kind) == [.echo])
+        #expect(json.first?.source == "file")
+        #expect(throws: ConfigError.self) { _ = try TargetDiscovery.parseTargetsFile("{nope: 1}") }
+    }
+}
