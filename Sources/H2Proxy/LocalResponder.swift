@@ -14,11 +14,14 @@ public struct LocalResponse: Sendable {
     public var body: ByteBuffer
     /// Sent as trailers; `nil` ends the stream on the last DATA frame.
     public var trailers: HeaderBlock?
+    /// Wait this long before answering (a service's latency, in the demo).
+    public var delay: TimeAmount
 
-    public init(headers: HeaderBlock, body: ByteBuffer, trailers: HeaderBlock?) {
+    public init(headers: HeaderBlock, body: ByteBuffer, trailers: HeaderBlock?, delay: TimeAmount = .zero) {
         self.headers = headers
         self.body = body
         self.trailers = trailers
+        self.delay = delay
     }
 }
 
@@ -34,6 +37,7 @@ final class LocallyAnsweredStream: DownstreamStream {
     let receivedAt: NIODeadline
     private var body: ByteBuffer
     private var answered = false
+    private var closed = false
 
     init(
         downstream: DownstreamConnection, streamID: Int32, request: HeaderBlock, responder: LocalResponder,
@@ -65,6 +69,18 @@ final class LocallyAnsweredStream: DownstreamStream {
         guard !self.answered else { return }
         self.answered = true
         let response = self.responder.respond(to: self.request, body: self.body, receivedAt: self.receivedAt)
+        if response.delay > .zero {
+            self.downstream.loop.eventLoop.assumeIsolated().scheduleTask(in: response.delay) {
+                guard !self.closed else { return }
+                self.write(response)
+                self.downstream.loop.flushDirty()
+            }
+        } else {
+            self.write(response)
+        }
+    }
+
+    private func write(_ response: LocalResponse) {
         let session = self.downstream.session
         do {
             try session.submitResponse(streamID: self.streamID, response.headers, endStream: false)
@@ -78,5 +94,7 @@ final class LocallyAnsweredStream: DownstreamStream {
 
     func responseDataWritten(_ bytes: Int) {}
 
-    func downstreamDidClose(errorCode: UInt32, connectionLost: Bool) {}
+    func downstreamDidClose(errorCode: UInt32, connectionLost: Bool) {
+        self.closed = true
+    }
 }

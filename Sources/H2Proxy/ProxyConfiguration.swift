@@ -17,6 +17,9 @@ public struct ProxyConfiguration: Sendable {
     public var maxRetries = 2
     /// Time between GOAWAY(max id) and the final GOAWAY on shutdown.
     public var goAwayGrace: TimeAmount = .milliseconds(100)
+    /// Starts the messages of responses the proxy makes up itself (e.g. the hop name), so a
+    /// client can tell which hop's sidecar saw the failure.
+    public var faultPrefix: String?
 
     public init(listenHost: String, listenPort: Int, upstreamHost: String, upstreamPort: Int) {
         self.listenHost = listenHost

@@ -292,6 +292,7 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
 
     /// Answers the client on the proxy's own behalf: UNAVAILABLE for gRPC, 502 otherwise.
     func failUnavailable(_ cause: String) {
+        let cause = self.loop.configuration.faultPrefix.map { "\($0): \(cause)" } ?? cause
         self.loop.metrics.upstreamUnavailable.increment()
         self.releasePendingRequestData()
         self.upstreamClosed = true

@@ -10,23 +10,30 @@ public final class AdminServer: Sendable {
     let group: EventLoopGroup
     let registry: MetricsRegistry
     let readiness: Readiness
+    let status: StatusSource?
 
-    public init(group: EventLoopGroup, registry: MetricsRegistry, readiness: @escaping Readiness) {
+    public convenience init(group: EventLoopGroup, registry: MetricsRegistry, readiness: @escaping Readiness) {
+        self.init(group: group, registry: registry, readiness: readiness, status: nil)
+    }
+
+    init(group: EventLoopGroup, registry: MetricsRegistry, readiness: @escaping Readiness, status: StatusSource?) {
         self.group = group
         self.registry = registry
         self.readiness = readiness
+        self.status = status
     }
 
     public func start(host: String, port: Int) async throws -> Channel {
         let registry = self.registry
         let readiness = self.readiness
+        let status = self.status
         return try await ServerBootstrap(group: self.group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                     try channel.pipeline.syncOperations.addHandler(
-                        AdminHandler(registry: registry, readiness: readiness))
+                        AdminHandler(registry: registry, readiness: readiness, status: status))
                 }
             }
             .bind(host: host, port: port)
@@ -40,11 +47,13 @@ final class AdminHandler: ChannelInboundHandler {
 
     let registry: MetricsRegistry
     let readiness: AdminServer.Readiness
+    let status: StatusSource?
     private var head: HTTPRequestHead?
 
-    init(registry: MetricsRegistry, readiness: @escaping AdminServer.Readiness) {
+    init(registry: MetricsRegistry, readiness: @escaping AdminServer.Readiness, status: StatusSource?) {
         self.registry = registry
         self.readiness = readiness
+        self.status = status
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -62,6 +71,19 @@ final class AdminHandler: ChannelInboundHandler {
 
     private func route(context: ChannelHandlerContext, head: HTTPRequestHead) {
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        if let status = self.status, let route = StatusRoute(path: path) {
+            let query = head.uri.split(separator: "?", maxSplits: 1).dropFirst().first.map(String.init) ?? ""
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            context.eventLoop.makeFutureWithTask {
+                await route.respond(status: status, method: head.method, query: query)
+            }
+            .whenSuccess { r in
+                let (handler, context) = loopBound.value
+                handler.respond(
+                    context: context, head: head, status: r.status, body: r.body, contentType: r.contentType)
+            }
+            return
+        }
         guard head.method == .GET || head.method == .HEAD else {
             self.respond(context: context, head: head, status: .methodNotAllowed, body: "GET only\n")
             return

@@ -6,7 +6,9 @@ public struct InsightCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "insight-sidecar",
         abstract: "HTTP/2 and gRPC sidecar that times every hop of a cross-region call.",
-        subcommands: [RunCommand.self, CheckConfigCommand.self, ProbeCommand.self],
+        subcommands: [
+            RunCommand.self, CheckConfigCommand.self, ProbeCommand.self, DemoCommand.self, DiagnoseCommand.self,
+        ],
         defaultSubcommand: nil
     )
 

@@ -33,91 +33,143 @@ public final class Sidecar: Sendable {
 
         let threads = self.config.eventLoops == 0 ? System.coreCount : self.config.eventLoops
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
-        let metrics = ProxyMetrics(registry: self.registry)
-        let timing = self.config.timingOptions
+        let signals = SignalWaiter(signals: [SIGTERM, SIGINT])
+        let instance: SidecarInstance
+        do {
+            instance = try await SidecarInstance.start(
+                config: self.config, registry: self.registry, group: group, logger: logger)
+        } catch {
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        let signal = await signals.next()
+        logger.info(
+            "signal received, draining",
+            metadata: ["signal": "\(signal)", "drain_timeout": "\(DurationValue.format(self.config.drainTimeout))"])
+        await instance.stop(drainTimeout: self.config.drainTimeout)
+        try? await group.shutdownGracefully()
+        logger.info("stopped")
+    }
+}
+
+/// One running sidecar on a shared event loop group: proxy, admin listener, probes and
+/// discovery. `insight-sidecar run` starts one; the demo starts several in one process.
+final class SidecarInstance: Sendable {
+    let config: SidecarConfig
+    let proxy: ProxyServer
+    let prober: Prober?
+    let status: StatusSource
+    let adminChannel: Channel
+    let listening: SocketAddress
+    let discovery: [Task<Void, Never>]
+    let logger: Logger
+
+    private init(
+        config: SidecarConfig, proxy: ProxyServer, prober: Prober?, status: StatusSource, adminChannel: Channel,
+        listening: SocketAddress, discovery: [Task<Void, Never>], logger: Logger
+    ) {
+        self.config = config
+        self.proxy = proxy
+        self.prober = prober
+        self.status = status
+        self.adminChannel = adminChannel
+        self.listening = listening
+        self.discovery = discovery
+        self.logger = logger
+    }
+
+    /// Starts everything; `extraProbers` (the demo's other sidecars) join this one's status page.
+    static func start(
+        config: SidecarConfig, registry: MetricsRegistry, group: EventLoopGroup, logger: Logger,
+        statusWindow: Double = 30, extraProbers: [Prober] = [], demo: (@Sendable () -> DemoState)? = nil,
+        demoControl: (@Sendable ([String: String]) -> String?)? = nil
+    ) async throws -> SidecarInstance {
+        let metrics = ProxyMetrics(registry: registry)
+        let timing = config.timingOptions
         let traffic = TrafficMetrics(
-            registry: self.registry, hop: timing.hop, region: timing.region, maxRoutes: timing.maxRoutes,
+            registry: registry, hop: timing.hop, region: timing.region, maxRoutes: timing.maxRoutes,
             headerErrorReasons: TimingHeaders.Problem.allCases.map(\.rawValue))
-        let accessLog = try self.config.accessLog.map { path throws(ConfigError) in
+        let accessLog = try config.accessLog.map { path throws(ConfigError) in
             try AccessLog(path: path, hop: timing.hop)
         }
         let observers = HopTimingObserverFactory(options: timing, metrics: traffic, accessLog: accessLog)
-        let probeMetrics = ProbeMetrics(registry: self.registry, hop: timing.hop, region: timing.region)
+        let probeMetrics = ProbeMetrics(registry: registry, hop: timing.hop, region: timing.region)
         let responder =
-            self.config.receiver ? EchoResponder(hop: timing.hop, region: timing.region, metrics: probeMetrics) : nil
+            config.receiver ? EchoResponder(hop: timing.hop, region: timing.region, metrics: probeMetrics) : nil
+        var proxyConfiguration = config.proxyConfiguration
+        proxyConfiguration.faultPrefix = timing.hop
         let proxy = ProxyServer(
-            configuration: self.config.proxyConfiguration, group: group, metrics: metrics,
-            observerFactory: self.config.timing ? observers : nil, localResponder: responder, logger: logger)
+            configuration: proxyConfiguration, group: group, metrics: metrics,
+            observerFactory: config.timing ? observers : nil, localResponder: responder, logger: logger)
 
-        let signals = SignalWaiter(signals: [SIGTERM, SIGINT])
         let listening: SocketAddress
         do {
             listening = try await proxy.start()
         } catch {
-            try? await group.shutdownGracefully()
-            throw SidecarStartError(what: "listen on \(self.config.listen)", underlying: "\(error)")
+            throw SidecarStartError(what: "listen on \(config.listen)", underlying: "\(error)")
         }
-        let admin = AdminServer(group: group, registry: self.registry) {
-            guard proxy.isListening else { return (false, "proxy listener closed") }
-            let up = await proxy.checkUpstream()
-            return up
-                ? (true, "upstream reachable")
-                : (
-                    false,
-                    "upstream \(proxy.configuration.upstreamHost):\(proxy.configuration.upstreamPort) unreachable"
-                )
+        var prober: Prober?
+        if config.probes.isEnabled {
+            prober = Prober(
+                proxy: proxy,
+                request: ProbeRequest(
+                    hop: timing.hop, region: timing.region, upstream: config.upstream!, config: config.probes),
+                metrics: probeMetrics, logger: logger)
         }
+        let status = StatusSource(
+            hop: timing.hop, region: timing.region, observers: observers.sources,
+            probers: (prober.map { [$0] } ?? []) + extraProbers, window: statusWindow, demo: demo,
+            demoControl: demoControl)
+        let admin = AdminServer(
+            group: group, registry: registry,
+            readiness: {
+                guard proxy.isListening else { return (false, "proxy listener closed") }
+                let up = await proxy.checkUpstream()
+                let upstream = "\(proxy.configuration.upstreamHost):\(proxy.configuration.upstreamPort)"
+                return up ? (true, "upstream reachable") : (false, "upstream \(upstream) unreachable")
+            }, status: status)
         let adminChannel: Channel
         do {
-            adminChannel = try await admin.start(host: self.config.admin.host, port: self.config.admin.port)
+            adminChannel = try await admin.start(host: config.admin.host, port: config.admin.port)
         } catch {
             await proxy.drain(timeout: .zero)
-            try? await group.shutdownGracefully()
-            throw SidecarStartError(what: "admin listener on \(self.config.admin)", underlying: "\(error)")
+            throw SidecarStartError(what: "admin listener on \(config.admin)", underlying: "\(error)")
         }
         logger.info(
             "insight-sidecar started",
             metadata: [
-                "listen": "\(listening)", "upstream": "\(self.config.upstream!)",
-                "admin": "\(adminChannel.localAddress.map { "\($0)" } ?? "?")",
-                "region": "\(self.config.region ?? "")", "event_loops": "\(threads)",
+                "listen": "\(listening)", "upstream": "\(config.upstream!)",
+                "admin": "\(adminChannel.localAddress.map { "\($0)" } ?? "?")", "region": "\(config.region ?? "")",
+                "receiver": "\(config.receiver)",
             ])
 
         var discovery: [Task<Void, Never>] = []
-        var prober: Prober?
-        if self.config.probes.isEnabled {
-            let p = Prober(
-                proxy: proxy,
-                request: ProbeRequest(
-                    hop: timing.hop, region: timing.region, upstream: self.config.upstream!, config: self.config.probes),
-                metrics: probeMetrics, logger: logger)
-            p.setTargets(source: "static", self.config.probes.targets)
-            if let path = self.config.probes.targetsFile {
+        if let p = prober {
+            p.setTargets(source: "static", config.probes.targets)
+            if let path = config.probes.targetsFile {
                 discovery.append(
                     TargetDiscovery.watchFile(
-                        path: path, every: self.config.probes.targetsFileRefresh, prober: p, metrics: probeMetrics,
+                        path: path, every: config.probes.targetsFileRefresh, prober: p, metrics: probeMetrics,
                         logger: logger))
             }
-            if let consul = self.config.probes.consul {
+            if let consul = config.probes.consul {
                 discovery.append(
                     TargetDiscovery.watchConsul(
                         config: consul, group: group, prober: p, metrics: probeMetrics, logger: logger))
             }
             p.start()
-            prober = p
-            logger.info("probes started", metadata: ["static_targets": "\(self.config.probes.targets.count)"])
+            logger.info("probes started", metadata: ["static_targets": "\(config.probes.targets.count)"])
         }
+        return SidecarInstance(
+            config: config, proxy: proxy, prober: prober, status: status, adminChannel: adminChannel,
+            listening: listening, discovery: discovery, logger: logger)
+    }
 
-        let signal = await signals.next()
-        prober?.stop()
-        for task in discovery { task.cancel() }
-        logger.info(
-            "signal received, draining",
-            metadata: ["signal": "\(signal)", "drain_timeout": "\(DurationValue.format(self.config.drainTimeout))"])
-        await proxy.drain(timeout: self.config.drainTimeout)
-        try? await adminChannel.close()
-        try? await group.shutdownGracefully()
-        logger.info("stopped")
+    func stop(drainTimeout: TimeAmount) async {
+        self.prober?.stop()
+        for task in self.discovery { task.cancel() }
+        await self.proxy.drain(timeout: drainTimeout)
+        try? await self.adminChannel.close()
     }
 }
 

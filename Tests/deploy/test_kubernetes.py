@@ -228,3 +228,17 @@ def test_admin_paths_of_the_probes_are_served(rendered):
         assert status == 200
     finally:
         sc.stop()
+
+
+def test_dockerfile_shape():
+    """The image cannot be built here (no container engine); check what can be read."""
+    text = (K8S.parent / "Dockerfile").read_text()
+    froms = re.findall(r"^FROM\s+(\S+)", text, re.M)
+    assert len(froms) == 2 and froms[0].startswith("swift:6.3") and froms[1] == "debian:bookworm-slim", froms
+    runtime = text.split("FROM debian:bookworm-slim", 1)[1]
+    pkgs = re.search(r"apt-get install -y --no-install-recommends ([^\\\n&]+)", runtime).group(1).split()
+    assert sorted(pkgs) == ["libnghttp2-14", "libssl3"], pkgs
+    assert "--static-swift-stdlib" in text
+    user = re.findall(r"^USER\s+(\S+)", runtime, re.M)
+    assert user and user[-1].split(":")[0].isdigit() and user[-1].split(":")[0] != "0", user
+    assert (K8S.parent / "Dockerfile.dockerignore").read_text().count(".build") >= 1

@@ -880,3 +880,141 @@ def timing_chain():
             p.kill()
             if p in _ALL_PROCS:
                 _ALL_PROCS.remove(p)
+
+
+# --------------------------------------------------------------------------
+# probes (test_probes.py, bench_probes.py): sidecars from a config file,
+# test servers with flags, the one-shot `probe` command, bounded waits
+# --------------------------------------------------------------------------
+
+import json as _json  # noqa: E402
+
+
+def start_grpc_server_args(extra: Optional[List[str]] = None, port: Optional[int] = None) -> Proc:
+    """grpc_server.py with extra flags (e.g. ``--health-delay-ms 1000``)."""
+    port = port or free_port()
+    proc = _spawn("grpc-server", [sys.executable, "-u", str(SERVER_SCRIPT), "--port", str(port)]
+                  + (extra or []), port)
+    _wait_until(proc, lambda: "listening on" in tail(proc.log, 5) and tcp_connectable(port),
+                f"listening on {port}")
+    return proc
+
+
+def grpc_unary(port: int, method: str, payload: bytes = b"", timeout: float = 5.0) -> bytes:
+    """One raw-bytes unary call to ``/insight.test.v1.Test/<method>`` on 127.0.0.1:port."""
+    ch = make_channel(f"127.0.0.1:{port}")
+    try:
+        return ch.unary_unary(f"{TEST_SERVICE}{method}")(payload, timeout=timeout)
+    finally:
+        ch.close()
+
+
+def set_server_health(port: int, service: str = "", status: Optional[str] = None,
+                      delay_ms: Optional[int] = None) -> None:
+    """grpc_server.py SetHealth: status SERVING / NOT_SERVING / ..., health check delay."""
+    req = {"service": service}
+    if status is not None:
+        req["status"] = status
+    if delay_ms is not None:
+        req["delay_ms"] = delay_ms
+    grpc_unary(port, "SetHealth", _json.dumps(req).encode())
+
+
+def server_counts(port: int) -> dict:
+    """grpc_server.py Counts: {full method: calls seen}."""
+    return _json.loads(grpc_unary(port, "Counts").decode())
+
+
+def wait_for(pred, timeout: float, what: str, interval: float = 0.05):
+    """Poll ``pred`` until it returns a truthy value (returned) or fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        try:
+            last = pred()
+        except (OSError, urllib.error.URLError) as e:  # a scrape that failed: try again
+            last = e
+        if last and not isinstance(last, Exception):
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+        time.sleep(interval)
+
+
+def write_sidecar_config(cfg: dict, name: str) -> Path:
+    """A config file for ``--config`` (JSON is YAML)."""
+    path = LOG_DIR / f"{name}-{int(time.time() * 1000)}.yaml"
+    path.write_text(_json.dumps(cfg, indent=2))
+    return path
+
+
+def start_config_sidecar(cfg: dict, name: str = "sidecar-probe", extra: Optional[List[str]] = None,
+                         binary: Optional[Path] = None, ready_timeout: float = STARTUP_TIMEOUT) -> Sidecar:
+    """A sidecar from a config dict (``listen``/``admin`` filled in if missing; ``upstream``
+    as HOST:PORT or an int port) started with ``run --config FILE``."""
+    binary = binary or require_sidecar()
+    cfg = dict(cfg)
+    if isinstance(cfg.get("upstream"), int):
+        cfg["upstream"] = f"127.0.0.1:{cfg['upstream']}"
+    port = int(cfg["listen"].rsplit(":", 1)[1]) if "listen" in cfg else free_port()
+    admin = int(cfg["admin"].rsplit(":", 1)[1]) if "admin" in cfg else free_port()
+    while admin == port:
+        admin = free_port()
+    cfg.setdefault("listen", f"127.0.0.1:{port}")
+    cfg.setdefault("admin", f"127.0.0.1:{admin}")
+    cfg.setdefault("drain_timeout", "1s")
+    path = write_sidecar_config(cfg, name)
+    base = _spawn(name, [str(binary), "run", "--config", str(path)] + (extra or []), port)
+    _ALL_PROCS.remove(base)
+    upstream_port = int(cfg["upstream"].rsplit(":", 1)[1]) if cfg.get("upstream") else 0
+    sc = Sidecar(base.name, base.popen, base.log, port, admin, upstream_port)
+    sc.config_path = path  # type: ignore[attr-defined]
+    _ALL_PROCS.append(sc)
+
+    def ready():
+        if not tcp_connectable(port):
+            return False
+        try:
+            status, _ = http_get(admin, "/healthz", timeout=0.5)
+        except OSError:
+            return False
+        return status == 200
+
+    try:
+        _wait_until(sc, ready, f"accepting on {port} with /healthz 200 on {admin}", timeout=ready_timeout)
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)
+    return sc
+
+
+def run_probe_cli(args: List[str], timeout: float = 20.0) -> subprocess.CompletedProcess:
+    """``insight-sidecar probe ARGS`` -> CompletedProcess (text stdout/stderr)."""
+    binary = require_sidecar()
+    return subprocess.run([str(binary), "probe"] + args, capture_output=True, text=True,
+                          timeout=timeout, cwd=str(REPO), stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def probe_procs():
+    """Factory for probe topologies; everything is killed at teardown."""
+    started: List[Proc] = []
+
+    def keep(p):
+        started.append(p)
+        return p
+
+    class Factory:
+        def grpc_server(self, extra=None) -> Proc:
+            return keep(start_grpc_server_args(extra))
+
+        def sidecar(self, cfg, name="sidecar-probe", extra=None) -> Sidecar:
+            return keep(start_config_sidecar(cfg, name, extra))
+
+        def nghttpx(self, backend_port) -> Proc:
+            return keep(start_nghttpx(backend_port))
+
+    yield Factory()
+    for p in reversed(started):
+        p.kill()
+        if p in _ALL_PROCS:
+            _ALL_PROCS.remove(p)

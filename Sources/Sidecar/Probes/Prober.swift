@@ -22,6 +22,7 @@ public final class Prober: Sendable {
         var sources: [String: [ProbeTarget]] = [:]
         var task: RepeatedTask?
         var lastResult: [String: ProbeResult] = [:]
+        var history: [String: ProbeHistory] = [:]
         init(schedule: ProbeSchedule) { self.schedule = schedule }
     }
 
@@ -93,7 +94,27 @@ public final class Prober: Sendable {
         }
     }
 
+    /// The latest results of every target, for the status page's probe matrix.
+    public func snapshot() async -> [ProbeStatus] {
+        let box = self.box
+        let hop = self.request.hop
+        let region = self.request.region
+        return
+            (try? await self.loop.submit {
+                (box.value?.history ?? [:]).values.map { h in
+                    ProbeStatus(
+                        hop: hop, sourceRegion: region, target: h.target.name, targetRegion: h.target.region,
+                        kind: h.target.kind.rawValue, result: h.last.result.rawValue, code: h.last.code,
+                        message: h.last.message, lastMilliseconds: h.last.seconds * 1000,
+                        successRatio: h.successRatio, p50Milliseconds: h.p50 * 1000, count: h.total)
+                }
+            }.get()) ?? []
+    }
+
     private func record(_ target: ProbeTarget, _ outcome: ProbeOutcome) {
+        var history = self.state.value!.history[target.key] ?? ProbeHistory(target: target, last: outcome)
+        history.add(outcome)
+        self.state.value!.history[target.key] = history
         let series = self.metrics.target(name: target.name, targetRegion: target.region, kind: target.kind.rawValue)
         series.result(outcome.result.rawValue, code: outcome.code).increment()
         series.up.set(outcome.result == .success ? 1 : 0)
@@ -109,5 +130,54 @@ public final class Prober: Sendable {
                     "result": "\(outcome.result.rawValue)", "code": "\(outcome.code)", "message": "\(outcome.message)",
                 ])
         }
+    }
+}
+
+/// The recent results of one target.
+struct ProbeHistory {
+    static let size = 30
+    var target: ProbeTarget
+    var last: ProbeOutcome
+    var results: [(ok: Bool, seconds: Double)] = []
+    var total = 0
+
+    mutating func add(_ o: ProbeOutcome) {
+        self.last = o
+        self.total += 1
+        self.results.append((o.result == .success, o.seconds))
+        if self.results.count > Self.size { self.results.removeFirst(self.results.count - Self.size) }
+    }
+
+    var successRatio: Double {
+        self.results.isEmpty ? 0 : Double(self.results.filter(\.ok).count) / Double(self.results.count)
+    }
+
+    var p50: Double {
+        Diagnosis.percentile(self.results.filter(\.ok).map(\.seconds), 0.5)
+    }
+}
+
+/// One cell of the probe matrix.
+public struct ProbeStatus: Codable, Sendable {
+    public var hop: String
+    public var sourceRegion: String
+    public var target: String
+    public var targetRegion: String
+    public var kind: String
+    public var result: String
+    public var code: String
+    public var message: String
+    public var lastMilliseconds: Double
+    public var successRatio: Double
+    public var p50Milliseconds: Double
+    public var count: Int
+
+    enum CodingKeys: String, CodingKey {
+        case hop, target, kind, result, code, message, count
+        case sourceRegion = "source_region"
+        case targetRegion = "target_region"
+        case lastMilliseconds = "last_ms"
+        case successRatio = "success_ratio"
+        case p50Milliseconds = "p50_ms"
     }
 }

@@ -30,6 +30,7 @@ final class HopTimingObserver: StreamObserver {
     private var chain: TimingChain?
     private var ownEntry: TimingEntry?
     private var expectedChainLength = 0
+    private var failureMessage: String?
 
     var options: TimingOptions { self.source.options }
     var metrics: TrafficMetrics { self.source.metrics }
@@ -106,7 +107,12 @@ final class HopTimingObserver: StreamObserver {
             if !self.isGRPC, let status = trailers.first(":status") { self.code = status }
             self.appendChain(&trailers)
         }
-        if self.isGRPC { self.code = GRPCStatusName.name(trailers.integer("grpc-status")) }
+        if self.isGRPC {
+            self.code = GRPCStatusName.name(trailers.integer("grpc-status"))
+            if self.code != "OK", let m = trailers.first("grpc-message") {
+                self.failureMessage = m.removingPercentEncoding ?? m
+            }
+        }
         var problems: [TimingHeaders.Problem] = []
         var items: [Item] = []
         var validText: String?
@@ -186,6 +192,13 @@ final class HopTimingObserver: StreamObserver {
             }
         }
         self.source.accessLog?.write(self, reason: reason)
+        var failure = self.failureMessage
+        if case .upstreamUnavailable(let cause) = reason { failure = cause }
+        self.source.recent.add(
+            StreamSample(
+                time: Double(Self.epochMicros()) / 1e6, service: self.route.service, method: self.route.method,
+                isProbe: s == 1, code: self.code, duration: self.ownEntry?.duration, selfTime: self.ownEntry?.selfTime,
+                segments: self.chain?.segments ?? [], failure: self.code == "OK" ? nil : failure))
     }
 
     // MARK: Helpers

@@ -1,3 +1,4 @@
+import Foundation
 import H2Proxy
 import Metrics
 import NIOCore
@@ -7,15 +8,47 @@ struct HopTimingObserverFactory: StreamObserverFactory {
     let options: TimingOptions
     let metrics: TrafficMetrics
     let accessLog: AccessLog?
+    /// Every loop's source, for the status page and the diagnosis to read recent samples.
+    let sources = ObserverSources()
 
     func makeLoopObserverSource(for eventLoop: EventLoop) -> LoopObserverSource {
-        HopTimingObserverSource(options: self.options, metrics: self.metrics, accessLog: self.accessLog)
+        let source = HopTimingObserverSource(
+            options: self.options, metrics: self.metrics, accessLog: self.accessLog, eventLoop: eventLoop)
+        self.sources.add(source, on: eventLoop)
+        return source
+    }
+}
+
+/// The per-loop observer sources; filled at start-up, read by the admin API on each loop.
+final class ObserverSources: @unchecked Sendable {
+    private let lock = NSLock()
+    private var sources: [(EventLoop, HopTimingObserverSource)] = []
+
+    func add(_ source: HopTimingObserverSource, on loop: EventLoop) {
+        self.lock.lock()
+        self.sources.append((loop, source))
+        self.lock.unlock()
+    }
+
+    /// Samples that ended at or after `since` (Unix seconds), from every loop.
+    func samples(since: Double) async -> [StreamSample] {
+        let all = self.lock.withLock { self.sources }
+        var out: [StreamSample] = []
+        for (loop, source) in all {
+            if let s = try? await loop.submit({ source.recent.snapshot(since: since) }).get() {
+                out += s
+            }
+        }
+        return out
     }
 }
 
 /// One event loop's observer source, with loop-local caches of metric series so that the
 /// per-stream path touches no lock once a route has been seen.
-final class HopTimingObserverSource: LoopObserverSource {
+///
+/// `@unchecked Sendable` only so that the admin API can hand it to its own loop with
+/// `submit`; it is never touched anywhere else.
+final class HopTimingObserverSource: LoopObserverSource, @unchecked Sendable {
     let options: TimingOptions
     let metrics: TrafficMetrics
     let accessLog: AccessLog?
@@ -37,7 +70,9 @@ final class HopTimingObserverSource: LoopObserverSource {
         var source: Int
     }
 
-    init(options: TimingOptions, metrics: TrafficMetrics, accessLog: AccessLog?) {
+    let recent = RecentSamples(capacity: 8192)
+
+    init(options: TimingOptions, metrics: TrafficMetrics, accessLog: AccessLog?, eventLoop: EventLoop? = nil) {
         self.options = options
         self.metrics = metrics
         self.accessLog = accessLog

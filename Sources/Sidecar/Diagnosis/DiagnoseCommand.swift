@@ -1,0 +1,59 @@
+import ArgumentParser
+import Foundation
+import NIOCore
+import NIOPosix
+
+/// `insight-sidecar diagnose --admin HOST:PORT`: asks a sidecar which hop to blame and prints
+/// the answer as a table.
+public struct DiagnoseCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "diagnose", abstract: "Name the hop to blame, from a running sidecar's recent measurements.")
+
+    @Option(name: .long, help: "The sidecar's admin listener, HOST:PORT.")
+    var admin: String
+
+    @Flag(name: .long, help: "Print the JSON as received.")
+    var json = false
+
+    public init() {}
+
+    public func run() async throws {
+        let admin = try HostPort(parsing: self.admin, field: "admin")
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let response: HTTPGet.Response
+        do {
+            response = try await HTTPGet.get(
+                group: group, host: admin.host, port: admin.port, path: "/api/v1/diagnose", headers: [],
+                timeout: .seconds(10))
+            try? await group.shutdownGracefully()
+        } catch {
+            try? await group.shutdownGracefully()
+            throw SidecarStartError(what: "ask \(admin) for a diagnosis", underlying: "\(error)")
+        }
+        guard response.status == 200 else {
+            throw SidecarStartError(what: "ask \(admin) for a diagnosis", underlying: "HTTP \(response.status)")
+        }
+        if self.json {
+            print(String(buffer: response.body))
+            return
+        }
+        let report = try JSONDecoder().decode(DiagnoseReport.self, from: Data(response.body.readableBytesView))
+        print("diagnosis from \(report.hop), recent \(Int(report.windowSeconds)) s vs baseline before it")
+        for path in report.paths {
+            print("\n\(path.service)/\(path.method) [\(path.source)]: \(path.verdict)")
+            guard !path.segments.isEmpty else { continue }
+            print(
+                "  " + "segment".padding(toLength: 26, withPad: " ", startingAt: 0)
+                    + "   base p50  recent p50   base p99  recent p99   Δp50 ms  conf")
+            for s in path.segments {
+                let name = "\(s.segment) → \(s.next)"
+                let mark = path.blame?.segment == s.segment && path.blame?.next == s.next ? "*" : " "
+                print(
+                    mark + " " + name.padding(toLength: 26, withPad: " ", startingAt: 0)
+                        + String(
+                            format: " %10.2f  %10.2f  %9.2f  %10.2f  %+8.2f  %4.2f", s.baselineP50, s.recentP50,
+                            s.baselineP99, s.recentP99, s.deltaP50, s.confidence))
+            }
+        }
+    }
+}

@@ -1,0 +1,44 @@
+import NIOCore
+
+/// One finished stream as the status page and the diagnosis see it.
+struct StreamSample: Sendable {
+    /// Unix seconds when the stream ended.
+    var time: Double
+    var service: String
+    var method: String
+    var isProbe: Bool
+    var code: String
+    /// This sidecar's `dur` and `self`, in milliseconds (nil if the response never ended).
+    var duration: Double?
+    var selfTime: Double?
+    /// Outermost first; empty when no complete chain was seen.
+    var segments: [TimingChain.Segment]
+    /// For failures: the message, starting with the hop that saw the failure first.
+    var failure: String?
+}
+
+/// The last `capacity` samples of one event loop: a ring buffer written only on its loop, read
+/// by copying on that loop (no locks on the stream path).
+final class RecentSamples {
+    let capacity: Int
+    private var ring: [StreamSample] = []
+    private var next = 0
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        self.ring.reserveCapacity(min(capacity, 1024))
+    }
+
+    func add(_ sample: StreamSample) {
+        if self.ring.count < self.capacity {
+            self.ring.append(sample)
+        } else {
+            self.ring[self.next] = sample
+            self.next = (self.next + 1) % self.capacity
+        }
+    }
+
+    func snapshot(since: Double) -> [StreamSample] {
+        self.ring.filter { $0.time >= since }
+    }
+}
