@@ -2,13 +2,13 @@
 # needs when it is missing, so a fresh Debian 12 machine (as root) needs nothing by hand.
 
 SHELL := /bin/bash
-APT_PACKAGES := libnghttp2-dev libssl-dev pkg-config nghttp2-client nghttp2-server nghttp2-proxy haproxy openssl curl prometheus
-PY_PACKAGES := grpcio grpcio-tools grpcio-health-checking protobuf h2 pytest
+APT_PACKAGES := libnghttp2-dev libssl-dev pkg-config nghttp2-client nghttp2-server nghttp2-proxy haproxy openssl curl prometheus chromium
+PY_PACKAGES := grpcio grpcio-tools grpcio-health-checking protobuf h2 pytest pyyaml
 PYTHON ?= python3
 SWIFT_BUILD_FLAGS ?=
 BIN := .build/debug/insight-sidecar
 
-.PHONY: deps build release test unit e2e lint format run bench clean
+.PHONY: deps build release test unit e2e deploy-checks lint format run run-backend bench clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -17,7 +17,7 @@ deps:
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
-	@$(PYTHON) -c "import grpc, grpc_health, google.protobuf, h2, pytest" 2>/dev/null || \
+	@$(PYTHON) -c "import grpc, grpc_health, google.protobuf, h2, pytest, yaml" 2>/dev/null || \
 		$(PYTHON) -m pip install -q $(PY_PACKAGES)
 	@# haproxy is installed as a peer for tests and benchmarks, not as a system service.
 	@for s in haproxy prometheus prometheus-node-exporter; do systemctl is-active --quiet $$s 2>/dev/null && systemctl stop $$s; done; true
@@ -40,11 +40,18 @@ unit: build
 e2e: build
 	INSIGHT_SIDECAR=$(CURDIR)/$(BIN) INSIGHT_REQUIRE_SIDECAR=1 $(PYTHON) -m pytest -q -p no:cacheprovider Tests/e2e
 
-test: deps lint unit e2e
+deploy-checks: build
+	INSIGHT_SIDECAR=$(CURDIR)/$(BIN) bash Tests/deploy/run.sh
+
+test: deps lint unit e2e deploy-checks
 	@echo "make test: all suites passed"
 
-# The main job until the embedded demo exists: the sidecar in front of a small gRPC backend.
+# The main job: the embedded two-region demo with its status page (Ctrl-C stops it).
 run: build
+	$(BIN) demo
+
+# The sidecar alone in front of the Python gRPC test backend.
+run-backend: build
 	@bash Deploy/local/run-local.sh $(BIN)
 
 bench: deps

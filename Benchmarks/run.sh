@@ -209,9 +209,10 @@ fi
 head -c "$SMALL_BYTES" /dev/urandom >"$TMP/docroot/small"
 head -c "$BULK_BYTES" /dev/urandom >"$TMP/docroot/bulk"
 
-read -r ORIGIN_PORT SIDECAR_PORT ADMIN_PORT NGHTTPX_PORT HAPROXY_PORT <<<"$(free_ports 5)"
-declare -A PORT=([direct]=$ORIGIN_PORT [insight-sidecar]=$SIDECAR_PORT [nghttpx]=$NGHTTPX_PORT [haproxy]=$HAPROXY_PORT)
-TARGETS=(direct insight-sidecar nghttpx haproxy)
+read -r ORIGIN_PORT SIDECAR_PORT ADMIN_PORT NGHTTPX_PORT HAPROXY_PORT BARE_PORT BARE_ADMIN_PORT <<<"$(free_ports 7)"
+# insight-sidecar: timing headers and hop metrics on (the default); insight-bare: --no-timing.
+declare -A PORT=([direct]=$ORIGIN_PORT [insight-sidecar]=$SIDECAR_PORT [insight-bare]=$BARE_PORT [nghttpx]=$NGHTTPX_PORT [haproxy]=$HAPROXY_PORT)
+TARGETS=(direct insight-sidecar insight-bare nghttpx haproxy)
 declare -A STATUS NOTE
 
 # origin: nghttpd, h2c, single worker (its default), no TLS
@@ -273,6 +274,16 @@ if [[ -z "$SIDECAR_NOTE" ]]; then
 fi
 if [[ -n "$SIDECAR_NOTE" ]]; then
   STATUS[insight-sidecar]=skipped; NOTE[insight-sidecar]="$SIDECAR_NOTE"
+  STATUS[insight-bare]=skipped; NOTE[insight-bare]="$SIDECAR_NOTE"
+else
+  start_bg insight-bare "$PROXY_CPU" "$SIDECAR_BIN" run --no-timing \
+    --listen "127.0.0.1:$BARE_PORT" --upstream "127.0.0.1:$ORIGIN_PORT" \
+    --hop bench --region local --admin "127.0.0.1:$BARE_ADMIN_PORT" --event-loops 1
+  if wait_port insight-bare "$LAST_PID" "$BARE_PORT" 15 && smoke insight-bare "$BARE_PORT"; then
+    STATUS[insight-bare]=ok
+  else
+    STATUS[insight-bare]=skipped; NOTE[insight-bare]="started but did not serve correctly"
+  fi
 fi
 
 # --------------------------------------------------------------------------- measure

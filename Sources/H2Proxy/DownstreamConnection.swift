@@ -14,6 +14,7 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
     private var context: ChannelHandlerContext?
     private var closed = false
     private var goAwaySent = false
+    private var limits = Limits(now: .now())
 
     init(loop: ProxyLoop) {
         self.loop = loop
@@ -27,6 +28,16 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
     func channelActive(context: ChannelHandlerContext) {
         self.loop.metrics.downstreamConnectionsTotal.increment()
         self.loop.metrics.downstreamConnectionsActive.increment()
+        self.limits = Limits(now: .now())
+        if self.loop.metrics.downstreamConnectionsActive.value > Int64(self.loop.configuration.maxConnections) {
+            self.loop.metrics.limitConnections.increment()
+            self.loop.noteLimit("max_connections", hit: true)
+            self.closed = true
+            context.close(promise: nil)
+            context.fireChannelActive()
+            return
+        }
+        self.loop.noteLimit("max_connections", hit: false)
         self.loop.downstreams[ObjectIdentifier(self)] = self
         if self.loop.isDraining { self.beginShutdown() }
         self.loop.markDirty(self)
@@ -115,7 +126,7 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
             case .goAway:
                 break
             case .remoteSettings:
-                break
+                self.limits.prefaceDone = true
             case .headerListTooLarge:
                 self.loop.metrics.headerListTooLarge.increment()
             case .protocolError(let id, let code):
@@ -160,6 +171,26 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
             self.session.submitGoAway(errorCode: H2ErrorCode.noError)
             self.loop.markDirty(self)
             self.loop.flushDirty()
+        }
+    }
+
+    /// Called every second by the loop's housekeeping.
+    func checkLimits(now: NIODeadline) {
+        guard !self.closed else { return }
+        switch self.limits.check(now: now, openStreams: self.streams.count, configuration: self.loop.configuration) {
+        case .none:
+            break
+        case .closePrefaceTimeout:
+            self.loop.metrics.limitPrefaceTimeout.increment()
+            self.loop.logger.debug("closing a client connection that sent no preface in time")
+            self.closed = true
+            self.context?.close(promise: nil)
+        case .goAwayIdle:
+            self.loop.metrics.limitIdleTimeout.increment()
+            self.beginShutdown()
+        case .goAwayMaxAge:
+            self.loop.metrics.limitMaxAge.increment()
+            self.beginShutdown()
         }
     }
 

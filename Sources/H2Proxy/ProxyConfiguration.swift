@@ -17,6 +17,15 @@ public struct ProxyConfiguration: Sendable {
     public var maxRetries = 2
     /// Time between GOAWAY(max id) and the final GOAWAY on shutdown.
     public var goAwayGrace: TimeAmount = .milliseconds(100)
+    /// Client connections open at once, over all loops; more are closed at accept.
+    public var maxConnections = 10_000
+    /// A client connection without any stream for this long gets GOAWAY and is closed.
+    public var idleTimeout: TimeAmount = .minutes(5)
+    /// A client connection must send its preface and SETTINGS within this time.
+    public var prefaceTimeout: TimeAmount = .seconds(10)
+    /// Client connections older than this get a graceful GOAWAY (nil: no limit).
+    public var maxConnectionAge: TimeAmount?
+
     /// Starts the messages of responses the proxy makes up itself (e.g. the hop name), so a
     /// client can tell which hop's sidecar saw the failure.
     public var faultPrefix: String?

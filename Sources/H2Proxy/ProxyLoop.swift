@@ -28,6 +28,8 @@ final class ProxyLoop {
     var isDraining = false
 
     private var dirty: [H2Connection] = []
+    private var limitsHit: Set<String> = []
+    private var housekeeping: Scheduled<Void>?
     private var flushing = false
 
     init(
@@ -43,6 +45,29 @@ final class ProxyLoop {
         let main = UpstreamPool(loop: self, host: configuration.upstreamHost, port: configuration.upstreamPort)
         self.pool = main
         self.pools["\(configuration.upstreamHost):\(configuration.upstreamPort)"] = main
+    }
+
+    /// Starts the once-a-second check of client connection timers.
+    func startHousekeeping() {
+        self.housekeeping = self.eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) {
+            let now = NIODeadline.now()
+            for (_, c) in self.downstreams { c.checkLimits(now: now) }
+            self.flushDirty()
+            self.startHousekeeping()
+        }
+    }
+
+    func stopHousekeeping() {
+        self.housekeeping?.cancel()
+    }
+
+    /// Logs a limit once when it starts being hit and once when it stops.
+    func noteLimit(_ name: String, hit: Bool) {
+        if hit, self.limitsHit.insert(name).inserted {
+            self.logger.warning("limit reached", metadata: ["limit": "\(name)"])
+        } else if !hit, self.limitsHit.remove(name) != nil {
+            self.logger.notice("limit no longer reached", metadata: ["limit": "\(name)"])
+        }
     }
 
     /// The pool for `host:port`; the upstream's own pool when that is the address, so that

@@ -20,6 +20,10 @@ public final class ProxyMetrics: Sendable {
     public let headerListTooLarge: Counter
     public let upstreamUnavailable: Counter
     public let retries: Counter
+    public let limitConnections: Counter
+    public let limitPrefaceTimeout: Counter
+    public let limitIdleTimeout: Counter
+    public let limitMaxAge: Counter
 
     public init(registry: MetricsRegistry) {
         let r = registry
@@ -58,6 +62,12 @@ public final class ProxyMetrics: Sendable {
         self.upstreamUnavailable = r.counter(
             "insight_upstream_unavailable_total",
             help: "Streams answered by the proxy because the upstream was unreachable or lost.")
+        let limits = "insight_limit_hits_total"
+        let limitsHelp = "Connections closed or sent GOAWAY because a limit was reached, by limit."
+        self.limitConnections = r.counter(limits, help: limitsHelp, labels: [("limit", "max_connections")])
+        self.limitPrefaceTimeout = r.counter(limits, help: limitsHelp, labels: [("limit", "preface_timeout")])
+        self.limitIdleTimeout = r.counter(limits, help: limitsHelp, labels: [("limit", "idle_timeout")])
+        self.limitMaxAge = r.counter(limits, help: limitsHelp, labels: [("limit", "max_connection_age")])
         self.retries = r.counter(
             "insight_upstream_retries_total",
             help: "Streams retried on another upstream connection after REFUSED_STREAM or a GOAWAY below their id.")

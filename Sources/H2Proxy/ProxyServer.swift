@@ -53,6 +53,9 @@ public final class ProxyServer: Sendable {
             .bind(host: self.configuration.listenHost, port: self.configuration.listenPort)
             .get()
         self.channelBox.withLockedValue { $0 = channel }
+        for bound in self.loops {
+            try await bound.eventLoop.submit { bound.value.startHousekeeping() }.get()
+        }
         return channel.localAddress!
     }
 
@@ -87,6 +90,7 @@ public final class ProxyServer: Sendable {
                         "drain timeout: closing connections with streams in flight",
                         metadata: ["connections": "\(loop.downstreams.count)"])
                 }
+                loop.stopHousekeeping()
                 for (_, c) in loop.downstreams { c.forceClose() }
                 for pool in loop.allPools { pool.closeAll() }
             }.get()

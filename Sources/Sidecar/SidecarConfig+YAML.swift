@@ -47,6 +47,15 @@ extension SidecarConfig {
                     case "stream_reset_burst": config.limits.streamResetBurst = try v.integer(name)
                     case "stream_reset_rate": config.limits.streamResetRate = try v.integer(name)
                     case "max_continuations": config.limits.maxContinuations = try v.integer(name)
+                    case "max_connections": config.limits.maxConnections = try v.integer(name)
+                    case "idle_timeout":
+                        config.limits.idleTimeout = try DurationValue.parse(try v.text(name), field: name)
+                    case "preface_timeout":
+                        config.limits.prefaceTimeout = try DurationValue.parse(try v.text(name), field: name)
+                    case "max_connection_age":
+                        let text = try v.text(name)
+                        config.limits.maxConnectionAge =
+                            text == "0" ? nil : try DurationValue.parse(text, field: name)
                     default: throw ConfigError(field: name, reason: "unknown key")
                     }
                 }

@@ -43,6 +43,11 @@ public struct SidecarConfig: Sendable, Equatable {
         public var streamResetBurst = 1000
         public var streamResetRate = 33
         public var maxContinuations = 8
+        public var maxConnections = 10_000
+        public var idleTimeout: TimeAmount = .minutes(5)
+        public var prefaceTimeout: TimeAmount = .seconds(10)
+        /// nil: connections live as long as they are used.
+        public var maxConnectionAge: TimeAmount?
     }
 
     public init() {}
@@ -73,6 +78,16 @@ public struct SidecarConfig: Sendable, Equatable {
         try Self.range(l.streamResetBurst, 1...1_000_000, "limits.stream_reset_burst")
         try Self.range(l.streamResetRate, 1...1_000_000, "limits.stream_reset_rate")
         try Self.range(l.maxContinuations, 1...1000, "limits.max_continuations")
+        try Self.range(l.maxConnections, 1...1_000_000, "limits.max_connections")
+        if l.idleTimeout < .seconds(1) {
+            throw ConfigError(field: "limits.idle_timeout", reason: "must be at least 1s")
+        }
+        if l.prefaceTimeout < .milliseconds(100) {
+            throw ConfigError(field: "limits.preface_timeout", reason: "must be at least 100ms")
+        }
+        if let age = l.maxConnectionAge, age < .seconds(1) {
+            throw ConfigError(field: "limits.max_connection_age", reason: "must be at least 1s")
+        }
         try Self.range(self.hopLimit, 1...64, "hop_limit")
         try Self.range(self.maxRoutes, 1...100_000, "max_routes")
         if let log = self.accessLog, log.isEmpty {
@@ -122,6 +137,10 @@ public struct SidecarConfig: Sendable, Equatable {
             upstreamHost: self.upstream?.host ?? "127.0.0.1", upstreamPort: self.upstream?.port ?? 0)
         c.connectTimeout = self.connectTimeout
         c.maxUpstreamConnectionsPerLoop = self.limits.maxUpstreamConnections
+        c.maxConnections = self.limits.maxConnections
+        c.idleTimeout = self.limits.idleTimeout
+        c.prefaceTimeout = self.limits.prefaceTimeout
+        c.maxConnectionAge = self.limits.maxConnectionAge
         for side in [\ProxyConfiguration.downstreamSession, \ProxyConfiguration.upstreamSession] {
             c[keyPath: side].maxConcurrentStreams = UInt32(self.limits.maxConcurrentStreams)
             c[keyPath: side].maxHeaderListSize = self.limits.maxHeaderListSize

@@ -82,3 +82,21 @@ import Testing
         #expect(text.contains("lat_seconds_count 3\n"))
     }
 }
+
+@Suite struct LimitsTests {
+    @Test func connectionLimitsAreRead() throws {
+        let c = try SidecarConfig.load(
+            yaml: """
+                upstream: 127.0.0.1:1
+                hop: a
+                region: a
+                limits: {max_connections: 5, idle_timeout: 2s, preface_timeout: 500ms, max_connection_age: 1m}
+                """
+        ).validated()
+        let p = c.proxyConfiguration
+        #expect(p.maxConnections == 5)
+        #expect(p.idleTimeout == .seconds(2))
+        #expect(p.prefaceTimeout == .milliseconds(500))
+        #expect(p.maxConnectionAge == .minutes(1))
+    }
+}
