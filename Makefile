@@ -8,7 +8,7 @@ PYTHON ?= python3
 SWIFT_BUILD_FLAGS ?=
 BIN := .build/debug/insight-sidecar
 
-.PHONY: deps build release test unit e2e deploy-checks lint format run run-backend bench clean
+.PHONY: deps build release test unit e2e deploy-checks sanitize lint format run run-backend bench clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -39,6 +39,11 @@ unit: build
 
 e2e: build
 	INSIGHT_SIDECAR=$(CURDIR)/$(BIN) INSIGHT_REQUIRE_SIDECAR=1 $(PYTHON) -m pytest -q -p no:cacheprovider Tests/e2e
+
+# The Swift tests under AddressSanitizer and ThreadSanitizer, each in its own build folder.
+sanitize: deps
+	swift test --sanitize=address --scratch-path .build-asan
+	swift test --sanitize=thread --scratch-path .build-tsan
 
 deploy-checks: build
 	INSIGHT_SIDECAR=$(CURDIR)/$(BIN) bash Tests/deploy/run.sh

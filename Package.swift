@@ -11,6 +11,7 @@ let package = Package(
     products: [
         .executable(name: "insight-sidecar", targets: ["insight-sidecar"]),
         .library(name: "H2Proxy", targets: ["H2Proxy"]),
+        .library(name: "Sidecar", targets: ["Sidecar"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),

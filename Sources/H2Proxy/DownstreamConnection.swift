@@ -79,17 +79,7 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
 
     func flushNow() {
         guard let context = self.context, !self.closed else { return }
-        var wrote = false
-        let alive: Bool
-        do {
-            alive = try self.session.produceOutput { buffer in
-                wrote = true
-                context.write(self.wrapOutboundOut(buffer), promise: nil)
-            }
-        } catch {
-            alive = false
-        }
-        if wrote { context.flush() }
+        let alive = self.session.write(to: context)
         self.processEvents()
         if !alive || (self.goAwaySent && self.streams.isEmpty && !self.session.wantsWrite) {
             self.closed = true

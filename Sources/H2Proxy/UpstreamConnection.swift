@@ -81,17 +81,7 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
 
     func flushNow() {
         guard let context = self.context, self.state != .closed else { return }
-        var wrote = false
-        let alive: Bool
-        do {
-            alive = try self.session.produceOutput { buffer in
-                wrote = true
-                context.write(self.wrapOutboundOut(buffer), promise: nil)
-            }
-        } catch {
-            alive = false
-        }
-        if wrote { context.flush() }
+        let alive = self.session.write(to: context)
         self.processEvents()
         if !alive || (self.state == .draining && self.streams.isEmpty) {
             context.close(promise: nil)

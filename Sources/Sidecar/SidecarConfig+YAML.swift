@@ -17,43 +17,43 @@ extension SidecarConfig {
         for (keyNode, value) in map {
             let key = keyNode.string ?? ""
             switch key {
-            case "listen": config.listen = try HostPort(parsing: try value.text(key), field: key)
-            case "upstream": config.upstream = try HostPort(parsing: try value.text(key), field: key)
-            case "hop": config.hop = try value.text(key)
-            case "region": config.region = try value.text(key)
-            case "admin": config.admin = try HostPort(parsing: try value.text(key), field: key)
-            case "event_loops": config.eventLoops = try value.integer(key)
-            case "drain_timeout": config.drainTimeout = try DurationValue.parse(try value.text(key), field: key)
-            case "connect_timeout": config.connectTimeout = try DurationValue.parse(try value.text(key), field: key)
-            case "log_level": config.logLevel = try parseLogLevel(try value.text(key), field: key)
-            case "timing": config.timing = try value.boolean(key)
-            case "receiver": config.receiver = try value.boolean(key)
+            case "listen": config.listen = try HostPort(parsing: try value.yamlText(key), field: key)
+            case "upstream": config.upstream = try HostPort(parsing: try value.yamlText(key), field: key)
+            case "hop": config.hop = try value.yamlText(key)
+            case "region": config.region = try value.yamlText(key)
+            case "admin": config.admin = try HostPort(parsing: try value.yamlText(key), field: key)
+            case "event_loops": config.eventLoops = try value.yamlInteger(key)
+            case "drain_timeout": config.drainTimeout = try DurationValue.parse(try value.yamlText(key), field: key)
+            case "connect_timeout": config.connectTimeout = try DurationValue.parse(try value.yamlText(key), field: key)
+            case "log_level": config.logLevel = try parseLogLevel(try value.yamlText(key), field: key)
+            case "timing": config.timing = try value.yamlBoolean(key)
+            case "receiver": config.receiver = try value.yamlBoolean(key)
             case "probes": config.probes = try ProbeConfig.load(value, field: key)
-            case "hop_limit": config.hopLimit = try value.integer(key)
-            case "strip_request_headers": config.stripRequestHeaders = try value.boolean(key)
-            case "strip_response_timing": config.stripResponseTiming = try value.boolean(key)
-            case "max_routes": config.maxRoutes = try value.integer(key)
-            case "access_log": config.accessLog = try value.text(key)
+            case "hop_limit": config.hopLimit = try value.yamlInteger(key)
+            case "strip_request_headers": config.stripRequestHeaders = try value.yamlBoolean(key)
+            case "strip_response_timing": config.stripResponseTiming = try value.yamlBoolean(key)
+            case "max_routes": config.maxRoutes = try value.yamlInteger(key)
+            case "access_log": config.accessLog = try value.yamlText(key)
             case "limits":
                 guard let limits = value.mapping else { throw ConfigError(field: key, reason: "must be a mapping") }
                 for (k, v) in limits {
                     let name = "limits.\(k.string ?? "")"
                     switch k.string ?? "" {
-                    case "max_concurrent_streams": config.limits.maxConcurrentStreams = try v.integer(name)
-                    case "max_header_list_size": config.limits.maxHeaderListSize = try v.integer(name)
-                    case "initial_window_size": config.limits.initialWindowSize = try v.integer(name)
-                    case "connection_window_size": config.limits.connectionWindowSize = try v.integer(name)
-                    case "max_upstream_connections": config.limits.maxUpstreamConnections = try v.integer(name)
-                    case "stream_reset_burst": config.limits.streamResetBurst = try v.integer(name)
-                    case "stream_reset_rate": config.limits.streamResetRate = try v.integer(name)
-                    case "max_continuations": config.limits.maxContinuations = try v.integer(name)
-                    case "max_connections": config.limits.maxConnections = try v.integer(name)
+                    case "max_concurrent_streams": config.limits.maxConcurrentStreams = try v.yamlInteger(name)
+                    case "max_header_list_size": config.limits.maxHeaderListSize = try v.yamlInteger(name)
+                    case "initial_window_size": config.limits.initialWindowSize = try v.yamlInteger(name)
+                    case "connection_window_size": config.limits.connectionWindowSize = try v.yamlInteger(name)
+                    case "max_upstream_connections": config.limits.maxUpstreamConnections = try v.yamlInteger(name)
+                    case "stream_reset_burst": config.limits.streamResetBurst = try v.yamlInteger(name)
+                    case "stream_reset_rate": config.limits.streamResetRate = try v.yamlInteger(name)
+                    case "max_continuations": config.limits.maxContinuations = try v.yamlInteger(name)
+                    case "max_connections": config.limits.maxConnections = try v.yamlInteger(name)
                     case "idle_timeout":
-                        config.limits.idleTimeout = try DurationValue.parse(try v.text(name), field: name)
+                        config.limits.idleTimeout = try DurationValue.parse(try v.yamlText(name), field: name)
                     case "preface_timeout":
-                        config.limits.prefaceTimeout = try DurationValue.parse(try v.text(name), field: name)
+                        config.limits.prefaceTimeout = try DurationValue.parse(try v.yamlText(name), field: name)
                     case "max_connection_age":
-                        let text = try v.text(name)
+                        let text = try v.yamlText(name)
                         config.limits.maxConnectionAge =
                             text == "0" ? nil : try DurationValue.parse(text, field: name)
                     default: throw ConfigError(field: name, reason: "unknown key")
@@ -74,29 +74,6 @@ func parseLogLevel(_ text: String, field: String) throws(ConfigError) -> Logger.
             reason: "expected one of trace, debug, info, notice, warning, error, critical; got \"\(text)\"")
     }
     return level
-}
-
-extension Node {
-    fileprivate func text(_ field: String) throws(ConfigError) -> String {
-        guard let s = self.scalar?.string else { throw ConfigError(field: field, reason: "must be a string") }
-        return s
-    }
-
-    fileprivate func boolean(_ field: String) throws(ConfigError) -> Bool {
-        switch self.scalar?.string.lowercased() {
-        case "true", "yes", "on": return true
-        case "false", "no", "off": return false
-        default: throw ConfigError(field: field, reason: "must be true or false")
-        }
-    }
-
-    fileprivate func integer(_ field: String) throws(ConfigError) -> Int {
-        guard let s = self.scalar?.string, let v = Int(s) else {
-            throw ConfigError(
-                field: field, reason: "must be an integer, got \"\(self.scalar?.string ?? "non-scalar")\"")
-        }
-        return v
-    }
 }
 
 extension String {

@@ -86,6 +86,7 @@ enum StatusPage {
         }
         table.segments th.num { text-align: right; }
         table.segments td { padding: 3px 6px; border-bottom: 1px solid #eef1f5; }
+        table.segments td.name { white-space: nowrap; }
         table.segments tr.blamed td { background: var(--bad-bg); }
         table.segments tr.total-row td { border-top: 1px solid var(--line); color: var(--muted); }
         .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px; }
@@ -320,7 +321,7 @@ enum StatusPage {
           html += stackBar(p.segments);
           html += '<table class="segments"><thead><tr><th>segment</th><th class="num">p50 ms</th>' +
             '<th class="num">p99 ms</th><th class="num">calls</th><th class="num">Δp50 vs baseline</th>' +
-            '<th>p50 trend, 2 min</th></tr></thead><tbody>';
+            '<th>p50, last 2 min</th></tr></thead><tbody>';
           p.segments.forEach((s, i) => {
             const shift = shifts[segKey(s)];
             const blamed = blameKey === segKey(s);
@@ -373,7 +374,7 @@ enum StatusPage {
         }
 
         function sparkline(timeline, i, now, color) {
-          const W = 140, H = 26, span = 120;
+          const W = 110, H = 26, span = 120;
           const pts = timeline.filter(t => Array.isArray(t.p50_ms) && i < t.p50_ms.length)
             .map(t => [t.t + 2.5, t.p50_ms[i]]);
           if (!pts.length) return '<svg class="sparkline" width="' + W + '" height="' + H + '"></svg>';

@@ -156,18 +156,3 @@ extension ConsulConfig {
         return c
     }
 }
-
-extension Node {
-    func yamlText(_ field: String) throws(ConfigError) -> String {
-        guard let s = self.scalar?.string else { throw ConfigError(field: field, reason: "must be a string") }
-        return s
-    }
-
-    func yamlInteger(_ field: String) throws(ConfigError) -> Int {
-        guard let s = self.scalar?.string, let v = Int(s) else {
-            throw ConfigError(
-                field: field, reason: "must be an integer, got \"\(self.scalar?.string ?? "non-scalar")\"")
-        }
-        return v
-    }
-}

@@ -1,0 +1,44 @@
+// swift-tools-version:6.0
+// Fuzz targets for Insight (issue 8). Built and run by ./run.sh:
+//   swift build -c release -Xswiftc -sanitize=fuzzer -Xswiftc -enable-testing --scratch-path .build-fuzz
+// `-enable-testing` lets FuzzTimingHeaders reach the internal TimingHeaders parser
+// through `@testable import Sidecar`.
+import PackageDescription
+
+// libFuzzer provides `main`; the targets only define LLVMFuzzerTestOneInput.
+let fuzzFlags: [SwiftSetting] = [.unsafeFlags(["-parse-as-library"])]
+
+let package = Package(
+    name: "InsightFuzz",
+    platforms: [.macOS(.v13)],
+    dependencies: [
+        .package(name: "main", path: ".."),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-http-structured-headers.git", from: "1.7.0"),
+    ],
+    targets: [
+        .executableTarget(
+            name: "FuzzTimingHeaders",
+            dependencies: [
+                .product(name: "Sidecar", package: "main"),
+                .product(name: "H2Proxy", package: "main"),
+                .product(name: "RawStructuredFieldValues", package: "swift-http-structured-headers"),
+            ],
+            swiftSettings: fuzzFlags
+        ),
+        .executableTarget(
+            name: "FuzzConfig",
+            dependencies: [.product(name: "Sidecar", package: "main")],
+            swiftSettings: fuzzFlags
+        ),
+        .executableTarget(
+            name: "FuzzH2Session",
+            dependencies: [
+                .product(name: "H2Proxy", package: "main"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: fuzzFlags
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,442 @@
+"""The demo (``insight-sidecar demo``) and its live status page, end to end.
+
+Two demo instances run side by side on free loopback port ranges (12 ports each) with a short
+window (``--window 8s --probe-interval 500ms --rate 40``), so that their baselines build up
+together:
+
+- instance ``wan``: the page is rendered by headless Chromium (DOM and screenshot), then the
+  WAN delay is raised; the ``mediary-a`` segment (the hop before the WAN) must move by about
+  twice the added one-way delay within a few seconds, and ``diagnose`` must blame it;
+- instance ``svc``: the demo service's latency is raised; ``diagnose`` must blame
+  ``gateway-b → service``.
+
+Chromium (Debian package ``chromium``) is needed for the page test; without it that test is
+skipped (it fails under ``INSIGHT_REQUIRE_SIDECAR=1``). The screenshot goes to the e2e log
+dir (path printed; ``INSIGHT_UPDATE_DOCS_SCREENSHOT=1`` also copies it to
+``Docs/status-page.png``). Takes about 35 s.
+"""
+
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pytest
+
+from conftest import LOG_DIR, REPO, _spawn, http_get, require_sidecar, tail, wait_for
+
+DEMO_ARGS = ["--window", "8s", "--probe-interval", "500ms", "--rate", "40"]
+WINDOW_S = 8.0
+BASE_WAN_MS = 30.0  # the demo's default one-way WAN delay
+BASE_SVC_MS = 5.0  # the demo's default service latency
+BASELINE_S = 12.0  # traffic before a change, so the diagnosis has a baseline
+TRAFFIC = ("insight.demo.v1.Demo", "Unary")
+CHAIN = [("mediary-a", "mediary-b"), ("mediary-b", "gateway-b"), ("gateway-b", "service")]
+
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+
+def free_port_range(count: int = 12) -> int:
+    """A base port with ``count`` consecutive free loopback ports after it."""
+    for _ in range(200):
+        base = random.randrange(20000, 60000 - count)
+        socks = []
+        try:
+            for p in range(base, base + count):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {count} consecutive free ports found")
+
+
+class Demo:
+    def __init__(self, name: str, extra: Optional[List[str]] = None):
+        binary = require_sidecar()
+        self.port = free_port_range()
+        self.proc = _spawn(name, [str(binary), "demo", "--ports-from", str(self.port)] + DEMO_ARGS
+                           + (extra or []), self.port)
+        self.ready_at = 0.0
+
+    @property
+    def admin(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def get_json(self, path: str, port: Optional[int] = None):
+        status, body = http_get(port or self.port, path, timeout=5.0)
+        assert status == 200, f"GET {path}: HTTP {status}: {body}"
+        return json.loads(body)
+
+    def hops(self) -> dict:
+        return self.get_json("/api/v1/hops")
+
+    def diagnose(self) -> dict:
+        return self.get_json("/api/v1/diagnose")
+
+    def set(self, **settings) -> dict:
+        query = "&".join(f"{k}={v}" for k, v in settings.items())
+        return self.get_json(f"/api/v1/demo?{query}")
+
+    def log(self) -> str:
+        return f"demo log {self.proc.log}:\n{tail(self.proc.log, 40)}"
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        def traffic_with_chain():
+            assert self.proc.alive(), f"demo exited ({self.proc.popen.returncode}); {self.log()}"
+            path = find_path(self.hops(), *TRAFFIC, "traffic")
+            return path is not None and len(path["segments"]) == 3 and path["count"] > 0
+
+        wait_for(traffic_with_chain, timeout, f"traffic with 3 segments on {self.admin}", interval=0.2)
+        self.ready_at = time.monotonic()
+
+    def run_cli(self, *args: str) -> str:
+        out = subprocess.run([str(require_sidecar()), "diagnose", "--admin", self.admin, *args],
+                             capture_output=True, text=True, timeout=20)
+        assert out.returncode == 0, f"diagnose {args}: rc {out.returncode}\n{out.stdout}\n{out.stderr}"
+        return out.stdout
+
+
+def find_path(report: dict, service: str, method: str, source: str) -> Optional[dict]:
+    for p in report["paths"]:
+        if (p["service"], p["method"], p["source"]) == (service, method, source):
+            return p
+    return None
+
+
+def segment(path: dict, seg: str, nxt: str) -> dict:
+    for s in path["segments"]:
+        if (s["segment"], s["next"]) == (seg, nxt):
+            return s
+    raise AssertionError(f"no segment {seg} → {nxt} in {[(s['segment'], s['next']) for s in path['segments']]}")
+
+
+def wait_for_blame(demo: Demo, timeout: float) -> dict:
+    """The traffic path's verdict, once it blames a segment."""
+    def blamed():
+        v = find_path(demo.diagnose(), *TRAFFIC, "traffic")
+        return v if v and v["blame"] else None
+
+    return wait_for(blamed, timeout, f"a blamed segment on the traffic path of {demo.admin}", interval=0.5)
+
+
+def wait_for_segment_shift(demo: Demo, seg: str, nxt: str, before: float, expected: float,
+                           timeout: float) -> (float, float):
+    """Wait until the segment's p50 in /api/v1/hops has moved by most of ``expected`` ms;
+    returns (new p50, seconds it took)."""
+    start = time.monotonic()
+
+    def moved():
+        p50 = segment(find_path(demo.hops(), *TRAFFIC, "traffic"), seg, nxt)["p50_ms"]
+        return p50 if p50 - before >= 0.75 * expected else None
+
+    p50 = wait_for(moved, timeout, f"{seg} → {nxt} p50 to move by ~{expected:.0f} ms from {before:.1f} ms",
+                   interval=0.25)
+    return p50, time.monotonic() - start
+
+
+# --------------------------------------------------------------------------
+# fixtures
+# --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def demos():
+    """Both demo instances, started together so their baselines overlap."""
+    started = [Demo("demo-wan"), Demo("demo-svc")]
+    try:
+        for d in started:
+            d.wait_ready()
+        yield {"wan": started[0], "svc": started[1]}
+    finally:
+        for d in started:
+            d.proc.stop(timeout=10)
+
+
+def chromium_binary() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    msg = "chromium not installed (apt-get install -y chromium)"
+    if os.environ.get("INSIGHT_REQUIRE_SIDECAR") == "1":
+        pytest.fail(msg, pytrace=False)
+    pytest.skip(msg)
+
+
+def run_chromium(args: List[str], url: str) -> subprocess.CompletedProcess:
+    with tempfile.TemporaryDirectory(prefix="insight-chromium-") as profile:
+        return subprocess.run(
+            [chromium_binary(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-extensions", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
+             "--virtual-time-budget=5000", *args, url],
+            capture_output=True, text=True, timeout=90, env={**os.environ, "HOME": profile})
+
+
+class PageDOM(HTMLParser):
+    """The bits of the rendered status page the test checks (script text is not parsed)."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.rows: List[Dict] = []  # segment rows: source/service/method/segment/next/p50/p99 (+ texts)
+        self.cells: List[Dict[str, str]] = []  # matrix cells: their attributes
+        self.paths: List[Dict[str, str]] = []
+        self.by_id: Dict[str, Dict[str, str]] = {}
+        self.texts: Dict[str, str] = {}  # text of elements with an id
+        self.count: Dict[str, int] = {}  # tag.class -> number seen inside traffic articles
+        self._article: Optional[Dict[str, str]] = None
+        self._row: Optional[Dict] = None
+        self._td: Optional[str] = None
+        self._text_ids: List[List] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = {k: (v or "") for k, v in attrs}
+        classes = a.get("class", "").split()
+        if "id" in a:
+            self.by_id[a["id"]] = a
+            self._text_ids.append([a["id"], tag, 0, ""])
+        for entry in self._text_ids:
+            if entry[1] == tag:
+                entry[2] += 1
+        if tag == "article" and "path" in classes:
+            self._article = a
+            self.paths.append(a)
+        if self._article is not None and self._article.get("data-source") == "traffic":
+            for c in classes:
+                self.count[f"{tag}.{c}"] = self.count.get(f"{tag}.{c}", 0) + 1
+        if tag == "tr" and "segment-row" in classes and self._article is not None:
+            self._row = {"source": self._article["data-source"], "service": self._article["data-service"],
+                         "method": self._article["data-method"], "segment": a["data-segment"],
+                         "next": a["data-next"]}
+            self.rows.append(self._row)
+        if tag == "td" and self._row is not None:
+            for c in ("p50", "p99"):
+                if c in classes:
+                    self._row[c] = float(a["data-ms"])
+                    self._row[c + "_text"] = ""
+                    self._td = c
+        if tag == "td" and "matrix-cell" in classes:
+            self.cells.append(a)
+
+    def handle_endtag(self, tag):
+        for entry in list(self._text_ids):
+            if entry[1] == tag:
+                entry[2] -= 1
+                if entry[2] == 0:
+                    self.texts[entry[0]] = entry[3].strip()
+                    self._text_ids.remove(entry)
+        if tag == "td":
+            self._td = None
+        if tag == "tr":
+            self._row = None
+        if tag == "article":
+            self._article = None
+
+    def handle_data(self, data):
+        for entry in self._text_ids:
+            entry[3] += data
+        if self._td and self._row is not None:
+            self._row[self._td + "_text"] += data
+
+
+# --------------------------------------------------------------------------
+# tests
+# --------------------------------------------------------------------------
+
+def test_demo_prints_status_url_and_takes_commands(demos):
+    """Started as ``make run`` starts it: the status page URL is printed within a few seconds,
+    the page is served there, typed commands change the demo, and --duration stops it.
+    (Uses ``demos`` only so that the two long-running instances build their baseline meanwhile.)"""
+    binary = require_sidecar()
+    port = free_port_range()
+    log = LOG_DIR / f"demo-run-{port}.log"
+    started = time.monotonic()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(binary), "demo", "--ports-from", str(port), "--duration", "3s"],
+                                stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, cwd=str(REPO))
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_for(lambda: f"Status page:  {url}" in log.read_text(errors="replace"), 5.0,
+                 f"the status page URL in the demo's output ({log})")
+        elapsed = time.monotonic() - started
+        status, body = http_get(port, "/")
+        assert status == 200 and "Insight status" in body, (status, body[:200])
+        assert http_get(port, "/status")[0] == 200
+        # Typed commands (as in the terminal of `make run`).
+        proc.stdin.write(b"wan 50ms\n")
+        proc.stdin.flush()
+        wait_for(lambda: "ok: wan 50ms" in log.read_text(errors="replace"), 3.0, "the demo to confirm `wan 50ms`")
+        state = json.loads(http_get(port, "/api/v1/demo")[1])
+        assert state["wan_delay_ms"] == pytest.approx(50.0), state
+        proc.stdin.write(b"bogus\n")
+        proc.stdin.flush()
+        wait_for(lambda: "commands: wan 80ms" in log.read_text(errors="replace"), 3.0, "the usage line")
+        proc.stdin.close()
+        assert proc.wait(timeout=10) == 0, tail(log)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    print(f"status page URL printed {elapsed:.2f} s after start")
+    assert elapsed < 5.0
+
+
+def test_demo_api(demos):
+    d = demos["wan"]
+    hops = d.hops()
+    assert hops["hop"] == "mediary-a" and hops["region"] == "a"
+    assert hops["window_seconds"] == pytest.approx(WINDOW_S)
+    demo = hops["demo"]
+    assert demo["wan_delay_ms"] == pytest.approx(BASE_WAN_MS) and demo["service_latency_ms"] == pytest.approx(5)
+    assert demo["rate"] == pytest.approx(40) and demo["loss"] == 0
+    for word in ("stand-in", "Mediary", "Gateway", "WAN", "service"):
+        assert word in demo["note"], demo["note"]
+    traffic = find_path(hops, *TRAFFIC, "traffic")
+    assert [(s["segment"], s["next"]) for s in traffic["segments"]] == CHAIN
+    assert traffic["codes"].get("OK", 0) == traffic["count"] and traffic["error_rate"] == 0
+    assert 0 < traffic["overhead_p50_ms"] <= traffic["overhead_p99_ms"]
+    # The WAN segment carries both directions of the delay.
+    wan = segment(traffic, "mediary-a", "mediary-b")
+    assert 2 * BASE_WAN_MS * 0.9 <= wan["p50_ms"] <= 2 * BASE_WAN_MS + 40, wan
+    svc = segment(traffic, "gateway-b", "service")
+    assert BASE_SVC_MS * 0.9 <= svc["p50_ms"] <= BASE_SVC_MS + 30, svc
+    assert any(p["source"] == "probe" for p in hops["paths"])
+    cells = {(p["source_region"], p["target_region"]) for p in hops["probes"]}
+    assert {("a", "b"), ("a", "a"), ("b", "b")} <= cells, cells
+    # Bad settings are refused; the other sidecars' admin listeners have no demo.
+    status, body = http_get(d.port, "/api/v1/demo?wan_delay=fast")
+    assert status == 400 and "wan_delay" in body
+    assert http_get(d.port, "/api/v1/demo?speed=1")[0] == 400
+    assert http_get(d.port + 10, "/api/v1/demo")[0] == 404
+    mb = d.get_json("/api/v1/hops", port=d.port + 10)
+    assert mb["hop"] == "mediary-b" and mb["demo"] is None
+
+
+def test_status_page_renders_in_chromium(demos):
+    d = demos["wan"]
+    url = f"http://{d.admin}/"
+    dump = run_chromium(["--dump-dom"], url)
+    assert dump.returncode == 0, dump.stderr[-2000:]
+    dom = PageDOM()
+    dom.feed(dump.stdout)
+
+    # Segment rows of the traffic path, in chain order, with non-zero p50/p99.
+    traffic = [r for r in dom.rows if r["source"] == "traffic" and (r["service"], r["method"]) == TRAFFIC]
+    assert [(r["segment"], r["next"]) for r in traffic] == CHAIN, dom.rows
+    for r in traffic:
+        assert r["p50"] > 0 and r["p99"] >= r["p50"], r
+        assert float(r["p50_text"]) > 0 and float(r["p99_text"]) > 0, r
+    assert traffic[0]["p50"] >= 2 * BASE_WAN_MS * 0.9, traffic[0]
+    # Traffic and probes side by side.
+    assert {p["data-source"] for p in dom.paths} == {"traffic", "probe"}, dom.paths
+    assert any(r["source"] == "probe" for r in dom.rows)
+
+    # Region x region probe matrix.
+    cells = {(c["data-source-region"], c["data-target-region"]): c for c in dom.cells}
+    for key in [("a", "b"), ("a", "a"), ("b", "b")]:
+        assert key in cells, cells
+        assert float(cells[key]["data-success"]) > 0.9, cells[key]
+        assert float(cells[key]["data-latency-ms"]) > 0, cells[key]
+        assert "good" in cells[key]["class"].split(), cells[key]
+    assert float(cells[("a", "b")]["data-latency-ms"]) >= 2 * BASE_WAN_MS * 0.9
+
+    # Stacked bar, sparklines, overhead, codes and the verdicts, for the traffic path.
+    assert dom.count.get("g.bar-seg") == 3, dom.count
+    assert dom.count.get("svg.sparkline") == 3, dom.count
+    assert dom.count.get("span.overhead") == 1 and dom.count.get("span.code") >= 1, dom.count
+    assert dom.count.get("div.verdict") == 1, dom.count
+    assert TRAFFIC[1] in dom.texts.get("diagnosis", ""), dom.texts.get("diagnosis")
+
+    # The demo box: settings and the plain statement of what is a stand-in.
+    assert "hidden" not in dom.by_id["demo"], dom.by_id["demo"]
+    assert float(dom.by_id["demo-wan_delay_ms"]["data-value"]) == pytest.approx(BASE_WAN_MS)
+    assert float(dom.by_id["demo-service_latency_ms"]["data-value"]) == pytest.approx(BASE_SVC_MS)
+    note = dom.texts.get("demo-note", "")
+    assert "stand-in" in note and "Mediary" in note and "WAN" in note, note
+    assert dom.texts.get("conn") == "live", dom.texts.get("conn")
+    assert "mediary-a" in dom.texts.get("hop", "")
+
+    # A screenshot, for people (and the docs).
+    shot = LOG_DIR / f"status-page-{d.port}.png"
+    res = run_chromium(["--hide-scrollbars", "--window-size=1280,1000", f"--screenshot={shot}"], url)
+    assert res.returncode == 0 and shot.is_file(), res.stderr[-2000:]
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, len(data)
+    print(f"status page screenshot: {shot}")
+    if os.environ.get("INSIGHT_UPDATE_DOCS_SCREENSHOT") == "1":
+        shutil.copyfile(shot, REPO / "Docs" / "status-page.png")
+
+
+def test_wan_delay_moves_and_blames_mediary_a(demos):
+    d = demos["wan"]
+    time.sleep(max(0.0, d.ready_at + BASELINE_S - time.monotonic()))
+    before = segment(find_path(d.hops(), *TRAFFIC, "traffic"), "mediary-a", "mediary-b")["p50_ms"]
+    verdict = find_path(d.diagnose(), *TRAFFIC, "traffic")
+    assert verdict["blame"] is None, verdict["verdict"]
+
+    new_wan = 90.0
+    assert d.set(wan_delay="90ms")["wan_delay_ms"] == pytest.approx(new_wan)
+    expected = 2 * (new_wan - BASE_WAN_MS)  # both directions cross the WAN
+    # The product's promise: the page shows the hop before the WAN move by the added delay,
+    # within a few seconds (the p50 over the 8 s window flips once half of it is new).
+    after, took = wait_for_segment_shift(d, "mediary-a", "mediary-b", before, expected, timeout=WINDOW_S)
+    assert after - before <= 1.5 * expected, (before, after)
+    print(f"mediary-a p50 {before:.1f} -> {after:.1f} ms ({after - before:+.1f}, expected ~{expected:.0f})"
+          f" after {took:.1f} s")
+    hops = find_path(d.hops(), *TRAFFIC, "traffic")
+    for seg, nxt in CHAIN[1:]:  # the other segments did not move
+        assert segment(hops, seg, nxt)["p50_ms"] < 25, hops["segments"]
+
+    v = wait_for_blame(d, timeout=WINDOW_S + 4)
+    assert (v["blame"]["segment"], v["blame"]["next"]) == ("mediary-a", "mediary-b"), v["verdict"]
+    assert v["blame"]["delta_p50_ms"] == pytest.approx(expected, rel=0.35), v["blame"]
+    assert v["blame"]["confidence"] >= 0.5
+    assert v["verdict"].startswith("segment mediary-a moved +"), v["verdict"]
+
+    report = json.loads(d.run_cli("--json"))
+    cli = find_path(report, *TRAFFIC, "traffic")
+    assert (cli["blame"]["segment"], cli["blame"]["next"]) == ("mediary-a", "mediary-b"), cli["verdict"]
+    table = d.run_cli()
+    assert table.startswith("diagnosis from mediary-a, recent 8 s"), table
+    assert "insight.demo.v1.Demo/Unary [traffic]: segment mediary-a moved +" in table, table
+    starred = [line for line in table.splitlines() if line.startswith("* ")]
+    assert any(line.startswith("* mediary-a → mediary-b") for line in starred), table
+
+    state = d.set(wan_delay=f"{BASE_WAN_MS:.0f}ms")  # reset
+    assert state["wan_delay_ms"] == pytest.approx(BASE_WAN_MS)
+
+
+def test_service_latency_blames_gateway_b_to_service(demos):
+    d = demos["svc"]
+    time.sleep(max(0.0, d.ready_at + BASELINE_S - time.monotonic()))
+    before = segment(find_path(d.hops(), *TRAFFIC, "traffic"), "gateway-b", "service")["p50_ms"]
+    assert d.set(service_latency="60ms")["service_latency_ms"] == pytest.approx(60.0)
+    expected = 60.0 - BASE_SVC_MS
+    after, took = wait_for_segment_shift(d, "gateway-b", "service", before, expected, timeout=WINDOW_S)
+    print(f"gateway-b → service p50 {before:.1f} -> {after:.1f} ms after {took:.1f} s")
+    assert after - before <= 1.5 * expected, (before, after)
+
+    v = wait_for_blame(d, timeout=WINDOW_S + 4)
+    assert (v["blame"]["segment"], v["blame"]["next"]) == ("gateway-b", "service"), v["verdict"]
+    assert v["blame"]["delta_p50_ms"] == pytest.approx(expected, rel=0.35), v["blame"]
+    assert v["verdict"].startswith("segment gateway-b → service moved +"), v["verdict"]
+
+    cli = find_path(json.loads(d.run_cli("--json")), *TRAFFIC, "traffic")
+    assert (cli["blame"]["segment"], cli["blame"]["next"]) == ("gateway-b", "service"), cli["verdict"]
+    table = d.run_cli()
+    assert "[traffic]: segment gateway-b → service moved +" in table, table
+    assert any(line.startswith("* gateway-b → service") for line in table.splitlines()), table
+    assert not any(line.startswith("* mediary-a") for line in table.splitlines()
+                   if "mediary-b" in line), table
