@@ -50,6 +50,7 @@ final class LocalCall: UpstreamStream {
     private var body: ByteBuffer
     private var trailers: HeaderBlock?
     private var responseEnded = false
+    private var retries = 0
 
     init(
         loop: ProxyLoop, pool: UpstreamPool, request: HeaderBlock, body: ByteBuffer, timeout: TimeAmount,
@@ -94,7 +95,7 @@ final class LocalCall: UpstreamStream {
     }
 
     func failUnavailable(_ cause: String) {
-        self.finish(.connectFailed(cause))
+        self.finish(.connectFailed(self.loop.configuration.faultPrefix.map { "\($0): \(cause)" } ?? cause))
     }
 
     func responseHeaders(_ headers: HeaderBlock, kind: HeadersKind, endStream: Bool) {
@@ -143,8 +144,11 @@ final class LocalCall: UpstreamStream {
         self.connection = nil
         if self.responseEnded && errorCode == 0 {
             self.finish(.completed)
-        } else if errorCode == H2ErrorCode.refusedStream && self.headers == nil && self.promise != nil {
-            // Refused before any processing: try once more on a fresh pick from the pool.
+        } else if errorCode == H2ErrorCode.refusedStream && self.headers == nil && self.promise != nil
+            && self.retries < self.loop.configuration.maxRetries
+        {
+            // Refused before any processing: try again on a fresh pick from the pool.
+            self.retries += 1
             self.pool.open(self)
         } else {
             self.finish(self.responseEnded ? .completed : .reset(errorCode))

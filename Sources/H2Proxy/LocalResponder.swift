@@ -83,6 +83,12 @@ final class LocallyAnsweredStream: DownstreamStream {
     private func write(_ response: LocalResponse) {
         let session = self.downstream.session
         do {
+            if response.body.readableBytes == 0 && response.trailers == nil {
+                // Trailers-Only: one HEADERS frame with END_STREAM.
+                try session.submitResponse(streamID: self.streamID, response.headers, endStream: true)
+                self.downstream.loop.markDirty(self.downstream)
+                return
+            }
             try session.submitResponse(streamID: self.streamID, response.headers, endStream: false)
             session.sendData(streamID: self.streamID, response.body)
             session.endStream(streamID: self.streamID, trailers: response.trailers)

@@ -118,7 +118,8 @@ final class AdminHandler: ChannelInboundHandler {
             }
         default:
             self.respond(
-                context: context, head: head, status: .notFound, body: "not found: try /healthz, /readyz, /metrics\n")
+                context: context, head: head, status: .notFound,
+                body: "not found: try /, /healthz, /readyz, /metrics, /api/v1/hops, /api/v1/diagnose\n")
         }
     }
 

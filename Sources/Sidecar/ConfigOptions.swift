@@ -40,7 +40,9 @@ public struct ConfigOptions: ParsableArguments {
         help: "Remove insight-* request headers before the upstream sees them. YAML: strip_request_headers.")
     var stripRequestHeaders = false
 
-    @Flag(name: .long, help: "Remove insight-timing before the client sees it. YAML: strip_response_timing.")
+    @Flag(
+        name: .long,
+        help: "Remove insight-timing and insight-chain before the client sees them. YAML: strip_response_timing.")
     var stripResponseTiming = false
 
     @Flag(name: .long, help: "Forward only: no timing headers, no hop metrics (for comparison). YAML: timing: false.")

@@ -26,6 +26,9 @@ public struct InsightCommand: AsyncParsableCommand {
             Foundation.exit(0)
         } catch let error as ExitCode {
             Foundation.exit(error.rawValue)
+        } catch let error as CommandFailure {
+            FileHandle.standardError.write(Data("insight-sidecar: \(error.message)\n".utf8))
+            Foundation.exit(error.exitCode)
         } catch let error as ConfigError {
             FileHandle.standardError.write(Data("insight-sidecar: \(error)\n".utf8))
             Foundation.exit(2)

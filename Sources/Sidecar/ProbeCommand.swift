@@ -43,6 +43,15 @@ public struct ProbeCommand: AsyncParsableCommand {
     public init() {}
 
     public func run() async throws {
+        do {
+            try await self.probe()
+        } catch let error as ConfigError {
+            // Bad flags exit 1, as grpc_health_probe's do, so that 2 means "cannot connect".
+            throw CommandFailure(message: "\(error)", exitCode: 1)
+        }
+    }
+
+    private func probe() async throws {
         let target = try HostPort(parsing: self.target, field: "target")
         let via = try self.via.map { v throws(ConfigError) in try HostPort(parsing: v, field: "via") }
         let timeout = try DurationValue.parse(self.timeout, field: "timeout")

@@ -52,6 +52,14 @@ public final class Sidecar: Sendable {
     }
 }
 
+/// A command that could not do its job (not a configuration error): a one-line message and
+/// an exit code.
+public struct CommandFailure: Error, CustomStringConvertible {
+    public var message: String
+    public var exitCode: Int32
+    public var description: String { self.message }
+}
+
 /// One running sidecar on a shared event loop group: proxy, admin listener, probes and
 /// discovery. `insight-sidecar run` starts one; the demo starts several in one process.
 final class SidecarInstance: Sendable {

@@ -103,6 +103,7 @@ public struct SidecarConfig: Sendable, Equatable {
     static func checkName(_ name: String, field: String) throws(ConfigError) {
         let ok =
             name.count <= 64
+            && name.unicodeScalars.first.map { ("a"..."z").contains($0) || ("A"..."Z").contains($0) } == true
             && name.unicodeScalars.allSatisfy {
                 ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0)
                     || "-_.".unicodeScalars.contains($0)

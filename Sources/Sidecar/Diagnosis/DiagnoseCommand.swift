@@ -28,10 +28,10 @@ public struct DiagnoseCommand: AsyncParsableCommand {
             try? await group.shutdownGracefully()
         } catch {
             try? await group.shutdownGracefully()
-            throw SidecarStartError(what: "ask \(admin) for a diagnosis", underlying: "\(error)")
+            throw CommandFailure(message: "cannot get a diagnosis from \(admin): \(error)", exitCode: 1)
         }
         guard response.status == 200 else {
-            throw SidecarStartError(what: "ask \(admin) for a diagnosis", underlying: "HTTP \(response.status)")
+            throw CommandFailure(message: "cannot get a diagnosis from \(admin): HTTP \(response.status)", exitCode: 1)
         }
         if self.json {
             print(String(buffer: response.body))

@@ -99,7 +99,7 @@ enum Diagnosis {
             if !failed.isEmpty {
                 let messages = failed.compactMap(\.failure)
                 let common = Dictionary(grouping: messages, by: { $0 }).max { $0.value.count < $1.value.count }?.key
-                let hop = common.flatMap { m in m.firstIndex(of: ":").map { String(m[..<$0]) } }
+                let hop = common.flatMap(Self.faultHop)
                 failures = Failures(
                     count: failed.count, rate: Double(failed.count) / Double(recent.count), firstSeenAt: hop,
                     message: common)
@@ -125,6 +125,15 @@ enum Diagnosis {
                     verdict: verdict, blame: blame, segments: shifts, failures: failures))
         }
         return out
+    }
+
+    /// The hop named at the start of a failure message (`<hop>: …`, as sidecars write the
+    /// responses they make up themselves), if the prefix is a hop name.
+    static func faultHop(_ message: String) -> String? {
+        guard let colon = message.firstIndex(of: ":"), message[colon...].hasPrefix(": ") else { return nil }
+        let hop = String(message[..<colon])
+        guard (try? SidecarConfig.checkName(hop, field: "hop")) != nil else { return nil }
+        return hop
     }
 
     /// Segments in chain order (outermost first), as the most complete recent sample has them.

@@ -71,6 +71,8 @@ enum StatusPage {
         td.matrix-cell.bad { background: var(--bad-bg); } td.matrix-cell.bad .big { color: var(--bad); }
         td.matrix-cell.empty { color: var(--muted); background: #fafbfc; }
         .columns { display: grid; grid-template-columns: 1fr 1fr; gap: 12px; align-items: start; }
+        .columns > section, .overview > section { min-width: 0; }
+        .scroll { overflow-x: auto; }
         @media (max-width: 900px) { .columns, .overview { grid-template-columns: 1fr; } }
         article.path header { display: flex; justify-content: space-between; gap: 10px; align-items: baseline; }
         .verdict { margin: 6px 0; padding: 4px 8px; border-radius: 4px; font-size: 13px; }
@@ -299,7 +301,7 @@ enum StatusPage {
             }
             html += '</tr>';
           }
-          box.innerHTML = html + '</tbody></table>';
+          box.innerHTML = '<div class="scroll">' + html + '</tbody></table></div>';
         }
 
         function renderPaths(box, paths, verdicts, now, emptyText) {
@@ -319,8 +321,9 @@ enum StatusPage {
             html += '<div class="verdict ' + verdictClass(v) + '"' + blameAttrs(v) + '>' + esc(v.verdict) + '</div>';
           }
           html += stackBar(p.segments);
-          html += '<table class="segments"><thead><tr><th>segment</th><th class="num">p50 ms</th>' +
-            '<th class="num">p99 ms</th><th class="num">calls</th><th class="num">Δp50 vs baseline</th>' +
+          html += '<div class="scroll"><table class="segments"><thead><tr><th>segment</th><th class="num">p50 ms</th>' +
+            '<th class="num">p99 ms</th><th class="num">calls</th>' +
+            '<th class="num" title="recent p50 minus the baseline p50 (diagnosis)">Δp50 vs base</th>' +
             '<th>p50, last 2 min</th></tr></thead><tbody>';
           p.segments.forEach((s, i) => {
             const shift = shifts[segKey(s)];
@@ -338,7 +341,7 @@ enum StatusPage {
           });
           html += '</tbody><tfoot><tr class="total-row"><td>whole call, seen from this hop</td><td class="num dur-p50">' +
             ms(p.dur_p50_ms) + '</td><td class="num dur-p99">' + ms(p.dur_p99_ms) + '</td><td></td><td></td><td></td>' +
-            '</tr></tfoot></table>';
+            '</tr></tfoot></table></div>';
           const codes = Object.entries(p.codes || {}).sort((a, b) => b[1] - a[1]);
           html += '<div class="facts"><span class="overhead" data-p50-ms="' + p.overhead_p50_ms + '" data-p99-ms="' +
             p.overhead_p99_ms + '">proxy overhead: p50 <b>' + ms(p.overhead_p50_ms) + '</b> ms · p99 <b>' +
@@ -374,7 +377,7 @@ enum StatusPage {
         }
 
         function sparkline(timeline, i, now, color) {
-          const W = 110, H = 26, span = 120;
+          const W = 100, H = 26, span = 120;
           const pts = timeline.filter(t => Array.isArray(t.p50_ms) && i < t.p50_ms.length)
             .map(t => [t.t + 2.5, t.p50_ms[i]]);
           if (!pts.length) return '<svg class="sparkline" width="' + W + '" height="' + H + '"></svg>';

@@ -51,6 +51,17 @@ extension ProbeConfig {
         }
         if self.timeout <= .zero { throw ConfigError(field: "\(field).timeout", reason: "must be positive") }
         try SidecarConfig.range(self.maxConcurrency, 1...100_000, "\(field).max_concurrency")
+        if self.targetsFileRefresh < .milliseconds(100) {
+            throw ConfigError(field: "\(field).targets_file_refresh", reason: "must be at least 100ms")
+        }
+        for (i, t) in self.targets.enumerated() {
+            if let interval = t.interval, interval < .milliseconds(100) {
+                throw ConfigError(field: "\(field).targets[\(i)].interval", reason: "must be at least 100ms")
+            }
+            if let timeout = t.timeout, timeout <= .zero {
+                throw ConfigError(field: "\(field).targets[\(i)].timeout", reason: "must be positive")
+            }
+        }
         var names = Set<String>()
         for t in self.targets where !names.insert(t.name + "|" + t.kind.rawValue).inserted {
             throw ConfigError(field: "\(field).targets", reason: "duplicate target \(t.name) (\(t.kind.rawValue))")

@@ -2,8 +2,8 @@ import NIOCore
 
 /// The protobuf wire format, for the four small messages probes use (Proto/).
 ///
-/// A hand encoder instead of swift-protobuf: the messages have six scalar fields between
-/// them, and this avoids a dependency whose plugin and runtime would add minutes to every
+/// A hand encoder instead of swift-protobuf: the four messages have thirteen scalar fields
+/// between them, and this avoids a dependency whose plugin and runtime would add minutes to every
 /// clean build. The decoder checks every length against the bytes left, caps varints at 10
 /// bytes, skips unknown fields and rejects groups; it is fuzzed in the unit tests and checked
 /// against Python's protobuf in the end-to-end tests.

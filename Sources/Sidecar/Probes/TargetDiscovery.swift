@@ -42,6 +42,18 @@ enum TargetDiscovery {
             while !Task.isCancelled {
                 let attrs = try? FileManager.default.attributesOfItem(atPath: path)
                 let stamp = attrs.map { (($0[.modificationDate] as? Date) ?? .distantPast, ($0[.size] as? Int) ?? -1) }
+                if stamp == nil {
+                    // Missing (or not yet written): keep the last good targets, say so once.
+                    if !failing {
+                        metrics.discoveryError(source: "file", reason: "missing")
+                        logger.error(
+                            "targets file missing, keeping the previous targets", metadata: ["path": "\(path)"])
+                    }
+                    failing = true
+                    lastStamp = nil
+                    try? await Task.sleep(nanoseconds: UInt64(every.nanoseconds))
+                    continue
+                }
                 if stamp?.0 != lastStamp?.0 || stamp?.1 != lastStamp?.1 {
                     lastStamp = stamp
                     do {

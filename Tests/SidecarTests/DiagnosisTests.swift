@@ -1,0 +1,70 @@
+import Testing
+
+@testable import Sidecar
+
+@Suite struct DiagnosisTests {
+    func sample(at t: Double, wan: Double, service: Double, code: String = "OK", failure: String? = nil) -> StreamSample
+    {
+        StreamSample(
+            time: t, service: "demo.Svc", method: "Call", isProbe: false, code: code, duration: wan + service + 2,
+            selfTime: 0.1,
+            segments: [
+                .init(hop: "mediary-a", next: "mediary-b", milliseconds: wan),
+                .init(hop: "mediary-b", next: "gateway-b", milliseconds: 1),
+                .init(hop: "gateway-b", next: "service", milliseconds: service),
+            ], failure: failure)
+    }
+
+    func run(wanAfter: Double, serviceAfter: Double) -> Diagnosis.PathVerdict {
+        var samples: [StreamSample] = []
+        for i in 0..<100 {
+            let jitter = Double(i % 7) * 0.3
+            samples.append(self.sample(at: Double(i), wan: 60 + jitter, service: 5 + jitter / 3))
+        }
+        for i in 100..<130 {
+            let jitter = Double(i % 5) * 0.3
+            samples.append(self.sample(at: Double(i), wan: wanAfter + jitter, service: serviceAfter + jitter / 3))
+        }
+        let verdicts = Diagnosis.analyze(samples: samples, now: 130, window: 30)
+        return verdicts[0]
+    }
+
+    @Test func slowerWANBlamesTheHopBeforeIt() throws {
+        let v = self.run(wanAfter: 160, serviceAfter: 5)
+        let blame = try #require(v.blame)
+        #expect(blame.segment == "mediary-a")
+        #expect(abs(blame.deltaP50 - 100) < 2)
+        #expect(blame.confidence > 0.9)
+        #expect(v.verdict.contains("mediary-a"))
+    }
+
+    @Test func slowerServiceBlamesTheServiceSegment() throws {
+        let v = self.run(wanAfter: 60, serviceAfter: 45)
+        let blame = try #require(v.blame)
+        #expect(blame.segment == "gateway-b")
+        #expect(blame.next == "service")
+    }
+
+    @Test func nothingMovedBlamesNobody() {
+        let v = self.run(wanAfter: 60, serviceAfter: 5)
+        #expect(v.blame == nil)
+        #expect(v.verdict == "no segment moved")
+    }
+
+    @Test func failuresAreLocalisedToTheHopThatSawThem() throws {
+        var samples = (0..<50).map { self.sample(at: Double($0), wan: 60, service: 5) }
+        for i in 50..<60 {
+            samples.append(
+                self.sample(
+                    at: Double(i), wan: 60, service: 5, code: "UNAVAILABLE",
+                    failure: "gateway-b: upstream 127.0.0.1:7407 unreachable: connection refused"))
+        }
+        let v = Diagnosis.analyze(samples: samples, now: 60, window: 30)[0]
+        let f = try #require(v.failures)
+        #expect(f.firstSeenAt == "gateway-b")
+        #expect(f.count == 10)
+        #expect(v.verdict.contains("first seen at gateway-b"))
+        #expect(Diagnosis.faultHop("upstream 127.0.0.1:1 unreachable: x") == nil)
+        #expect(Diagnosis.faultHop("svc error: bad thing") == nil)
+    }
+}
