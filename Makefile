@@ -42,7 +42,7 @@ e2e: build
 
 # The Swift tests under AddressSanitizer and ThreadSanitizer, each in its own build folder.
 sanitize: deps
-	swift test --sanitize=address --scratch-path .build-asan
+	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/lsan.supp swift test --sanitize=address --scratch-path .build-asan
 	swift test --sanitize=thread --scratch-path .build-tsan
 
 deploy-checks: build

@@ -5,8 +5,9 @@
 // through `@testable import Sidecar`.
 import PackageDescription
 
-// libFuzzer provides `main`; the targets only define LLVMFuzzerTestOneInput.
-let fuzzFlags: [SwiftSetting] = [.unsafeFlags(["-parse-as-library"])]
+// SwiftPM renames each executable's entry point and links `main` to it, so libFuzzer's own
+// `main` is not used: each main.swift hands its callback to LLVMFuzzerRunDriver (CFuzzDriver).
+let fuzzFlags: [SwiftSetting] = []
 
 let package = Package(
     name: "InsightFuzz",
@@ -17,9 +18,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-structured-headers.git", from: "1.7.0"),
     ],
     targets: [
+        .target(name: "CFuzzDriver"),
         .executableTarget(
             name: "FuzzTimingHeaders",
             dependencies: [
+                "CFuzzDriver",
                 .product(name: "Sidecar", package: "main"),
                 .product(name: "H2Proxy", package: "main"),
                 .product(name: "RawStructuredFieldValues", package: "swift-http-structured-headers"),
@@ -28,17 +31,18 @@ let package = Package(
         ),
         .executableTarget(
             name: "FuzzConfig",
-            dependencies: [.product(name: "Sidecar", package: "main")],
+            dependencies: ["CFuzzDriver", .product(name: "Sidecar", package: "main")],
             swiftSettings: fuzzFlags
         ),
         .executableTarget(
             name: "FuzzH2Session",
             dependencies: [
+                "CFuzzDriver",
                 .product(name: "H2Proxy", package: "main"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: fuzzFlags
         ),
     ],
-    swiftLanguageModes: [.v6]
+    swiftLanguageModes: [.v5]
 )

@@ -185,7 +185,8 @@ def rejected(conn: r.RawConn, timeout: float = 4.0) -> str:
 def test_rapid_reset(env):
     """CVE-2023-44487: HEADERS + RST_STREAM loops. nghttp2's reset rate limit
     (burst 50, 10/s here) must end the connection long before 2,000 streams."""
-    with attack(env):
+    streams0 = metric(env.sidecar, "insight_streams_total")
+    with attack(env) as good:
         c = r.RawConn(env.port)
         sent = 0
         for batch in range(40):
@@ -196,8 +197,11 @@ def test_rapid_reset(env):
             sent += 50
         how = rejected(c)
         c.close()
+        opened = metric(env.sidecar, "insight_streams_total") - streams0 - good.ok - 1
+        print(f"rapid reset: {how} after {sent} HEADERS+RST_STREAM pairs, ~{opened:.0f} streams opened")
         assert how in ("goaway:ENHANCE_YOUR_CALM", "goaway:INTERNAL_ERROR", "closed"), \
             f"rapid reset not stopped: {how} after {sent} resets; frames {c.frames[-5:]}"
+        assert opened < 1000, f"{opened:.0f} of {sent} reset streams were opened before the limit hit"
     assert env.server.alive()
 
 
@@ -322,6 +326,15 @@ def test_control_frame_floods(env, kind):
     # Reaching here means: alive, healthy, good client clean, RSS bounded, gauges back.
 
 
+def _written_bytes(pid: int) -> int:
+    """Bytes the process passed to write()/send() so far (/proc/PID/io wchar)."""
+    with open(f"/proc/{pid}/io") as f:
+        for line in f:
+            if line.startswith("wchar:"):
+                return int(line.split()[1])
+    return 0
+
+
 def test_zero_window_slow_reader(env, tmp_path):
     """A client that advertises INITIAL_WINDOW_SIZE=0 and never opens it, reading a 100 MB
     body from nghttpd: the sidecar buffers at most its stream window, not the body."""
@@ -346,10 +359,14 @@ def test_zero_window_slow_reader(env, tmp_path):
             if f is not None and f.type == r.DATA:
                 body += len(f.payload)
         growth = sampler.stop()
-        print(f"zero-window reader: headers={got_headers} body={body} rss0={rss0:.1f} growth={growth:.1f} MB")
+        upstream_wrote = _written_bytes(ngd.popen.pid)
+        print(f"zero-window reader: nghttpd wrote {upstream_wrote / 1e6:.1f} MB; headers={got_headers} body={body} rss0={rss0:.1f} growth={growth:.1f} MB")
         assert got_headers is not None, f"no response headers: {c.frames[:5]}"
         assert body == 0, f"sidecar sent {body} DATA bytes into a zero window"
         assert growth < SLOW_READER_GROWTH_MB, f"RSS grew {growth:.1f} MB behind a zero-window reader"
+        # Back-pressure reaches the upstream: nghttpd could write only the sidecar's windows
+        # (1 MiB per stream, 8 MiB per connection), not the 100 MB body.
+        assert upstream_wrote < 16 << 20, f"nghttpd wrote {upstream_wrote} bytes: not back-pressured"
         assert sc.alive()
         c.close()
         wait_for(lambda: metric(sc, "insight_streams_active") == 0, 5.0, "stream released after the reader left")
@@ -476,9 +493,9 @@ class FaultUpstream(H2ServerBase):
                 c.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
             elif isinstance(e, ev.StreamReset):
                 inflight.pop(e.stream_id, None)
-            if isinstance(e, ev.StreamEnded) or (isinstance(e, ev.RequestReceived) and e.stream_ended):
+            if isinstance(e, ev.StreamEnded) and e.stream_id in inflight:  # h2 reports END_STREAM once here
                 sid = e.stream_id
-                method = inflight.get(sid, "")
+                method = inflight[sid]
                 if method.startswith("Rst"):
                     c.conn.reset_stream(sid, int(method[3:]))
                     inflight.pop(sid, None)

@@ -6,6 +6,12 @@
 // each chunk the owner drains the events and reacts like the proxy does (answers requests
 // with a response, DATA and trailers; consumes DATA; resets streams), then produces output.
 // The session must never crash, trap or leak across iterations.
+import CFuzzDriver
+#if canImport(Glibc)
+import Glibc
+#else
+import Darwin
+#endif
 import H2Proxy
 import NIOCore
 
@@ -113,8 +119,8 @@ private func payload(type: UInt8, _ input: inout Input) -> [UInt8] {
     }
 }
 
-@_cdecl("LLVMFuzzerTestOneInput")
-public func fuzzH2Session(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+func fuzzH2Session(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+    guard let data else { return 0 }
     var input = Input(bytes: UnsafeBufferPointer(start: data, count: size))
     let mode = input.u8()
     let isClient = mode & 1 != 0
@@ -209,4 +215,13 @@ public func fuzzH2Session(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         _ = try? session.produceOutput { written += $0.readableBytes }
     }
     return 0
+}
+
+// libFuzzer's driver with this target's callback (see CFuzzDriver).
+exit(runFuzzer { data, size in fuzzH2Session(data, size) })
+
+private func runFuzzer(_ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> CInt) -> CInt {
+    var argc = CommandLine.argc
+    var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = CommandLine.unsafeArgv
+    return LLVMFuzzerRunDriver(&argc, &argv, callback)
 }

@@ -3,12 +3,18 @@
 // would send it; a `\n` in the input starts another field line of the same name (several
 // field lines are combined into one list). Every parsed item is then serialised again,
 // appended to, and its hop name and numeric parameters read, as the proxy does.
+import CFuzzDriver
+#if canImport(Glibc)
+import Glibc
+#else
+import Darwin
+#endif
 import H2Proxy
 import RawStructuredFieldValues
 @testable import Sidecar
 
-@_cdecl("LLVMFuzzerTestOneInput")
-public func fuzzTiming(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+func fuzzTiming(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+    guard let data else { return 0 }
     let bytes = UnsafeBufferPointer(start: data, count: size)
     var block = HeaderBlock()
     block.append(name: ":status", value: "200")
@@ -60,4 +66,13 @@ private func check(_ items: [Item]?) {
         _ = TimingEntry(item)
     }
     _ = TimingHeaders.appending("fuzz", to: nil, items: items)
+}
+
+// libFuzzer's driver with this target's callback (see CFuzzDriver).
+exit(runFuzzer { data, size in fuzzTiming(data, size) })
+
+private func runFuzzer(_ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> CInt) -> CInt {
+    var argc = CommandLine.argc
+    var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = CommandLine.unsafeArgv
+    return LLVMFuzzerRunDriver(&argc, &argv, callback)
 }
