@@ -16,7 +16,9 @@ ALL=(FuzzTimingHeaders FuzzConfig FuzzH2Session)
 [ "$#" -gt 0 ] && TARGETS=("$@") || TARGETS=("${ALL[@]}")
 
 # -enable-testing: FuzzTimingHeaders uses `@testable import Sidecar` (the parser is internal).
-swift build -c release -Xswiftc -sanitize=fuzzer -Xswiftc -enable-testing --scratch-path .build-fuzz \
+# -use-ld=lld: gold crashes (internal error in format_file_lineno) linking these targets.
+swift build -c release -Xswiftc -sanitize=fuzzer -Xswiftc -enable-testing -Xswiftc -use-ld=lld \
+    --scratch-path .build-fuzz ${FUZZ_BUILD_ONLY:+--product "$FUZZ_BUILD_ONLY"} \
     ${FUZZ_BUILD_JOBS:+-j "$FUZZ_BUILD_JOBS"}
 BIN="$(swift build -c release --scratch-path .build-fuzz --show-bin-path)"
 

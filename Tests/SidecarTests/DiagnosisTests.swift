@@ -45,6 +45,16 @@ import Testing
         #expect(blame.next == "service")
     }
 
+    /// A step change that has already spilled into the baseline (a third of it here) is still
+    /// blamed: the baseline's median and MAD have not moved.
+    @Test func aLastingChangeStaysBlamed() throws {
+        var samples: [StreamSample] = []
+        for i in 0..<60 { samples.append(self.sample(at: Double(i), wan: 60 + Double(i % 7) * 0.3, service: 5)) }
+        for i in 60..<120 { samples.append(self.sample(at: Double(i), wan: 150 + Double(i % 5) * 0.3, service: 5)) }
+        let v = Diagnosis.analyze(samples: samples, now: 120, window: 30)[0]
+        #expect(v.blame?.segment == "mediary-a")
+    }
+
     @Test func nothingMovedBlamesNobody() {
         let v = self.run(wanAfter: 60, serviceAfter: 5)
         #expect(v.blame == nil)

@@ -14,20 +14,17 @@ Every wait is bounded; the whole file is meant to run in well under two minutes.
 """
 
 import asyncio
-import os
 import socket
-import struct
 import threading
 import time
 from contextlib import contextmanager
-from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 import grpc
 import pytest
 
 import h2raw as r
-from conftest import (H2ServerBase, LOG_DIR, _H2Conn, _LoopThread, http_get, make_channel, metric_sum,
+from conftest import (H2ServerBase, _H2Conn, _LoopThread, http_get, make_channel, metric_sum,
                       metrics_text, require_tool, start_config_sidecar, start_grpc_server, start_nghttpd,
                       wait_for, _ALL_PROCS)
 
@@ -316,7 +313,7 @@ def test_control_frame_floods(env, kind):
         "priority": None,
         "empty_data": r.data(1, b""),
     }
-    with attack(env) as good:
+    with attack(env):
         if kind == "priority":
             unit = b"".join(r.priority(sid, 1, 15) for sid in range(3, 4003, 2))
             res = _flood(env, unit, batch=1)
@@ -461,7 +458,6 @@ class FaultUpstream(H2ServerBase):
 
     async def serve(self, reader, writer):
         import h2.events as ev
-        import h2.errors
         self.connections += 1
         c = _H2Conn(reader, writer, client_side=False)
         inflight = {}

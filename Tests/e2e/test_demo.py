@@ -25,7 +25,6 @@ import subprocess
 import tempfile
 import time
 from html.parser import HTMLParser
-from pathlib import Path
 from typing import Dict, List, Optional
 
 import pytest

@@ -1,11 +1,7 @@
 // Fuzz target: the YAML config loader. Any input must either load (and then validate or
 // be rejected with a ConfigError) or be rejected with a ConfigError: never crash or trap.
 import CFuzzDriver
-#if canImport(Glibc)
-import Glibc
-#else
-import Darwin
-#endif
+import Foundation
 import Sidecar
 
 func fuzzConfig(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {

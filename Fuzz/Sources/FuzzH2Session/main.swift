@@ -7,11 +7,7 @@
 // with a response, DATA and trailers; consumes DATA; resets streams), then produces output.
 // The session must never crash, trap or leak across iterations.
 import CFuzzDriver
-#if canImport(Glibc)
-import Glibc
-#else
-import Darwin
-#endif
+import Foundation
 import H2Proxy
 import NIOCore
 
@@ -39,10 +35,12 @@ private struct Input {
 
 private func frame(_ type: UInt8, _ flags: UInt8, _ stream: UInt32, _ payload: [UInt8]) -> [UInt8] {
     let n = payload.count
-    return [UInt8(truncatingIfNeeded: n >> 16), UInt8(truncatingIfNeeded: n >> 8), UInt8(truncatingIfNeeded: n),
-            type, flags,
-            UInt8(truncatingIfNeeded: stream >> 24) & 0x7f, UInt8(truncatingIfNeeded: stream >> 16),
-            UInt8(truncatingIfNeeded: stream >> 8), UInt8(truncatingIfNeeded: stream)] + payload
+    return [
+        UInt8(truncatingIfNeeded: n >> 16), UInt8(truncatingIfNeeded: n >> 8), UInt8(truncatingIfNeeded: n),
+        type, flags,
+        UInt8(truncatingIfNeeded: stream >> 24) & 0x7f, UInt8(truncatingIfNeeded: stream >> 16),
+        UInt8(truncatingIfNeeded: stream >> 8), UInt8(truncatingIfNeeded: stream),
+    ] + payload
 }
 
 /// HPACK integer with an `n`-bit prefix.
@@ -51,19 +49,26 @@ private func hpackInt(_ value: Int, prefix n: Int, first: UInt8) -> [UInt8] {
     if value < max { return [first | UInt8(value)] }
     var out: [UInt8] = [first | UInt8(max)]
     var v = value - max
-    while v >= 128 { out.append(UInt8(v & 0x7f) | 0x80); v >>= 7 }
+    while v >= 128 {
+        out.append(UInt8(v & 0x7f) | 0x80)
+        v >>= 7
+    }
     out.append(UInt8(v))
     return out
 }
 
 private func hpackString(_ s: [UInt8]) -> [UInt8] { hpackInt(s.count, prefix: 7, first: 0) + s }
 
-private let names: [[UInt8]] = [":method", ":path", ":scheme", ":authority", ":status", "content-type", "te",
+private let names: [[UInt8]] = [
+    ":method", ":path", ":scheme", ":authority", ":status", "content-type", "te",
     "grpc-timeout", "grpc-status", "insight-hops", "insight-timing", "connection", "content-length",
-    "x-big", "Upper", ":protocol", "host", "transfer-encoding"].map { Array($0.utf8) }
-private let values: [[UInt8]] = ["POST", "GET", "CONNECT", "/insight.test.v1.Test/Unary", "/", "*", "http", "https",
+    "x-big", "Upper", ":protocol", "host", "transfer-encoding",
+].map { Array($0.utf8) }
+private let values: [[UInt8]] = [
+    "POST", "GET", "CONNECT", "/insight.test.v1.Test/Unary", "/", "*", "http", "https",
     "localhost", "application/grpc", "trailers", "1S", "0", "a;dur=1;self=0.5", "keep-alive", "200", "100",
-    "-1", "99999999999999999999", ""].map { Array($0.utf8) }
+    "-1", "99999999999999999999", "",
+].map { Array($0.utf8) }
 
 /// A header block fragment: a few HPACK representations chosen by the input.
 private func headerBlock(_ input: inout Input) -> [UInt8] {
@@ -75,14 +80,17 @@ private func headerBlock(_ input: inout Input) -> [UInt8] {
         case 0: out += hpackInt(Int(input.u8() % 70), prefix: 7, first: 0x80)  // indexed (incl. dynamic/invalid)
         case 1, 2:  // literal, new name, with/without indexing
             let prefix: UInt8 = op % 8 == 1 ? 0x40 : 0x00
-            out += [prefix] + hpackString(names[Int(input.u8()) % names.count])
+            out +=
+                [prefix] + hpackString(names[Int(input.u8()) % names.count])
                 + hpackString(values[Int(input.u8()) % values.count])
         case 3:  // literal, indexed name (static table), raw value from the input
-            out += hpackInt(Int(input.u8() % 62), prefix: 6, first: 0x40) + hpackString(input.take(Int(input.u8() % 32)))
+            out +=
+                hpackInt(Int(input.u8() % 62), prefix: 6, first: 0x40) + hpackString(input.take(Int(input.u8() % 32)))
         case 4:  // dynamic table size update
             out += hpackInt(Int(input.u8()) * 64, prefix: 5, first: 0x20)
         case 5:  // large value (header list size limits), repeated reference next
-            out += [0x40] + hpackString(Array("x-big".utf8)) + hpackInt(Int(input.u8()) * 256, prefix: 7, first: 0)
+            out +=
+                [0x40] + hpackString(Array("x-big".utf8)) + hpackInt(Int(input.u8()) * 256, prefix: 7, first: 0)
                 + [UInt8](repeating: 0x61, count: Int(input.u8()) * 256)
         case 6: out += hpackInt(62 + Int(input.u8() % 4), prefix: 7, first: 0x80)  // dynamic table refs
         default: out += input.take(Int(input.u8() % 16))  // raw bytes
@@ -102,7 +110,10 @@ private func payload(type: UInt8, _ input: inout Input) -> [UInt8] {
         for _ in 0..<Int(structured % 4) {
             let id = UInt16(input.u8() % 10)
             let v = input.u32()
-            out += [UInt8(id >> 8), UInt8(id & 0xff), UInt8(v >> 24), UInt8((v >> 16) & 0xff), UInt8((v >> 8) & 0xff), UInt8(v & 0xff)]
+            out += [
+                UInt8(id >> 8), UInt8(id & 0xff), UInt8(v >> 24), UInt8((v >> 16) & 0xff), UInt8((v >> 8) & 0xff),
+                UInt8(v & 0xff),
+            ]
         }
         return out
     case 0x8:  // WINDOW_UPDATE

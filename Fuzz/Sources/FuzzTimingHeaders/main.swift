@@ -4,13 +4,10 @@
 // field lines are combined into one list). Every parsed item is then serialised again,
 // appended to, and its hop name and numeric parameters read, as the proxy does.
 import CFuzzDriver
-#if canImport(Glibc)
-import Glibc
-#else
-import Darwin
-#endif
+import Foundation
 import H2Proxy
 import RawStructuredFieldValues
+
 @testable import Sidecar
 
 func fuzzTiming(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
@@ -21,11 +18,9 @@ func fuzzTiming(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     var start = 0
     var lines = 0
     for i in 0...bytes.count where i == bytes.count || bytes[i] == UInt8(ascii: "\n") {
-        let line = UnsafeRawBufferPointer(rebasing: UnsafeBufferPointer(rebasing: bytes[start..<i]))
+        let line = UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: bytes[start..<i]))
         for name in ["insight-timing", "insight-hops", "insight-chain"] {
-            name.utf8CString.withUnsafeBytes { n in
-                block.append(name: UnsafeRawBufferPointer(rebasing: n.dropLast()), value: line)
-            }
+            Array(name.utf8).withUnsafeBytes { n in block.append(name: n, value: line) }
         }
         block.append(name: "grpc-status", value: "0")
         start = i + 1

@@ -5,8 +5,10 @@ import Foundation
 /// much, and how sure it is. Pure: samples in, verdicts out.
 ///
 /// Confidence combines how consistent the shift is (the share of recent samples above the
-/// baseline's p90, which is about 10% when nothing changed) with how much data there is (full
-/// at 20 samples on each side).
+/// baseline's median plus three median absolute deviations, at least 0.5 ms: a few percent
+/// when nothing changed) with how much data there is (full at 20 samples on each side). The
+/// median and MAD keep a step change visible until it fills half of the baseline. A segment
+/// is blamed when its p50 moved by more than 2 ms and 25% with confidence at least 0.6.
 enum Diagnosis {
     struct SegmentShift: Codable, Equatable {
         var segment: String
@@ -52,10 +54,28 @@ enum Diagnosis {
         var service: String
         var method: String
         var source: String
+        var target: String?
         var verdict: String
         var blame: SegmentShift?
         var segments: [SegmentShift]
         var failures: Failures?
+
+        enum CodingKeys: String, CodingKey {
+            case service, method, source, target, verdict, blame, segments, failures
+        }
+
+        /// Absent values are written as `null`, as the API documents them.
+        func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(self.service, forKey: .service)
+            try c.encode(self.method, forKey: .method)
+            try c.encode(self.source, forKey: .source)
+            try c.encode(self.target, forKey: .target)
+            try c.encode(self.verdict, forKey: .verdict)
+            try c.encode(self.blame, forKey: .blame)
+            try c.encode(self.segments, forKey: .segments)
+            try c.encode(self.failures, forKey: .failures)
+        }
     }
 
     static let minimumSamples = 5
@@ -65,7 +85,7 @@ enum Diagnosis {
     {
         var byPath: [String: [StreamSample]] = [:]
         for s in samples where s.time >= now - window - baselineSpan {
-            byPath["\(s.service)\u{0}\(s.method)\u{0}\(s.isProbe)", default: []].append(s)
+            byPath[s.pathKey, default: []].append(s)
         }
         var out: [PathVerdict] = []
         for (_, list) in byPath.sorted(by: { $0.key < $1.key }) {
@@ -77,13 +97,15 @@ enum Diagnosis {
                 let r = Self.values(recent, segment, next)
                 let b = Self.values(baseline, segment, next)
                 guard r.count >= Self.minimumSamples, b.count >= Self.minimumSamples else { continue }
-                let bp90 = Self.percentile(b, 0.9)
-                let above = Double(r.filter { $0 > bp90 }.count) / Double(r.count)
+                // Robust to a baseline that already holds some of the new level: its median and
+                // median absolute deviation stay put until half of it has moved.
+                let bp50 = Self.percentile(b, 0.5)
+                let mad = Self.percentile(b.map { abs($0 - bp50) }, 0.5)
+                let threshold = bp50 + max(0.5, 3 * mad)
+                let above = Double(r.filter { $0 > threshold }.count) / Double(r.count)
                 let consistency = min(1, max(0, (above - 0.1) / 0.8))
                 let support = min(1, Double(min(r.count, b.count)) / 20)
-                let (rp50, rp99, bp50, bp99) = (
-                    Self.percentile(r, 0.5), Self.percentile(r, 0.99), Self.percentile(b, 0.5), Self.percentile(b, 0.99)
-                )
+                let (rp50, rp99, bp99) = (Self.percentile(r, 0.5), Self.percentile(r, 0.99), Self.percentile(b, 0.99))
                 shifts.append(
                     SegmentShift(
                         segment: segment, next: next, recentP50: rp50, recentP99: rp99, baselineP50: bp50,
@@ -92,7 +114,7 @@ enum Diagnosis {
             }
             let blame =
                 shifts
-                .filter { $0.deltaP50 > max(1, 0.2 * $0.baselineP50) && $0.confidence >= 0.5 }
+                .filter { $0.deltaP50 > max(2, 0.25 * $0.baselineP50) && $0.confidence >= 0.6 }
                 .max { $0.deltaP50 < $1.deltaP50 }
             let failed = recent.filter { $0.code != "OK" }
             var failures: Failures?
@@ -122,6 +144,7 @@ enum Diagnosis {
             out.append(
                 PathVerdict(
                     service: first.service, method: first.method, source: first.isProbe ? "probe" : "traffic",
+                    target: first.target,
                     verdict: verdict, blame: blame, segments: shifts, failures: failures))
         }
         return out

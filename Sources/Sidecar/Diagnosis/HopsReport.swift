@@ -33,6 +33,8 @@ struct HopsReport: Codable {
         var service: String
         var method: String
         var source: String
+        /// For probes: the target's name.
+        var target: String?
         var count: Int
         var codes: [String: Int]
         var errorRate: Double
@@ -44,7 +46,7 @@ struct HopsReport: Codable {
         var timeline: [TimelinePoint]
 
         enum CodingKeys: String, CodingKey {
-            case service, method, source, count, codes, segments, timeline
+            case service, method, source, target, count, codes, segments, timeline
             case errorRate = "error_rate"
             case durationP50 = "dur_p50_ms"
             case durationP99 = "dur_p99_ms"
@@ -66,6 +68,18 @@ struct HopsReport: Codable {
         case windowSeconds = "window_seconds"
     }
 
+    /// `demo` is written as `null` outside the demo, as the API documents it.
+    func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(self.hop, forKey: .hop)
+        try c.encode(self.region, forKey: .region)
+        try c.encode(self.now, forKey: .now)
+        try c.encode(self.windowSeconds, forKey: .windowSeconds)
+        try c.encode(self.paths, forKey: .paths)
+        try c.encode(self.probes, forKey: .probes)
+        try c.encode(self.demo, forKey: .demo)
+    }
+
     static let timelineBucket = 5.0
     static let timelineSpan = 120.0
 
@@ -82,7 +96,7 @@ struct HopsReport: Codable {
         }
         self.demo = demo
         var byPath: [String: [StreamSample]] = [:]
-        for s in samples { byPath["\(s.service)\u{0}\(s.method)\u{0}\(s.isProbe)", default: []].append(s) }
+        for s in samples { byPath[s.pathKey, default: []].append(s) }
         self.paths = byPath.sorted { $0.key < $1.key }.map { _, list in
             let recent = list.filter { $0.time >= now - window }
             let order = Diagnosis.segmentOrder(recent.isEmpty ? list : recent)
@@ -112,6 +126,7 @@ struct HopsReport: Codable {
             }
             return Path(
                 service: list[0].service, method: list[0].method, source: list[0].isProbe ? "probe" : "traffic",
+                target: list[0].target,
                 count: recent.count, codes: codes,
                 errorRate: recent.isEmpty ? 0 : Double(recent.filter { $0.code != "OK" }.count) / Double(recent.count),
                 segments: segments, durationP50: Diagnosis.percentile(durations, 0.5),

@@ -7,6 +7,8 @@ struct StreamSample: Sendable {
     var service: String
     var method: String
     var isProbe: Bool
+    /// For probes: the target's name.
+    var target: String?
     var code: String
     /// This sidecar's `dur` and `self`, in milliseconds (nil if the response never ended).
     var duration: Double?
@@ -15,6 +17,9 @@ struct StreamSample: Sendable {
     var segments: [TimingChain.Segment]
     /// For failures: the message, starting with the hop that saw the failure first.
     var failure: String?
+
+    /// Which path the sample belongs to: the route, and for probes also the target.
+    var pathKey: String { "\(self.service)\u{0}\(self.method)\u{0}\(self.isProbe)\u{0}\(self.target ?? "")" }
 }
 
 /// The last `capacity` samples of one event loop: a ring buffer written only on its loop, read

@@ -31,6 +31,7 @@ struct ProbeRequest {
         h.append(name: "grpc-timeout", value: "\(max(1, timeout.nanoseconds / 1_000_000))m")
         h.append(name: "user-agent", value: "insight-sidecar-probe")
         h.append(name: "insight-probe", value: target.kind.rawValue)
+        h.append(name: "insight-probe-target", value: String(target.name.prefix(128)))
         for pair in routeHeaders where pair.name != ":authority" {
             h.append(name: pair.name.lowercased(), value: pair.value)
         }

@@ -31,6 +31,8 @@ final class HopTimingObserver: StreamObserver {
     private var ownEntry: TimingEntry?
     private var expectedChainLength = 0
     private var failureMessage: String?
+    /// For probes: the target the prober named (keeps probe paths to different targets apart).
+    var probeTarget: String?
 
     var options: TimingOptions { self.source.options }
     var metrics: TrafficMetrics { self.source.metrics }
@@ -197,7 +199,8 @@ final class HopTimingObserver: StreamObserver {
         self.source.recent.add(
             StreamSample(
                 time: Double(Self.epochMicros()) / 1e6, service: self.route.service, method: self.route.method,
-                isProbe: s == 1, code: self.code, duration: self.ownEntry?.duration, selfTime: self.ownEntry?.selfTime,
+                isProbe: s == 1, target: self.probeTarget, code: self.code, duration: self.ownEntry?.duration,
+                selfTime: self.ownEntry?.selfTime,
                 segments: self.chain?.segments ?? [], failure: self.code == "OK" ? nil : failure))
     }
 

@@ -116,9 +116,11 @@ final class HopTimingObserverSource: LoopObserverSource, @unchecked Sendable {
         for i in 0..<request.count where request.nameEquals(at: i, "te") && request.valueEquals(at: i, "trailers") {
             wantsTrailers = true
         }
-        return HopTimingObserver(
-            source: self, route: route, isProbe: request.firstIndex(of: "insight-probe") != nil, isGRPC: isGRPC,
-            clientWantsTrailers: wantsTrailers)
+        let isProbe = request.firstIndex(of: "insight-probe") != nil
+        let observer = HopTimingObserver(
+            source: self, route: route, isProbe: isProbe, isGRPC: isGRPC, clientWantsTrailers: wantsTrailers)
+        if isProbe { observer.probeTarget = request.first("insight-probe-target").map { String($0.prefix(128)) } }
+        return observer
     }
 
     func requests(_ route: RouteMetrics, code: String, sourceIndex: Int) -> Counter {
