@@ -17,6 +17,10 @@ public struct ProxyConfiguration: Sendable {
     public var maxRetries = 2
     /// Time between GOAWAY(max id) and the final GOAWAY on shutdown.
     public var goAwayGrace: TimeAmount = .milliseconds(100)
+    /// TLS towards clients; nil: h2c.
+    public var downstreamTLS: TLSEndpoint?
+    /// TLS towards the upstream hop; nil: h2c.
+    public var upstreamTLS: TLSEndpoint?
 
     public init(listenHost: String, listenPort: Int, upstreamHost: String, upstreamPort: Int) {
         self.listenHost = listenHost

@@ -42,8 +42,17 @@ public final class Sidecar: Sendable {
             try AccessLog(path: path, hop: timing.hop)
         }
         let observers = HopTimingObserverFactory(options: timing, metrics: traffic, accessLog: accessLog)
+        var proxyConfiguration = self.config.proxyConfiguration
+        let tlsReloader: TLSReloader?
+        do {
+            tlsReloader = try self.configureTLS(&proxyConfiguration, logger: logger)
+        } catch {
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        defer { tlsReloader?.stop() }
         let proxy = ProxyServer(
-            configuration: self.config.proxyConfiguration, group: group, metrics: metrics,
+            configuration: proxyConfiguration, group: group, metrics: metrics,
             observerFactory: self.config.timing ? observers : nil,
             logger: logger)
 

@@ -32,6 +32,8 @@ extension SidecarConfig {
             case "strip_response_timing": config.stripResponseTiming = try value.boolean(key)
             case "max_routes": config.maxRoutes = try value.integer(key)
             case "access_log": config.accessLog = try value.text(key)
+            case "tls": config.tls = try parseServerTLS(value)
+            case "upstream_tls": config.upstreamTLS = try parseClientTLS(value)
             case "limits":
                 guard let limits = value.mapping else { throw ConfigError(field: key, reason: "must be a mapping") }
                 for (k, v) in limits {
@@ -66,12 +68,12 @@ func parseLogLevel(_ text: String, field: String) throws(ConfigError) -> Logger.
 }
 
 extension Node {
-    fileprivate func text(_ field: String) throws(ConfigError) -> String {
+    func text(_ field: String) throws(ConfigError) -> String {
         guard let s = self.scalar?.string else { throw ConfigError(field: field, reason: "must be a string") }
         return s
     }
 
-    fileprivate func boolean(_ field: String) throws(ConfigError) -> Bool {
+    func boolean(_ field: String) throws(ConfigError) -> Bool {
         switch self.scalar?.string.lowercased() {
         case "true", "yes", "on": return true
         case "false", "no", "off": return false

@@ -29,6 +29,10 @@ public struct SidecarConfig: Sendable, Equatable {
     public var maxRoutes = 256
     /// Access log destination: nil (off), `stdout`, `stderr` or a file path.
     public var accessLog: String?
+    /// TLS towards clients (`tls:`); nil: h2c.
+    public var tls: ServerTLS?
+    /// TLS towards the upstream hop (`upstream_tls:`); nil: h2c.
+    public var upstreamTLS: ClientTLS?
 
     public struct Limits: Sendable, Equatable {
         public var maxConcurrentStreams = 100
@@ -74,6 +78,7 @@ public struct SidecarConfig: Sendable, Equatable {
         if let log = self.accessLog, log.isEmpty {
             throw ConfigError(field: "access_log", reason: "must be stdout, stderr or a file path")
         }
+        try self.validateTLS()
         if self.listen == self.admin && self.listen.port != 0 {
             throw ConfigError(field: "admin", reason: "must differ from listen (\(self.listen))")
         }
