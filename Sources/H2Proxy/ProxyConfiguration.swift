@@ -21,6 +21,8 @@ public struct ProxyConfiguration: Sendable {
     public var downstreamTLS: TLSEndpoint?
     /// TLS towards the upstream hop; nil: h2c.
     public var upstreamTLS: TLSEndpoint?
+    /// Where TLS handshake failures are counted, including TLS attempts on an h2c listener.
+    public var tlsMetrics: TLSMetrics?
 
     public init(listenHost: String, listenPort: Int, upstreamHost: String, upstreamPort: Int) {
         self.listenHost = listenHost

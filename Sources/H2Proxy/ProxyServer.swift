@@ -47,7 +47,8 @@ public final class ProxyServer: Sendable {
                         throw ChannelError.ioOnClosedChannel
                     }
                     let loop = bound.value
-                    try channel.pipeline.syncOperations.addTLSHandler(loop.configuration.downstreamTLS, logger: loop.logger)
+                    try channel.pipeline.syncOperations.addTLSHandler(
+                        loop.configuration.downstreamTLS, metrics: loop.configuration.tlsMetrics, logger: loop.logger)
                     try channel.pipeline.syncOperations.addHandler(DownstreamConnection(loop: loop))
                 }
             }

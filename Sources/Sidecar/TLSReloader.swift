@@ -108,8 +108,9 @@ extension Sidecar {
     /// Loads the certificates, sets TLS on the proxy's configuration and starts watching the files.
     func configureTLS(_ proxy: inout ProxyConfiguration, logger: Logger) throws(ConfigError) -> TLSReloader? {
         let contexts = try self.config.makeTLSContexts()
-        guard contexts.server != nil || contexts.client != nil else { return nil }
         let metrics = TLSMetrics(registry: self.registry)
+        proxy.tlsMetrics = metrics
+        guard contexts.server != nil || contexts.client != nil else { return nil }
         if let context = contexts.server {
             proxy.downstreamTLS = TLSEndpoint(side: .downstream, context: context, metrics: metrics)
             let tls = self.config.tls!

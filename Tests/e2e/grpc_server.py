@@ -226,7 +226,7 @@ def stats(request: bytes, context) -> bytes:
     return json.dumps(STATS.snapshot(request.decode("utf-8"))).encode("utf-8")
 
 
-def build_server(port: int, host: str = "127.0.0.1", max_workers: int = 128):
+def build_server(port: int, host: str = "127.0.0.1", max_workers: int = 128, credentials=None):
     handlers = {
         "Unary": grpc.unary_unary_rpc_method_handler(unary),
         "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
@@ -255,7 +255,10 @@ def build_server(port: int, host: str = "127.0.0.1", max_workers: int = 128):
         health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     except ImportError:  # optional dependency
         pass
-    bound = server.add_insecure_port(f"{host}:{port}")
+    if credentials is not None:
+        bound = server.add_secure_port(f"{host}:{port}", credentials)
+    else:
+        bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise RuntimeError(f"could not bind {host}:{port}")
     return server, bound
@@ -266,9 +269,19 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=50051)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--workers", type=int, default=128)
+    parser.add_argument("--tls-cert", help="serve TLS with this PEM chain (and --tls-key)")
+    parser.add_argument("--tls-key")
+    parser.add_argument("--tls-client-ca", help="require client certificates from this CA")
     args = parser.parse_args(argv)
 
-    server, port = build_server(args.port, args.host, args.workers)
+    credentials = None
+    if args.tls_cert:
+        with open(args.tls_cert, "rb") as c, open(args.tls_key, "rb") as k:
+            pair = (k.read(), c.read())
+        ca = open(args.tls_client_ca, "rb").read() if args.tls_client_ca else None
+        credentials = grpc.ssl_server_credentials([pair], root_certificates=ca,
+                                                  require_client_auth=ca is not None)
+    server, port = build_server(args.port, args.host, args.workers, credentials)
     server.start()
     print(f"listening on {args.host}:{port}", flush=True)
 

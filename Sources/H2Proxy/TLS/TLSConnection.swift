@@ -212,6 +212,8 @@ struct TLSHandshakeFailure: Equatable {
         case alertReceived = "alert_received"
         /// The bytes are not TLS (plaintext HTTP/2 to a TLS port, or a plaintext upstream).
         case notTLS = "not_tls"
+        /// A TLS ClientHello on a listener without TLS.
+        case tlsOnPlaintextPort = "tls_on_plaintext_port"
         case protocolVersion = "protocol_version"
         case noSharedCipher = "no_shared_cipher"
         /// The connection closed mid-handshake.

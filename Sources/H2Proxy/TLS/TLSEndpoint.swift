@@ -40,9 +40,14 @@ public final class TLSEndpoint: Sendable {
 }
 
 extension ChannelPipeline.SynchronousOperations {
-    /// The hook ``ProxyServer`` and ``UpstreamPool`` call before adding their HTTP/2 handler.
-    func addTLSHandler(_ endpoint: TLSEndpoint?, logger: Logger) throws {
-        guard let endpoint else { return }
-        try self.addHandler(endpoint.makeHandler(logger: logger))
+    /// The hook ``ProxyServer`` and ``UpstreamPool`` call before adding their HTTP/2 handler:
+    /// a ``TLSHandler`` when TLS is on, else (with metrics, on the listener) a
+    /// ``TLSOnPlaintextPort`` that refuses TLS handshakes.
+    func addTLSHandler(_ endpoint: TLSEndpoint?, metrics: TLSMetrics? = nil, logger: Logger) throws {
+        if let endpoint {
+            try self.addHandler(endpoint.makeHandler(logger: logger))
+        } else if let metrics {
+            try self.addHandler(TLSOnPlaintextPort(metrics: metrics, logger: logger))
+        }
     }
 }

@@ -104,6 +104,15 @@ extension TLSHandler {
         /// The TCP connection closed.
         mutating func channelInactive() -> InactiveAction {
             defer { self.state = .closed }
+            if self.isClient && self.state == .established(receivedData: false) {
+                // An HTTP/2 server speaks first (SETTINGS): closing before that, right after a
+                // TLS 1.3 handshake, is how a server rejects our client certificate without an alert.
+                return .fail(
+                    TLSHandshakeFailure(
+                        reason: .truncated,
+                        detail: "upstream closed the connection right after the handshake (client certificate rejected?)"
+                    ))
+            }
             guard case .handshaking(let received) = self.state else { return .none }
             // An upstream closing on our ClientHello is always a failure; a client that connects
             // and leaves without a byte is not.
