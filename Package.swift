@@ -79,7 +79,10 @@ let package = Package(
             name: "H2ProxyTests",
             dependencies: [
                 "H2Proxy",
+                "Metrics",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(

@@ -74,7 +74,8 @@ final class TLSReloader: @unchecked Sendable {
             if let context = contexts.server { self.server?.replace(with: context) }
             if let context = contexts.client { self.client?.replace(with: context) }
             self.reloaded.increment()
-            self.logger.info("TLS certificates reloaded; new connections use them", metadata: ["trigger": "\(trigger.rawValue)"])
+            self.logger.info(
+                "TLS certificates reloaded; new connections use them", metadata: ["trigger": "\(trigger.rawValue)"])
         } catch {
             self.failed.increment()
             self.logger.error(
@@ -118,7 +119,8 @@ extension Sidecar {
                 "TLS towards clients",
                 metadata: [
                     "cert": "\(tls.cert ?? "")",
-                    "client_cert": "\(tls.clientCA == nil ? "not requested" : tls.requireClientCert ? "required" : "optional")",
+                    "client_cert":
+                        "\(tls.clientCA == nil ? "not requested" : tls.requireClientCert ? "required" : "optional")",
                 ])
         }
         if let context = contexts.client {

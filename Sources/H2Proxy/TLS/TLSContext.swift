@@ -50,7 +50,8 @@ public final class TLSContext: @unchecked Sendable {
             if requireClientCertificate { mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT }
             SSL_CTX_set_verify(ctx, mode, nil)
         } else if requireClientCertificate {
-            throw TLSConfigurationError(.clientCA, path: nil, reason: "client certificates required but no CA bundle given")
+            throw TLSConfigurationError(
+                .clientCA, path: nil, reason: "client certificates required but no CA bundle given")
         }
         let id: [UInt8] = Array("insight".utf8)
         SSL_CTX_set_session_id_context(ctx, id, UInt32(id.count))
@@ -182,17 +183,18 @@ enum OpenSSLError {
 
 /// A ClientHello without ALPN would complete the handshake with no protocol agreed: refuse it
 /// here, with the `no_application_protocol` alert, like a list without `h2`.
-private let tlsClientHelloCallback: @convention(c) (OpaquePointer?, UnsafeMutablePointer<Int32>?, UnsafeMutableRawPointer?)
-    -> Int32 = { ssl, alert, _ in
-        var data: UnsafePointer<UInt8>?
-        var length = 0
-        if SSL_client_hello_get0_ext(ssl, UInt32(insight_TLSEXT_TYPE_alpn), &data, &length) == 1 {
-            return SSL_CLIENT_HELLO_SUCCESS
+private let tlsClientHelloCallback:
+    @convention(c) (OpaquePointer?, UnsafeMutablePointer<Int32>?, UnsafeMutableRawPointer?)
+        -> Int32 = { ssl, alert, _ in
+            var data: UnsafePointer<UInt8>?
+            var length = 0
+            if SSL_client_hello_get0_ext(ssl, UInt32(insight_TLSEXT_TYPE_alpn), &data, &length) == 1 {
+                return SSL_CLIENT_HELLO_SUCCESS
+            }
+            TLSConnection.from(ssl)?.offeredProtocols = []
+            alert?.pointee = insight_SSL_AD_NO_APPLICATION_PROTOCOL
+            return SSL_CLIENT_HELLO_ERROR
         }
-        TLSConnection.from(ssl)?.offeredProtocols = []
-        alert?.pointee = insight_SSL_AD_NO_APPLICATION_PROTOCOL
-        return SSL_CLIENT_HELLO_ERROR
-    }
 
 /// Selects `h2` from the client's ALPN list, or fails the handshake with `no_application_protocol`.
 private let tlsALPNSelectCallback:

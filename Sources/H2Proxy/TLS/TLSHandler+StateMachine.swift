@@ -46,7 +46,8 @@ extension TLSHandler {
                 return self.failed(
                     TLSHandshakeFailure(
                         reason: .noApplicationProtocol,
-                        detail: "peer agreed on \(negotiatedProtocol.map { "ALPN \($0)" } ?? "no ALPN protocol"), not h2"))
+                        detail:
+                            "peer agreed on \(negotiatedProtocol.map { "ALPN \($0)" } ?? "no ALPN protocol"), not h2"))
             }
             self.state = .established(receivedData: false)
             return .flushBufferedWrites
@@ -110,7 +111,8 @@ extension TLSHandler {
                 return .fail(
                     TLSHandshakeFailure(
                         reason: .truncated,
-                        detail: "upstream closed the connection right after the handshake (client certificate rejected?)"
+                        detail:
+                            "upstream closed the connection right after the handshake (client certificate rejected?)"
                     ))
             }
             guard case .handshaking(let received) = self.state else { return .none }

@@ -106,7 +106,8 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .closed:
             _ = self.state.handshakeFailed(
                 TLSHandshakeFailure(reason: .truncated, detail: "close_notify during the handshake"))
-            self.fail(context: context, TLSHandshakeFailure(reason: .truncated, detail: "close_notify during the handshake"))
+            self.fail(
+                context: context, TLSHandshakeFailure(reason: .truncated, detail: "close_notify during the handshake"))
         }
     }
 
@@ -191,7 +192,8 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
             if case .failed(let failure) = connection.write(plaintext) {
                 self.failPromises(ChannelError.ioOnClosedChannel)
                 self.logger.debug(
-                    "TLS write failed", metadata: ["side": "\(self.endpoint.side.rawValue)", "error": "\(failure.detail)"])
+                    "TLS write failed",
+                    metadata: ["side": "\(self.endpoint.side.rawValue)", "error": "\(failure.detail)"])
                 context.close(promise: nil)
                 return
             }
