@@ -111,7 +111,11 @@ extension Sidecar {
         let contexts = try self.config.makeTLSContexts()
         let metrics = TLSMetrics(registry: self.registry)
         proxy.tlsMetrics = metrics
-        guard contexts.server != nil || contexts.client != nil else { return nil }
+        guard contexts.server != nil || contexts.client != nil else {
+            // SIGHUP means "reload certificates"; with none to reload it must not end the process.
+            Foundation.signal(SIGHUP, SIG_IGN)
+            return nil
+        }
         if let context = contexts.server {
             proxy.downstreamTLS = TLSEndpoint(side: .downstream, context: context, metrics: metrics)
             let tls = self.config.tls!
