@@ -33,9 +33,15 @@ let package = Package(
             providers: [.apt(["libssl-dev"])]
         ),
         .target(
+            name: "COpenSSLShims",
+            dependencies: ["COpenSSL"]
+        ),
+        .target(
             name: "H2Proxy",
             dependencies: [
                 "CNGHTTP2",
+                "COpenSSL",
+                "COpenSSLShims",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -74,7 +80,10 @@ let package = Package(
             name: "H2ProxyTests",
             dependencies: [
                 "H2Proxy",
+                "Metrics",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(

@@ -29,6 +29,12 @@ public struct ProxyConfiguration: Sendable {
     /// Starts the messages of responses the proxy makes up itself (e.g. the hop name), so a
     /// client can tell which hop's sidecar saw the failure.
     public var faultPrefix: String?
+    /// TLS towards clients; nil: h2c.
+    public var downstreamTLS: TLSEndpoint?
+    /// TLS towards the upstream hop; nil: h2c.
+    public var upstreamTLS: TLSEndpoint?
+    /// Where TLS handshake failures are counted, including TLS attempts on an h2c listener.
+    public var tlsMetrics: TLSMetrics?
 
     public init(listenHost: String, listenPort: Int, upstreamHost: String, upstreamPort: Int) {
         self.listenHost = listenHost

@@ -47,7 +47,10 @@ public final class ProxyServer: Sendable {
                     guard let bound = loops.first(where: { $0.eventLoop === channel.eventLoop }) else {
                         throw ChannelError.ioOnClosedChannel
                     }
-                    try channel.pipeline.syncOperations.addHandler(DownstreamConnection(loop: bound.value))
+                    let loop = bound.value
+                    try channel.pipeline.syncOperations.addTLSHandler(
+                        loop.configuration.downstreamTLS, metrics: loop.configuration.tlsMetrics, logger: loop.logger)
+                    try channel.pipeline.syncOperations.addHandler(DownstreamConnection(loop: loop))
                 }
             }
             .bind(host: self.configuration.listenHost, port: self.configuration.listenPort)

@@ -78,7 +78,10 @@ final class UpstreamPool {
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(handlerBox.value)
+                    let connection = handlerBox.value
+                    try channel.pipeline.syncOperations.addTLSHandler(
+                        connection.loop.configuration.upstreamTLS, logger: connection.loop.logger)
+                    try channel.pipeline.syncOperations.addHandler(connection)
                 }
             }
             .connect(host: self.host, port: self.port)

@@ -74,6 +74,7 @@ public struct CheckConfigCommand: AsyncParsableCommand {
 
     public func run() async throws {
         let c = try self.options.resolve()
+        _ = try c.makeTLSContexts()
         print("configuration ok")
         print("listen: \(c.listen)")
         print("upstream: \(c.upstream.map { "\($0)" } ?? "-")")
@@ -82,5 +83,7 @@ public struct CheckConfigCommand: AsyncParsableCommand {
         print("admin: \(c.admin)")
         print("event_loops: \(c.eventLoops)")
         print("drain_timeout: \(DurationValue.format(c.drainTimeout))")
+        print("tls: \(c.tls.map { "cert \($0.cert ?? "-"), client_ca \($0.clientCA ?? "-")" } ?? "off (h2c)")")
+        print("upstream_tls: \(c.upstreamTLS.map { "ca \($0.ca ?? "system"), cert \($0.cert ?? "-")" } ?? "off (h2c)")")
     }
 }

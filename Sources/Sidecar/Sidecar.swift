@@ -70,12 +70,14 @@ final class SidecarInstance: Sendable {
     let adminChannel: Channel
     let listening: SocketAddress
     let discovery: [Task<Void, Never>]
+    let tlsReloader: TLSReloader?
     let logger: Logger
 
     private init(
         config: SidecarConfig, proxy: ProxyServer, prober: Prober?, status: StatusSource, adminChannel: Channel,
-        listening: SocketAddress, discovery: [Task<Void, Never>], logger: Logger
+        listening: SocketAddress, discovery: [Task<Void, Never>], tlsReloader: TLSReloader?, logger: Logger
     ) {
+        self.tlsReloader = tlsReloader
         self.config = config
         self.proxy = proxy
         self.prober = prober
@@ -106,6 +108,8 @@ final class SidecarInstance: Sendable {
             config.receiver ? EchoResponder(hop: timing.hop, region: timing.region, metrics: probeMetrics) : nil
         var proxyConfiguration = config.proxyConfiguration
         proxyConfiguration.faultPrefix = timing.hop
+        let tlsReloader = try TLSReloader.configure(
+            config: config, registry: registry, proxy: &proxyConfiguration, logger: logger)
         let proxy = ProxyServer(
             configuration: proxyConfiguration, group: group, metrics: metrics,
             observerFactory: config.timing ? observers : nil, localResponder: responder, logger: logger)
@@ -114,6 +118,7 @@ final class SidecarInstance: Sendable {
         do {
             listening = try await proxy.start()
         } catch {
+            tlsReloader?.stop()
             throw SidecarStartError(what: "listen on \(config.listen)", underlying: "\(error)")
         }
         var prober: Prober?
@@ -141,6 +146,7 @@ final class SidecarInstance: Sendable {
             adminChannel = try await admin.start(host: config.admin.host, port: config.admin.port)
         } catch {
             await proxy.drain(timeout: .zero)
+            tlsReloader?.stop()
             throw SidecarStartError(what: "admin listener on \(config.admin)", underlying: "\(error)")
         }
         logger.info(
@@ -170,13 +176,14 @@ final class SidecarInstance: Sendable {
         }
         return SidecarInstance(
             config: config, proxy: proxy, prober: prober, status: status, adminChannel: adminChannel,
-            listening: listening, discovery: discovery, logger: logger)
+            listening: listening, discovery: discovery, tlsReloader: tlsReloader, logger: logger)
     }
 
     func stop(drainTimeout: TimeAmount) async {
         self.prober?.stop()
         for task in self.discovery { task.cancel() }
         await self.proxy.drain(timeout: drainTimeout)
+        self.tlsReloader?.stop()
         try? await self.adminChannel.close()
     }
 }

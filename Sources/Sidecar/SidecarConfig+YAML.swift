@@ -34,6 +34,8 @@ extension SidecarConfig {
             case "strip_response_timing": config.stripResponseTiming = try value.yamlBoolean(key)
             case "max_routes": config.maxRoutes = try value.yamlInteger(key)
             case "access_log": config.accessLog = try value.yamlText(key)
+            case "tls": config.tls = try parseServerTLS(value)
+            case "upstream_tls": config.upstreamTLS = try parseClientTLS(value)
             case "limits":
                 guard let limits = value.mapping else { throw ConfigError(field: key, reason: "must be a mapping") }
                 for (k, v) in limits {

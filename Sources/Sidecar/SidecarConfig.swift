@@ -33,6 +33,10 @@ public struct SidecarConfig: Sendable, Equatable {
     public var probes = ProbeConfig()
     /// Answer `insight.probe.v1.Probe/Echo` here instead of forwarding it.
     public var receiver = false
+    /// TLS towards clients (`tls:`); nil: h2c.
+    public var tls: ServerTLS?
+    /// TLS towards the upstream hop (`upstream_tls:`); nil: h2c.
+    public var upstreamTLS: ClientTLS?
 
     public struct Limits: Sendable, Equatable {
         public var maxConcurrentStreams = 100
@@ -93,6 +97,7 @@ public struct SidecarConfig: Sendable, Equatable {
         if let log = self.accessLog, log.isEmpty {
             throw ConfigError(field: "access_log", reason: "must be stdout, stderr or a file path")
         }
+        try self.validateTLS()
         if self.listen == self.admin && self.listen.port != 0 {
             throw ConfigError(field: "admin", reason: "must differ from listen (\(self.listen))")
         }

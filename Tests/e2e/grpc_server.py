@@ -284,7 +284,7 @@ def counts(request: bytes, context) -> bytes:
 
 
 def build_server(port: int, host: str = "127.0.0.1", max_workers: int = 128,
-                 health_delay_ms: int = 0):
+                 health_delay_ms: int = 0, credentials=None):
     HEALTH["delay_ms"] = health_delay_ms
     handlers = {
         "Unary": grpc.unary_unary_rpc_method_handler(unary),
@@ -332,7 +332,10 @@ def build_server(port: int, host: str = "127.0.0.1", max_workers: int = 128,
         health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     except ImportError:  # optional dependency
         pass
-    bound = server.add_insecure_port(f"{host}:{port}")
+    if credentials is not None:
+        bound = server.add_secure_port(f"{host}:{port}", credentials)
+    else:
+        bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise RuntimeError(f"could not bind {host}:{port}")
     return server, bound
@@ -345,9 +348,19 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=128)
     parser.add_argument("--health-delay-ms", type=int, default=0,
                         help="answer every grpc.health.v1 Check only after this many ms")
+    parser.add_argument("--tls-cert", help="serve TLS with this PEM chain (and --tls-key)")
+    parser.add_argument("--tls-key")
+    parser.add_argument("--tls-client-ca", help="require client certificates from this CA")
     args = parser.parse_args(argv)
 
-    server, port = build_server(args.port, args.host, args.workers, args.health_delay_ms)
+    credentials = None
+    if args.tls_cert:
+        with open(args.tls_cert, "rb") as c, open(args.tls_key, "rb") as k:
+            pair = (k.read(), c.read())
+        ca = open(args.tls_client_ca, "rb").read() if args.tls_client_ca else None
+        credentials = grpc.ssl_server_credentials([pair], root_certificates=ca,
+                                                  require_client_auth=ca is not None)
+    server, port = build_server(args.port, args.host, args.workers, args.health_delay_ms, credentials)
     server.start()
     print(f"listening on {args.host}:{port}", flush=True)
 
