@@ -70,6 +70,18 @@ public final class MetricsRegistry: @unchecked Sendable {
         return m
     }
 
+    /// Drops every series of family `name` whose labels include all of `matching` (for targets
+    /// that are gone, so their last value does not linger).
+    public func remove(_ name: String, matching: [(String, String)]) {
+        let needles = matching.map { MetricsRegistry.render(labels: [$0]).dropFirst().dropLast() }
+        self.lock.lock()
+        defer { self.lock.unlock() }
+        guard let f = self.byName[name] else { return }
+        f.series.removeAll { series in needles.allSatisfy { series.labels.contains($0) } }
+        f.index = [:]
+        for (i, s) in f.series.enumerated() { f.index[s.labels] = i }
+    }
+
     /// Number of series in family `name` (to bound label cardinality).
     public func seriesCount(_ name: String) -> Int {
         self.lock.lock()

@@ -69,6 +69,17 @@ public final class ProbeMetrics: @unchecked Sendable {
         return s
     }
 
+    /// Forgets a target that discovery removed: its series leave `/metrics`.
+    public func removeTarget(name: String, targetRegion: String, kind: String) {
+        self.lock.lock()
+        self.targetSeries.removeValue(forKey: name + "|" + targetRegion + "|" + kind)
+        self.lock.unlock()
+        let labels = [("target", name), ("target_region", targetRegion), ("kind", kind)]
+        for family in ["insight_probe_total", "insight_probe_duration_seconds", "insight_probe_up"] {
+            self.registry.remove(family, matching: labels)
+        }
+    }
+
     public func setTargetCount(source: String, _ count: Int) {
         self.lock.lock()
         let g =

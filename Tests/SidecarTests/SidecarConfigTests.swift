@@ -66,6 +66,17 @@ import Testing
         #expect(c.listen == HostPort(host: "0.0.0.0", port: 8080))
     }
 
+    @Test func removedSeriesLeaveTheExposition() {
+        let registry = MetricsRegistry()
+        let probes = ProbeMetrics(registry: registry, hop: "h", region: "a")
+        probes.target(name: "gone", targetRegion: "b", kind: "health").result("success", code: "OK").increment()
+        probes.target(name: "kept", targetRegion: "b", kind: "health").up.set(1)
+        probes.removeTarget(name: "gone", targetRegion: "b", kind: "health")
+        let text = registry.render()
+        #expect(!text.contains("target=\"gone\""))
+        #expect(text.contains("insight_probe_up{hop=\"h\",region=\"a\",target=\"kept\""))
+    }
+
     @Test func prometheusTextFormat() {
         let registry = MetricsRegistry()
         let a = registry.counter("x_total", help: "X.", labels: [("side", "a\"b")])

@@ -23,6 +23,8 @@ public final class Prober: Sendable {
         var task: RepeatedTask?
         var lastResult: [String: ProbeResult] = [:]
         var history: [String: ProbeHistory] = [:]
+        /// Each target's series, looked up once (not per probe).
+        var series: [String: ProbeMetrics.TargetSeries] = [:]
         init(schedule: ProbeSchedule) { self.schedule = schedule }
     }
 
@@ -61,7 +63,18 @@ public final class Prober: Sendable {
             state.sources[source] = targets
             var all: [String: ProbeTarget] = [:]
             for (_, list) in state.sources { for t in list { all[t.key] = t } }
+            let before = state.schedule.entries.values.map(\.target)
             state.schedule.update(targets: Array(all.values), now: .now())
+            for gone in before where all[gone.key] == nil {
+                state.history.removeValue(forKey: gone.key)
+                state.lastResult.removeValue(forKey: gone.key)
+                state.series.removeValue(forKey: gone.key)
+                if !all.values.contains(where: {
+                    $0.name == gone.name && $0.region == gone.region && $0.kind == gone.kind
+                }) {
+                    self.metrics.removeTarget(name: gone.name, targetRegion: gone.region, kind: gone.kind.rawValue)
+                }
+            }
             self.metrics.setTargetCount(source: source, targets.count)
         }
     }
@@ -112,10 +125,15 @@ public final class Prober: Sendable {
     }
 
     private func record(_ target: ProbeTarget, _ outcome: ProbeOutcome) {
+        // A target removed while its probe was in flight: do not bring its series back.
+        guard let entry = self.state.value!.schedule.entries[target.key], !entry.retired else { return }
         var history = self.state.value!.history[target.key] ?? ProbeHistory(target: target, last: outcome)
         history.add(outcome)
         self.state.value!.history[target.key] = history
-        let series = self.metrics.target(name: target.name, targetRegion: target.region, kind: target.kind.rawValue)
+        let series =
+            self.state.value!.series[target.key]
+            ?? self.metrics.target(name: target.name, targetRegion: target.region, kind: target.kind.rawValue)
+        self.state.value!.series[target.key] = series
         series.result(outcome.result.rawValue, code: outcome.code).increment()
         series.up.set(outcome.result == .success ? 1 : 0)
         if outcome.result == .success { series.duration.observe(outcome.seconds) }

@@ -25,8 +25,15 @@ enum TargetDiscovery {
             throw ConfigError(field: "targets_file", reason: "must be a list of targets (or {targets: [...]})")
         }
         var out: [ProbeTarget] = []
+        var names = Set<String>()
         for (i, t) in list.enumerated() {
-            out.append(try ProbeTarget.load(t, field: "targets_file[\(i)]", source: "file"))
+            let target = try ProbeTarget.load(t, field: "targets_file[\(i)]", source: "file")
+            guard names.insert(target.name + "|" + target.kind.rawValue).inserted else {
+                throw ConfigError(
+                    field: "targets_file[\(i)].name",
+                    reason: "duplicate target \(target.name) (\(target.kind.rawValue))")
+            }
+            out.append(target)
         }
         return out
     }
