@@ -23,6 +23,9 @@ public struct LocalCallResult: Sendable {
     public var trailers: HeaderBlock?
     public var startedAt: NIODeadline
     public var endedAt: NIODeadline
+    /// What the stream's observer measured (``StreamObserver/measurements``), so that it need not be
+    /// parsed again from the trailers.
+    public var observerSummary: (any Sendable)?
 
     /// `grpc-status` from the trailers (or the Trailers-Only headers).
     public var grpcStatus: Int? {
@@ -189,6 +192,6 @@ final class LocalCall: UpstreamStream {
         promise.succeed(
             LocalCallResult(
                 outcome: outcome, headers: self.headers, body: self.body, trailers: self.trailers,
-                startedAt: self.startedAt, endedAt: now))
+                startedAt: self.startedAt, endedAt: now, observerSummary: self.observer?.measurements))
     }
 }

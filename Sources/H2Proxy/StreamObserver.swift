@@ -20,6 +20,13 @@ public protocol StreamObserver: AnyObject {
     func trailersWillForward(_ trailers: inout HeaderBlock, trailersOnly: Bool, receivedAt: NIODeadline)
     /// The stream is over on both sides.
     func streamEnded(_ reason: StreamEndReason, at: NIODeadline)
+    /// What the observer measured, for calls the sidecar makes itself (default: nothing).
+    var measurements: (any Sendable)? { get }
+}
+
+extension StreamObserver {
+    /// What the observer measured, handed to the maker of a ``LocalCall`` with its result.
+    public var measurements: (any Sendable)? { nil }
 }
 
 public enum StreamDirection: Sendable {

@@ -90,11 +90,16 @@ public struct ProbeOutcome: Sendable {
         case .completed:
             break
         }
-        var problems: [TimingHeaders.Problem] = []
-        if let trailers = call.trailers ?? call.headers,
-            let items = TimingHeaders.parseList("insight-timing", in: trailers, problems: &problems)
-        {
-            self.segments = TimingChain(entries: items.compactMap(TimingEntry.init)).segments
+        if let segments = call.observerSummary as? [TimingChain.Segment] {
+            // The timing observer already parsed the chain on its way through.
+            self.segments = segments
+        } else {
+            var problems: [TimingHeaders.Problem] = []
+            if let trailers = call.trailers ?? call.headers,
+                let items = TimingHeaders.parseList("insight-timing", in: trailers, problems: &problems)
+            {
+                self.segments = TimingChain(entries: items.compactMap(TimingEntry.init)).segments
+            }
         }
         let grpcMessage = (call.trailers?.first("grpc-message") ?? call.headers?.first("grpc-message")) ?? ""
         self.message = grpcMessage.removingPercentEncoding ?? grpcMessage

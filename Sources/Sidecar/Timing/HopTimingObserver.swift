@@ -45,6 +45,9 @@ final class HopTimingObserver: StreamObserver {
         self.clientWantsTrailers = clientWantsTrailers
     }
 
+    /// Per-hop segments of the response's complete chain (empty if incomplete or not seen yet).
+    var measurements: (any Sendable)? { self.chain?.segments ?? [] }
+
     var sourceLabel: String { self.sourceIndex == 1 ? "probe" : "traffic" }
 
     func requestHeadersWillForward(_ headers: inout HeaderBlock, receivedAt: NIODeadline, now: NIODeadline) {
