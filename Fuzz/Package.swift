@@ -1,6 +1,7 @@
 // swift-tools-version:6.0
 // Fuzz targets for Insight (issue 8). Built and run by ./run.sh:
-//   swift build -c release -Xswiftc -sanitize=fuzzer -Xswiftc -enable-testing --scratch-path .build-fuzz
+//   swift build -c release -Xswiftc -sanitize=fuzzer -Xswiftc -enable-testing -Xswiftc -use-ld=lld \
+//       --scratch-path .build-fuzz
 // `-enable-testing` lets FuzzTimingHeaders reach the internal TimingHeaders parser
 // through `@testable import Sidecar`.
 import PackageDescription

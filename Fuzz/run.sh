@@ -7,6 +7,10 @@
 # Crashes/<Target>-<kind>-<hash>; reproduce with
 #   .build-fuzz/release/<Target> Crashes/<file>
 # The scratch path .build-fuzz/ is ignored by the repository's .gitignore (`.build-*/`).
+#
+# Environment: FUZZ_BUILD_JOBS (swift build -j), FUZZ_BUILD_ONLY (build one product),
+# FUZZ_MAX_LEN (default 8192), FUZZ_EXTRA (more libFuzzer flags, e.g. "-fork=1
+# -ignore_crashes=1" to keep going past a known crash).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -36,6 +40,8 @@ dict_for() {
     esac
 }
 
+# Let libFuzzer, not Swift's backtracer, handle a trap (SIGILL), so the input is saved.
+export SWIFT_BACKTRACE=enable=no
 mkdir -p Crashes
 status=0
 for t in "${TARGETS[@]}"; do

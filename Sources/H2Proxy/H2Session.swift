@@ -154,6 +154,17 @@ public final class H2Session {
         self.inputCount = 0
         if rv < 0 {
             self.protocolErrors += 1
+            // Every error mem_recv returns is fatal for the connection, but nghttp2 does not
+            // always queue a GOAWAY itself (e.g. too many CONTINUATION frames): make sure one
+            // goes out, so the connection ends instead of lingering until the idle timeout.
+            let code: UInt32
+            switch Int32(rv) {
+            case NGHTTP2_ERR_FLOODED.rawValue, NGHTTP2_ERR_TOO_MANY_CONTINUATIONS.rawValue:
+                code = H2ErrorCode.enhanceYourCalm
+            default:
+                code = H2ErrorCode.protocolError
+            }
+            _ = nghttp2_session_terminate_session(self.session, code)
             throw H2Error(code: Int32(rv), operation: "nghttp2_session_mem_recv")
         }
     }

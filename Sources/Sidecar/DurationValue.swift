@@ -6,13 +6,15 @@ enum DurationValue {
     static func parse(_ text: String, field: String) throws(ConfigError) -> TimeAmount {
         let t = text.trimmingCharacters(in: .whitespaces)
         let units: [(String, Double)] = [("ms", 1e-3), ("us", 1e-6), ("s", 1), ("m", 60), ("h", 3600)]
+        // Up to ten years: anything longer is a typo, and would overflow nanoseconds in Int64.
+        let maxSeconds = 10.0 * 365 * 24 * 3600
         for (suffix, scale) in units where t.hasSuffix(suffix) {
-            if let v = Double(t.dropLast(suffix.count)), v >= 0, v.isFinite {
+            if let v = Double(t.dropLast(suffix.count)), v >= 0, v.isFinite, v * scale <= maxSeconds {
                 return .nanoseconds(Int64(v * scale * 1e9))
             }
             break
         }
-        if let v = Double(t), v >= 0, v.isFinite { return .nanoseconds(Int64(v * 1e9)) }
+        if let v = Double(t), v >= 0, v.isFinite, v <= maxSeconds { return .nanoseconds(Int64(v * 1e9)) }
         throw ConfigError(field: field, reason: "expected a duration like 500ms, 5s or 2m, got \"\(text)\"")
     }
 

@@ -39,6 +39,8 @@ import Testing
         ("upstream: 127.0.0.1:1\nhop: 'a b'\nregion: b", "hop"),
         ("upstream: 127.0.0.1:1\nhop: a\nregion: b\nevent_loops: many", "event_loops"),
         ("upstream: 127.0.0.1:1\nhop: a\nregion: b\ndrain_timeout: soon", "drain_timeout"),
+        ("upstream: 127.0.0.1:1\nhop: a\nregion: b\ndrain_timeout: 99999999999s", "drain_timeout"),
+        ("upstream: 127.0.0.1:1\nhop: a\nregion: b\nlimits: {idle_timeout: 1e20s}", "limits.idle_timeout"),
         (
             "upstream: 127.0.0.1:1\nhop: a\nregion: b\nlimits:\n  max_concurrent_streams: 0",
             "limits.max_concurrent_streams"

@@ -549,8 +549,6 @@ def test_targets_file_reload_invalid_and_json(probe_procs, tmp_path):
     assert "targets file loaded" in tail(sc.log, 50)
 
 
-@pytest.mark.xfail(strict=True, reason="sidecar bug: TargetDiscovery.watchFile compares (mtime, size) stamps; "
-                   "a file missing at start gives nil == nil, so it is never read: no log, no error")
 def test_targets_file_missing_at_start_is_reported(probe_procs, tmp_path):
     """A targets_file that does not exist (a typo) must not be silently ignored: it is an
     error like an unreadable file (log line + discovery error), and probing starts once it
@@ -567,13 +565,11 @@ def test_targets_file_missing_at_start_is_reported(probe_procs, tmp_path):
     wait_for(lambda: value(metrics_text(sc), TOTAL, target="late", result="success") >= 1, 2.5,
              "the file's target once it exists")
     log = tail(sc.log, 200)
-    errors = value(metrics_text(sc), DISCOVERY_ERRORS, source="file", reason="invalid")
-    assert errors >= 1 and str(path) in log and "rejected" in log, (
+    errors = value(metrics_text(sc), DISCOVERY_ERRORS, source="file", reason="missing")
+    assert errors >= 1 and str(path) in log and "missing" in log, (
         f"missing targets file at start: {errors} discovery errors, log:\n{log}")
 
 
-@pytest.mark.xfail(strict=True, reason="sidecar bug: ProbeConfig.validate rejects duplicate names for static "
-                   "targets only; parseTargetsFile accepts them and both feed one series")
 def test_targets_file_duplicate_names_rejected(probe_procs, tmp_path):
     """The static config rejects two targets with the same name and kind ("duplicate
     target"); the targets file must too (else two targets feed one metric series)."""
