@@ -20,6 +20,13 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
     private var requestEnded = false
     private var requestTrailers: HeaderBlock?
     private var requestBytesWritten = 0
+    /// Request DATA already written upstream, kept (up to ``retainedForRetryLimit``) until the
+    /// response starts, so that a refused stream can be replayed in full on another connection.
+    private var writtenRequestData: [ByteBuffer] = []
+    private var writtenRequestBytes = 0
+    /// Bytes of a replay that were already consumed on the client side once.
+    private var replayCredit = 0
+    static let retainedForRetryLimit = 64 << 10
     private var retries = 0
 
     private(set) var responseStarted = false
@@ -84,9 +91,6 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
         if self.requestEnded && !endStream {
             connection.session.endStream(streamID: self.upstreamID, trailers: self.requestTrailers)
         }
-        if self.requestBytesWritten == 0 && self.pendingRequestData.isEmpty && self.requestEnded {
-            // Nothing left to replay: no need to keep the request for a retry beyond this.
-        }
         self.loop.markDirty(connection)
     }
 
@@ -131,20 +135,43 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
     /// The upstream connection wrote `bytes` of this stream's request DATA.
     func requestDataWritten(_ bytes: Int) {
         self.requestBytesWritten += bytes
-        self.unforwardedRequestBytes -= bytes
+        let keep = self.request != nil && self.writtenRequestBytes + bytes <= Self.retainedForRetryLimit
         var remaining = bytes
         while remaining > 0, var first = self.pendingRequestData.popFirst() {
             if first.readableBytes > remaining {
-                first.moveReaderIndex(forwardBy: remaining)
+                if keep {
+                    self.writtenRequestData.append(first.readSlice(length: remaining)!)
+                } else {
+                    first.moveReaderIndex(forwardBy: remaining)
+                }
                 self.pendingRequestData.prepend(first)
                 remaining = 0
             } else {
                 remaining -= first.readableBytes
+                if keep { self.writtenRequestData.append(first) }
             }
         }
-        self.request = nil  // a byte went out: the stream can no longer be retried
-        self.downstream.session.consume(streamID: self.downstreamID, bytes: bytes)
-        self.loop.markDirty(self.downstream)
+        if keep {
+            self.writtenRequestBytes += bytes
+        } else {
+            self.stopRetaining()
+        }
+        // Replayed bytes were consumed on the client side the first time they went out.
+        let replayed = min(bytes, self.replayCredit)
+        self.replayCredit -= replayed
+        let fresh = bytes - replayed
+        self.unforwardedRequestBytes -= fresh
+        if fresh > 0 {
+            self.downstream.session.consume(streamID: self.downstreamID, bytes: fresh)
+            self.loop.markDirty(self.downstream)
+        }
+    }
+
+    /// The stream can no longer be retried: drop what was kept for a replay.
+    private func stopRetaining() {
+        self.request = nil
+        self.writtenRequestData.removeAll()
+        self.writtenRequestBytes = 0
     }
 
     // MARK: Response direction (upstream → downstream)
@@ -160,6 +187,7 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
             try? session.submitInterimHeaders(streamID: self.downstreamID, headers)
         case .response where !self.responseStarted:
             self.responseStarted = true
+            self.stopRetaining()
             if endStream {
                 self.responseEnded = true
                 self.observer?.trailersWillForward(&headers, trailersOnly: true, receivedAt: now)
@@ -325,10 +353,15 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
     }
 
     private func retryIfPossible(cause: String) -> Bool {
-        guard self.request != nil, self.requestBytesWritten == 0, !self.responseStarted, !self.downstreamClosed,
+        guard self.request != nil, !self.responseStarted, !self.downstreamClosed,
             self.retries < self.loop.configuration.maxRetries
         else { return false }
         self.retries += 1
+        // Replay what was written, ahead of what was not.
+        for chunk in self.writtenRequestData.reversed() { self.pendingRequestData.prepend(chunk) }
+        self.replayCredit += self.writtenRequestBytes
+        self.writtenRequestData.removeAll()
+        self.writtenRequestBytes = 0
         self.loop.metrics.retries.increment()
         self.upstream = nil
         self.upstreamID = 0
@@ -345,7 +378,10 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
             self.loop.markDirty(self.downstream)
         }
         self.unforwardedRequestBytes = 0
+        self.replayCredit = 0
         self.pendingRequestData.removeAll()
+        self.writtenRequestData.removeAll()
+        self.writtenRequestBytes = 0
     }
 
     private var endReason: StreamEndReason?

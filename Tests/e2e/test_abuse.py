@@ -539,16 +539,9 @@ RST_EXPECTED[r.ENHANCE_YOUR_CALM] = grpc.StatusCode.RESOURCE_EXHAUSTED
 RST_EXPECTED[r.REFUSED_STREAM] = grpc.StatusCode.UNAVAILABLE
 
 
-NO_RETRY_AFTER_BODY = (
-    "documented limitation (architecture.md, Retries): a stream is retried only if no request DATA "
-    "byte was written upstream, so a gRPC unary call (always has a body) that is refused or above a "
-    "GOAWAY's last-stream-id fails with UNAVAILABLE instead of being retried (RFC 9113 §8.7 allows it)")
-
-
 def _rst_params():
     for code in sorted(RST_EXPECTED):
-        marks = [pytest.mark.xfail(strict=False, reason=NO_RETRY_AFTER_BODY)] if code == r.REFUSED_STREAM else []
-        yield pytest.param(code, id=r.ERROR_NAMES[code], marks=marks)
+        yield pytest.param(code, id=r.ERROR_NAMES[code])
 
 
 @pytest.mark.parametrize("code", _rst_params())
@@ -586,7 +579,6 @@ def test_upstream_refused_stream_retried_without_body(faults):
     assert metric(sc, "insight_upstream_retries_total") - retries0 == 2
 
 
-@pytest.mark.xfail(strict=False, reason=NO_RETRY_AFTER_BODY)
 def test_upstream_goaway_below_inflight(faults):
     """GOAWAY with last-stream-id below in-flight streams: those were never processed, so
     the sidecar retries them on a new connection and they succeed."""
