@@ -197,11 +197,14 @@ final class HopTimingObserver: StreamObserver {
             }
         }
         self.source.accessLog?.write(self, reason: reason)
+        let now = Double(Self.epochMicros()) / 1e6
+        // The first samples of each second are kept, failures or not, so rates stay unbiased.
+        guard self.source.recent.admit(second: Int(now)) else { return }
         var failure = self.failureMessage
         if case .upstreamUnavailable(let cause) = reason { failure = cause }
         self.source.recent.add(
             StreamSample(
-                time: Double(Self.epochMicros()) / 1e6, service: self.route.service, method: self.route.method,
+                time: now, service: self.route.service, method: self.route.method,
                 isProbe: s == 1, target: self.probeTarget, code: self.code, duration: self.ownEntry?.duration,
                 selfTime: self.ownEntry?.selfTime,
                 segments: self.chain?.segments ?? [], failure: self.code == "OK" ? nil : failure))
