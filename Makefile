@@ -8,7 +8,7 @@ PYTHON ?= python3
 SWIFT_BUILD_FLAGS ?=
 BIN := .build/debug/insight-sidecar
 
-.PHONY: deps build release test unit e2e deploy-checks sanitize lint format run run-backend bench clean
+.PHONY: deps build release test unit e2e deploy-checks fuzz sanitize lint format run run-backend bench clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -48,7 +48,12 @@ sanitize: deps
 deploy-checks: build
 	INSIGHT_SIDECAR=$(CURDIR)/$(BIN) bash Tests/deploy/run.sh
 
-test: deps lint unit e2e deploy-checks
+# Each libFuzzer target for FUZZ_SECONDS (timing headers, config loader, HTTP/2 session).
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	bash Fuzz/run.sh $(FUZZ_SECONDS)
+
+test: deps lint unit e2e deploy-checks fuzz
 	@echo "make test: all suites passed"
 
 # The main job: the embedded two-region demo with its status page (Ctrl-C stops it).
