@@ -110,6 +110,8 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
             case .dataSent(let id, let bytes):
                 self.streams[id]?.responseDataWritten(bytes)
             case .streamClosed(let id, let code):
+                // Idleness counts from the last stream, not from the last housekeeping tick.
+                if self.streams.count == 1 { self.limits.lastActive = .now() }
                 if let stream = self.streams.removeValue(forKey: id) {
                     stream.downstreamDidClose(errorCode: code, connectionLost: false)
                 }

@@ -42,7 +42,7 @@ LIMITS = {
     "stream_reset_rate": RESET_RATE,
     "max_continuations": MAX_CONTINUATIONS,
     "max_header_list_size": HEADER_LIMIT,
-    "max_connections": 5000,
+    "max_connections": 12000,
 }
 
 
@@ -392,9 +392,9 @@ def test_slowloris(env):
 
 
 def test_many_idle_connections(env):
-    """2,000 idle (but prefaced) connections must not hurt the good client."""
+    """10,000 idle (but prefaced) connections must not hurt the good client."""
     sc = env.sidecar
-    n = 2000
+    n = 10000
     with attack(env, rss_growth_mb=200):
         base = metric(sc, "insight_downstream_connections_active")
         conns = []
