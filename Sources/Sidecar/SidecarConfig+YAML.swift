@@ -52,6 +52,8 @@ extension SidecarConfig {
                     case "max_connections": config.limits.maxConnections = try v.yamlInteger(name)
                     case "idle_timeout":
                         config.limits.idleTimeout = try DurationValue.parse(try v.yamlText(name), field: name)
+                    case "handshake_timeout":
+                        config.limits.handshakeTimeout = try DurationValue.parse(try v.yamlText(name), field: name)
                     case "preface_timeout":
                         config.limits.prefaceTimeout = try DurationValue.parse(try v.yamlText(name), field: name)
                     case "max_connection_age":

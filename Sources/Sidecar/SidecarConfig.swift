@@ -50,6 +50,8 @@ public struct SidecarConfig: Sendable, Equatable {
         public var maxConnections = 10_000
         public var idleTimeout: TimeAmount = .minutes(5)
         public var prefaceTimeout: TimeAmount = .seconds(10)
+        /// TLS handshakes (both sides) must finish within this time.
+        public var handshakeTimeout: TimeAmount = .seconds(10)
         /// nil: connections live as long as they are used.
         public var maxConnectionAge: TimeAmount?
     }
@@ -85,6 +87,9 @@ public struct SidecarConfig: Sendable, Equatable {
         try Self.range(l.maxConnections, 1...1_000_000, "limits.max_connections")
         if l.idleTimeout < .seconds(1) {
             throw ConfigError(field: "limits.idle_timeout", reason: "must be at least 1s")
+        }
+        if l.handshakeTimeout < .milliseconds(100) {
+            throw ConfigError(field: "limits.handshake_timeout", reason: "must be at least 100ms")
         }
         if l.prefaceTimeout < .milliseconds(100) {
             throw ConfigError(field: "limits.preface_timeout", reason: "must be at least 100ms")

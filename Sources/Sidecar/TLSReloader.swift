@@ -119,7 +119,8 @@ extension TLSReloader {
             return nil
         }
         if let context = contexts.server {
-            proxy.downstreamTLS = TLSEndpoint(side: .downstream, context: context, metrics: metrics)
+            proxy.downstreamTLS = TLSEndpoint(
+                side: .downstream, context: context, metrics: metrics, handshakeTimeout: config.limits.handshakeTimeout)
             let tls = config.tls!
             logger.info(
                 "TLS towards clients",
@@ -130,7 +131,8 @@ extension TLSReloader {
                 ])
         }
         if let context = contexts.client {
-            proxy.upstreamTLS = TLSEndpoint(side: .upstream, context: context, metrics: metrics)
+            proxy.upstreamTLS = TLSEndpoint(
+                side: .upstream, context: context, metrics: metrics, handshakeTimeout: config.limits.handshakeTimeout)
             let tls = config.upstreamTLS!
             if tls.insecureSkipVerify {
                 logger.warning(

@@ -103,7 +103,8 @@ import Testing
                 upstream: 127.0.0.1:1
                 hop: a
                 region: a
-                limits: {max_connections: 5, idle_timeout: 2s, preface_timeout: 500ms, max_connection_age: 1m}
+                limits: {max_connections: 5, idle_timeout: 2s, preface_timeout: 500ms, max_connection_age: 1m,
+                         handshake_timeout: 3s}
                 """
         ).validated()
         let p = c.proxyConfiguration
@@ -111,5 +112,6 @@ import Testing
         #expect(p.idleTimeout == .seconds(2))
         #expect(p.prefaceTimeout == .milliseconds(500))
         #expect(p.maxConnectionAge == .minutes(1))
+        #expect(c.limits.handshakeTimeout == .seconds(3))
     }
 }
