@@ -5,6 +5,7 @@ extension SidecarConfig {
     /// Reads a YAML config file's text over the defaults. Unknown keys are errors, so a typo
     /// never silently falls back to a default.
     public static func load(yaml text: String) throws(ConfigError) -> SidecarConfig {
+        try YAMLLimits.check(text, field: "config")
         let node: Node?
         do {
             node = try Yams.compose(yaml: text)

@@ -49,6 +49,9 @@ import Testing
         ("upstream: 127.0.0.1:1\nhop: a\nregion: b\nlisten_port: 1", "listen_port"),
         ("upstream: [unclosed", "config"),
         ("upstream: 127.0.0.1:1\nhop: a\nregion: b\nlog_level: loud", "log_level"),
+        // Found by the config fuzzer: deep flow nesting overflowed libyaml's stack.
+        ("x:\n" + String(repeating: "{", count: 5000), "config"),
+        ("x: \"{{{{\"\n" + String(repeating: "[", count: 65), "config"),
     ])
     func invalidConfigNamesTheField(yaml: String, field: String) {
         #expect {

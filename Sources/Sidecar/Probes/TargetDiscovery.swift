@@ -9,6 +9,7 @@ import Yams
 enum TargetDiscovery {
     /// Parses a targets file: a list of targets with the fields of `probes.targets`.
     static func parseTargetsFile(_ text: String) throws(ConfigError) -> [ProbeTarget] {
+        try YAMLLimits.check(text, field: "targets_file")
         let node: Node?
         do {
             node = try Yams.compose(yaml: text)
