@@ -52,6 +52,8 @@ import Testing
         // Found by the config fuzzer: deep flow nesting overflowed libyaml's stack.
         ("x:\n" + String(repeating: "{", count: 5000), "config"),
         ("x: \"{{{{\"\n" + String(repeating: "[", count: 65), "config"),
+        ("x:\n" + String(repeating: "- ", count: 200) + "y", "config"),
+        ("x:\n" + String(repeating: " ", count: 300) + "y: 1", "config"),
     ])
     func invalidConfigNamesTheField(yaml: String, field: String) {
         #expect {
