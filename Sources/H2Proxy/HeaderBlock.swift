@@ -39,10 +39,7 @@ public struct HeaderBlock: Sendable {
         self.storage.writeBytes(name)
         let valueOffset = self.storage.writerIndex
         self.storage.writeBytes(value)
-        self.fields.append(
-            Field(
-                nameOffset: UInt32(nameOffset), nameLength: UInt32(name.count),
-                valueOffset: UInt32(valueOffset), valueLength: UInt32(value.count), flags: flags))
+        self.recordField(nameOffset, name.count, valueOffset, value.count, flags)
     }
 
     public mutating func append(name: String, value: String, flags: UInt8 = 0) {
@@ -50,6 +47,13 @@ public struct HeaderBlock: Sendable {
         let nameLength = self.storage.writeString(name)
         let valueOffset = self.storage.writerIndex
         let valueLength = self.storage.writeString(value)
+        self.recordField(nameOffset, nameLength, valueOffset, valueLength, flags)
+    }
+
+    /// Adds the field whose bytes were just written at these offsets.
+    private mutating func recordField(
+        _ nameOffset: Int, _ nameLength: Int, _ valueOffset: Int, _ valueLength: Int, _ flags: UInt8
+    ) {
         self.fields.append(
             Field(
                 nameOffset: UInt32(nameOffset), nameLength: UInt32(nameLength),
@@ -147,10 +151,7 @@ public struct HeaderBlock: Sendable {
         let nameLength = self.storage.writeStaticString(name)
         let valueOffset = self.storage.writerIndex
         let valueLength = self.storage.writeString(value)
-        self.fields.append(
-            Field(
-                nameOffset: UInt32(nameOffset), nameLength: UInt32(nameLength),
-                valueOffset: UInt32(valueOffset), valueLength: UInt32(valueLength), flags: flags))
+        self.recordField(nameOffset, nameLength, valueOffset, valueLength, flags)
     }
 
     /// The first value of `name` as a non-negative decimal integer, without building a String.
