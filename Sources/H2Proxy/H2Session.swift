@@ -461,11 +461,6 @@ public final class H2Session {
 
 extension HeaderBlock {
     var kind: HeadersKind {
-        guard let first = self.fields.first, self.count > 0 else { return .trailers }
-        _ = first
-        if self.nameEquals(at: 0, ":status") {
-            return self.valueHasPrefix(at: 0, "1") ? .informational : .response
-        }
         for i in self.fields.indices {
             if self.nameEquals(at: i, ":status") {
                 return self.valueHasPrefix(at: i, "1") ? .informational : .response

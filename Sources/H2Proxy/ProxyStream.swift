@@ -19,7 +19,6 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
     private var pendingRequestData = CircularBuffer<ByteBuffer>(initialCapacity: 2)
     private var requestEnded = false
     private var requestTrailers: HeaderBlock?
-    private var requestBytesWritten = 0
     /// Request DATA already written upstream, kept (up to ``retainedForRetryLimit``) until the
     /// response starts, so that a refused stream can be replayed in full on another connection.
     private var writtenRequestData: [ByteBuffer] = []
@@ -134,7 +133,6 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
 
     /// The upstream connection wrote `bytes` of this stream's request DATA.
     func requestDataWritten(_ bytes: Int) {
-        self.requestBytesWritten += bytes
         let keep = self.request != nil && self.writtenRequestBytes + bytes <= Self.retainedForRetryLimit
         var remaining = bytes
         while remaining > 0, var first = self.pendingRequestData.popFirst() {

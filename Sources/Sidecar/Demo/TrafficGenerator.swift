@@ -1,6 +1,7 @@
 import Atomics
 import Foundation
 import H2Proxy
+import NIOConcurrencyHelpers
 import NIOCore
 
 /// The demo's client: unary calls at a steady rate to the outermost sidecar, over the
@@ -11,7 +12,7 @@ final class TrafficGenerator: Sendable {
     let rate: Double
     let sent = ManagedAtomic<Int>(0)
     let failed = ManagedAtomic<Int>(0)
-    private let task: NIOLockedValueBoxCompat<RepeatedTask?> = .init(nil)
+    private let task = NIOLockedValueBox<RepeatedTask?>(nil)
 
     init(client: ProxyServer, target: HostPort, rate: Double) {
         self.client = client
@@ -24,10 +25,10 @@ final class TrafficGenerator: Sendable {
         let loop = self.client.eventLoops[0]
         let every = TimeAmount.nanoseconds(Int64(1e9 / self.rate))
         let t = loop.scheduleRepeatedTask(initialDelay: every, delay: every) { _ in self.fire() }
-        self.task.set(t)
+        self.task.withLockedValue { $0 = t }
     }
 
-    func stop() { self.task.get()?.cancel() }
+    func stop() { self.task.withLockedValue { $0?.cancel() } }
 
     private func fire() {
         var h = HeaderBlock(capacity: 256)
@@ -49,23 +50,5 @@ final class TrafficGenerator: Sendable {
             if case .success(let r) = result, r.outcome == .completed, r.grpcStatus == 0 { return }
             failed.wrappingIncrement(ordering: .relaxed)
         }
-    }
-}
-
-/// A tiny locked box (start-up and shutdown only).
-final class NIOLockedValueBoxCompat<T>: @unchecked Sendable {
-    private var value: T
-    private let lock = NSLockCompat()
-    init(_ value: T) { self.value = value }
-    func set(_ v: T) { self.lock.with { self.value = v } }
-    func get() -> T { self.lock.with { self.value } }
-}
-
-final class NSLockCompat: @unchecked Sendable {
-    private let lock = NSLock()
-    func with<R>(_ body: () -> R) -> R {
-        self.lock.lock()
-        defer { self.lock.unlock() }
-        return body()
     }
 }
