@@ -23,3 +23,10 @@ protocol UpstreamStream: AnyObject {
     func upstreamDidClose(errorCode: UInt32)
     func upstreamConnectionLost(_ cause: String)
 }
+
+extension UpstreamStream {
+    /// The stream waited longer than ``ProxyConfiguration/upstreamWaitTimeout`` for a slot on
+    /// an upstream connection. Streams answer it like an unreachable upstream unless they say
+    /// otherwise.
+    func upstreamWaitTimedOut(_ cause: String) { self.failUnavailable(cause) }
+}
