@@ -16,6 +16,8 @@ protocol UpstreamStream: AnyObject {
     func attach(to connection: UpstreamConnection)
     /// The pool could not get a connection (connect error, closed before SETTINGS).
     func failUnavailable(_ cause: String)
+    /// The pool found no slot on an upstream connection within the wait deadline.
+    func upstreamWaitTimedOut(_ cause: String)
     func responseHeaders(_ headers: HeaderBlock, kind: HeadersKind, endStream: Bool)
     func responseData(_ chunk: ByteBuffer)
     func responseEnd(trailers: HeaderBlock?, at: NIODeadline)
