@@ -15,6 +15,10 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
     private var closed = false
     private var goAwaySent = false
     private var limits = Limits(now: .now())
+    /// Request DATA bytes received on this connection whose window is not given back yet: held
+    /// here until the upstream takes them. With ``H2Session/queuedDataBytes`` (response DATA
+    /// waiting for the client) it is what ``ProxyConfiguration/connectionBufferBudget`` bounds.
+    private(set) var bufferedRequestBytes = 0
 
     init(loop: ProxyLoop) {
         self.loop = loop
@@ -61,6 +65,17 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
         self.loop.flushDirty()
     }
 
+    /// The socket filled up (the client is not reading) or drained: hold DATA back meanwhile,
+    /// so that nothing is reported written and no upstream window is given back.
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        self.session.setDataPaused(!context.channel.isWritable)
+        if context.channel.isWritable {
+            self.loop.markDirty(self)
+            self.loop.flushDirty()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         self.closed = true
         self.loop.metrics.downstreamConnectionsActive.decrement()
@@ -81,10 +96,42 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
         guard let context = self.context, !self.closed else { return }
         let alive = self.session.write(to: context)
         self.processEvents()
+        if self.session.controlBytesWhilePaused > self.loop.configuration.maxQueuedControlBytes {
+            self.enhanceYourCalm(context: context)
+            return
+        }
         if !alive || (self.goAwaySent && self.streams.isEmpty && !self.session.wantsWrite) {
             self.closed = true
             context.close(promise: nil)
         }
+    }
+
+    /// The client stopped reading while frames outside flow control kept piling up for it:
+    /// GOAWAY ENHANCE_YOUR_CALM, then close.
+    private func enhanceYourCalm(context: ChannelHandlerContext) {
+        self.loop.metrics.limitQueuedControlBytes.increment()
+        self.loop.logger.debug(
+            "closing a client connection that does not read",
+            metadata: ["queued_control_bytes": "\(self.session.controlBytesWhilePaused)"])
+        self.session.terminate(errorCode: H2ErrorCode.enhanceYourCalm)
+        self.session.setDataPaused(false)
+        _ = self.session.write(to: context)
+        self.closed = true
+        context.close(promise: nil)
+    }
+
+    /// Gives `bytes` of request window back to the client, on `streamID` and the connection.
+    func consume(streamID: Int32, bytes: Int) {
+        guard bytes > 0 else { return }
+        self.bufferedRequestBytes -= bytes
+        self.session.consume(streamID: streamID, bytes: bytes)
+        self.loop.markDirty(self)
+    }
+
+    /// Whether this connection holds more unforwarded DATA than its budget: new streams are
+    /// refused until it drains (existing streams go on).
+    var isOverBufferBudget: Bool {
+        self.bufferedRequestBytes + self.session.queuedDataBytes > self.loop.configuration.connectionBufferBudget
     }
 
     private func processEvents() {
@@ -100,10 +147,11 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
                     self.resetStream(id, errorCode: H2ErrorCode.protocolError)
                 }
             case .data(let id, let chunk):
+                self.bufferedRequestBytes += chunk.readableBytes
                 if let stream = self.streams[id] {
                     stream.requestData(chunk)
                 } else {
-                    self.session.consume(streamID: id, bytes: chunk.readableBytes)
+                    self.consume(streamID: id, bytes: chunk.readableBytes)
                 }
             case .endStream(let id):
                 self.streams[id]?.requestEnd(trailers: nil)
@@ -131,6 +179,11 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
     }
 
     private func openStream(_ id: Int32, _ request: HeaderBlock, endStream: Bool) {
+        if self.isOverBufferBudget {
+            self.loop.metrics.limitConnectionBufferBudget.increment()
+            self.resetStream(id, errorCode: H2ErrorCode.refusedStream)
+            return
+        }
         if let responder = self.loop.localResponder, responder.handles(request) {
             let stream = LocallyAnsweredStream(
                 downstream: self, streamID: id, request: request, responder: responder, receivedAt: .now())

@@ -19,11 +19,13 @@ enum FaultResponse {
         return block
     }
 
-    static func badGateway(_ cause: String) -> (HeaderBlock, ByteBuffer) {
+    /// A plain-text response with `status` (502: upstream unreachable or lost; 503: no
+    /// upstream connection slot in time) and the cause as its body.
+    static func http(status: Int, _ cause: String) -> (HeaderBlock, ByteBuffer) {
         var body = ByteBufferAllocator().buffer(capacity: cause.utf8.count + 32)
         body.writeString("upstream unavailable: \(cause)\n")
         var block = HeaderBlock(capacity: 96)
-        block.append(name: ":status", value: "502")
+        block.append(name: ":status", value: "\(status)")
         block.append(name: "content-type", value: "text/plain; charset=utf-8")
         block.append(name: "content-length", value: "\(body.readableBytes)")
         return (block, body)

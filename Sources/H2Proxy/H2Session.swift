@@ -16,8 +16,10 @@ public final class H2Session {
         public var maxConcurrentStreams: UInt32 = 100
         /// SETTINGS_INITIAL_WINDOW_SIZE we advertise: the per-stream receive buffer bound.
         public var initialWindowSize: Int32 = 1 << 20
-        /// Connection-level receive window.
-        public var connectionWindowSize: Int32 = 8 << 20
+        /// Connection-level receive window. The largest possible by default, so that stream
+        /// windows bound what a peer can send and one stalled stream never blocks the others
+        /// (nghttpx does the same on its backend connections).
+        public var connectionWindowSize: Int32 = .max
         /// Largest decoded header list we accept (names + values + 32 per field).
         public var maxHeaderListSize: Int = 64 << 10
         /// nghttp2's RST_STREAM rate limit (CVE-2023-44487): token bucket burst and refill/s.
@@ -50,6 +52,21 @@ public final class H2Session {
     private let allocator: ByteBufferAllocator
 
     public private(set) var protocolErrors = 0
+
+    /// Whether events are being handed out by ``withEvents(_:)``, or nghttp2 is inside
+    /// `mem_recv`/`mem_send`: re-entering either is a bug in the owner.
+    private var delivering = false
+    private var insideLibrary = false
+
+    /// While true, DATA is held back (the peer's socket is full); control frames still go out
+    /// and are counted in ``controlBytesWhilePaused``.
+    public private(set) var dataPaused = false
+    /// Bytes of frames outside flow control (HEADERS, trailers, RST_STREAM, SETTINGS, PING,
+    /// GOAWAY, WINDOW_UPDATE) produced since DATA was paused: what piles up behind a peer that
+    /// does not read.
+    public private(set) var controlBytesWhilePaused = 0
+    /// DATA payload bytes queued on streams and not yet written, over all streams.
+    public private(set) var queuedDataBytes = 0
 
     enum Segment {
         case control(Int, Int)
@@ -92,6 +109,9 @@ public final class H2Session {
         nghttp2_option_set_stream_reset_rate_limit(option, settings.streamResetBurst, settings.streamResetRate)
         nghttp2_option_set_max_continuations(option, settings.maxContinuations)
         nghttp2_option_set_max_send_header_block_length(option, max(settings.maxHeaderListSize * 2, 64 << 10))
+        // gRPC's grammar allows a `grpc-message` ending in a space (grpc-core sends it so);
+        // every other RFC 9113 field check stays on.
+        nghttp2_option_set_no_rfc9113_leading_and_trailing_ws_validation(option, 1)
 
         var raw: OpaquePointer?
         // `self` is not fully initialised yet: create the session with a nil user pointer,
@@ -142,6 +162,9 @@ public final class H2Session {
     /// Feeds bytes read from the connection. Throws on a connection error; the session has
     /// then queued a GOAWAY, which ``produceOutput(_:)`` still writes before the owner closes.
     public func receive(_ buffer: ByteBuffer) throws(H2Error) {
+        precondition(!self.insideLibrary, "H2Session.receive called from inside an nghttp2 callback")
+        self.insideLibrary = true
+        defer { self.insideLibrary = false }
         self.inputBuffer = buffer
         let rv = buffer.withUnsafeReadableBytes { raw -> Int in
             guard let base = raw.baseAddress, raw.count > 0 else { return 0 }
@@ -170,7 +193,13 @@ public final class H2Session {
     }
 
     /// Hands queued events to `body`, oldest first, then forgets them.
+    ///
+    /// Not re-entrant: an event handler that calls `withEvents` again on the same session traps
+    /// (the outer call already delivers whatever the handler caused, in order).
     public func withEvents(_ body: (H2Event) throws -> Void) rethrows {
+        precondition(!self.delivering, "H2Session.withEvents re-entered from an event handler")
+        self.delivering = true
+        defer { self.delivering = false }
         while !self.pendingEvents.isEmpty {
             swap(&self.pendingEvents, &self.spareEvents)
             defer { self.spareEvents.removeAll(keepingCapacity: true) }
@@ -178,15 +207,12 @@ public final class H2Session {
         }
     }
 
-    public var hasEvents: Bool { !self.pendingEvents.isEmpty }
-
     /// Re-opens the receive window by `bytes` for `streamID` (and the connection) once the
     /// bytes have left the proxy on the other side.
     public func consume(streamID: Int32, bytes: Int) {
         guard bytes > 0 else { return }
-        if nghttp2_session_consume(self.session, streamID, bytes) != 0 {
-            _ = nghttp2_session_consume_connection(self.session, bytes)
-        }
+        // Gives the connection window back even when the stream is already closed.
+        _ = nghttp2_session_consume(self.session, streamID, bytes)
     }
 
     // MARK: Writing
@@ -196,13 +222,17 @@ public final class H2Session {
     /// Returns `false` once the session wants neither to read nor to write.
     @discardableResult
     public func produceOutput(_ write: (ByteBuffer) -> Void) throws(H2Error) -> Bool {
+        precondition(!self.insideLibrary, "H2Session.produceOutput called from inside an nghttp2 callback")
         self.controlStart = 0
+        self.insideLibrary = true
         let rv = nghttp2_session_send(self.session)
+        self.insideLibrary = false
         self.closeControlRun()
         if !self.segments.isEmpty {
             for segment in self.segments {
                 switch segment {
                 case .control(let start, let end):
+                    if self.dataPaused { self.controlBytesWhilePaused += end - start }
                     write(self.scratch.getSlice(at: start, length: end - start)!)
                 case .data(let slice):
                     write(slice)
@@ -223,6 +253,23 @@ public final class H2Session {
 
     public var wantsWrite: Bool { nghttp2_session_want_write(self.session) != 0 }
 
+    /// Holds DATA back while the peer's socket is not writable, and lets it go again.
+    ///
+    /// Bytes are reported written (``H2Event/dataSent(streamID:bytes:)``) only when they go to
+    /// the socket, so while DATA is paused the other side of the proxy gets no window back:
+    /// each stream waits on its own flow control and nothing piles up here.
+    public func setDataPaused(_ paused: Bool) {
+        guard paused != self.dataPaused else { return }
+        self.dataPaused = paused
+        self.controlBytesWhilePaused = 0
+        if !paused {
+            for (id, stream) in self.outbound where stream.deferred {
+                stream.deferred = false
+                _ = nghttp2_session_resume_data(self.session, id)
+            }
+        }
+    }
+
     private func closeControlRun() {
         let end = self.scratch.writerIndex
         if end > self.controlStart {
@@ -239,29 +286,33 @@ public final class H2Session {
         self.scratch.writeBytes(bytes)
     }
 
-    fileprivate func sendData(streamID: Int32, frameHeader: UnsafeRawBufferPointer, length: Int, padding: Int) {
+    /// Writes one DATA frame: header, then `length` payload bytes as slices of the queued
+    /// chunks. Returns `false` (the session fails) if the stream does not hold that many bytes,
+    /// so a frame header never goes out without its payload.
+    fileprivate func sendData(streamID: Int32, frameHeader: UnsafeRawBufferPointer, length: Int, padding: Int) -> Bool {
+        guard let stream = self.outbound[streamID], stream.bytes >= length else { return false }
         self.appendControl(frameHeader)
         if padding > 0 { self.scratch.writeInteger(UInt8(padding - 1)) }
         self.closeControlRun()
         var remaining = length
-        if let stream = self.outbound[streamID] {
-            while remaining > 0, var chunk = stream.chunks.popFirst() {
-                if chunk.readableBytes > remaining {
-                    let head = chunk.readSlice(length: remaining)!
-                    stream.chunks.prepend(chunk)
-                    self.segments.append(.data(head))
-                    remaining = 0
-                } else {
-                    remaining -= chunk.readableBytes
-                    self.segments.append(.data(chunk))
-                }
+        while remaining > 0, var chunk = stream.chunks.popFirst() {
+            if chunk.readableBytes > remaining {
+                let head = chunk.readSlice(length: remaining)!
+                stream.chunks.prepend(chunk)
+                self.segments.append(.data(head))
+                remaining = 0
+            } else {
+                remaining -= chunk.readableBytes
+                self.segments.append(.data(chunk))
             }
-            stream.bytes -= length - remaining
         }
+        stream.bytes -= length
+        self.queuedDataBytes -= length
         if padding > 1 {
             self.appendControl(UnsafeRawBufferPointer(start: zeroPadding, count: padding - 1))
         }
         self.pendingEvents.append(.dataSent(streamID: streamID, bytes: length))
+        return true
     }
 
     // MARK: Submitting
@@ -308,6 +359,7 @@ public final class H2Session {
         guard buffer.readableBytes > 0, let stream = self.outbound[streamID] else { return }
         stream.chunks.append(buffer)
         stream.bytes += buffer.readableBytes
+        self.queuedDataBytes += buffer.readableBytes
         self.resumeIfDeferred(streamID: streamID, stream)
     }
 
@@ -323,7 +375,7 @@ public final class H2Session {
     public func queuedBytes(streamID: Int32) -> Int { self.outbound[streamID]?.bytes ?? 0 }
 
     private func resumeIfDeferred(streamID: Int32, _ stream: OutboundStream) {
-        if stream.deferred {
+        if stream.deferred && !self.dataPaused {
             stream.deferred = false
             _ = nghttp2_session_resume_data(self.session, streamID)
         }
@@ -353,9 +405,6 @@ public final class H2Session {
     public var remoteMaxConcurrentStreams: Int {
         Int(nghttp2_session_get_remote_settings(self.session, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS))
     }
-
-    /// Streams the session still tracks as open in either direction.
-    public var openStreamCount: Int { self.outbound.count }
 
     /// Whether the peer's GOAWAY or ours forbids new streams.
     public var acceptsNewStreams: Bool {
@@ -425,7 +474,7 @@ public final class H2Session {
     }
 
     fileprivate func streamClosed(streamID: Int32, errorCode: UInt32) {
-        self.outbound.removeValue(forKey: streamID)
+        if let stream = self.outbound.removeValue(forKey: streamID) { self.queuedDataBytes -= stream.bytes }
         self.pendingEvents.append(.streamClosed(streamID: streamID, errorCode: errorCode))
     }
 
@@ -439,6 +488,10 @@ public final class H2Session {
     ) -> Int {
         guard let stream = self.outbound[streamID] else {
             return Int(NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue)
+        }
+        if self.dataPaused {
+            stream.deferred = true
+            return Int(NGHTTP2_ERR_DEFERRED.rawValue)
         }
         let n = min(length, stream.bytes)
         if n > 0 { flags.pointee |= NGHTTP2_DATA_FLAG_NO_COPY.rawValue }
@@ -505,10 +558,10 @@ private let sendCallback: nghttp2_send_callback = { _, data, length, _, userData
 
 private let sendDataCallback: nghttp2_send_data_callback = { _, frame, framehd, length, _, userData in
     let frame = frame!.pointee
-    owner(userData).sendData(
+    let sent = owner(userData).sendData(
         streamID: frame.hd.stream_id, frameHeader: UnsafeRawBufferPointer(start: framehd, count: 9),
         length: length, padding: Int(frame.data.padlen))
-    return 0
+    return sent ? 0 : NGHTTP2_ERR_CALLBACK_FAILURE.rawValue
 }
 
 private let beginHeadersCallback: nghttp2_on_begin_headers_callback = { _, frame, userData in

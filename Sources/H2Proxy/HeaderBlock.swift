@@ -94,6 +94,21 @@ public struct HeaderBlock: Sendable {
         }
     }
 
+    /// Whether field `index`'s value is `value` ignoring ASCII letter case (`value` lower case).
+    public func valueEqualsIgnoringCase(at index: Int, _ value: StaticString) -> Bool {
+        let f = self.fields[index]
+        guard Int(f.valueLength) == value.utf8CodeUnitCount else { return false }
+        return self.storage.withUnsafeReadableBytes { raw in
+            let start = Int(f.valueOffset) - self.storage.readerIndex
+            for i in 0..<Int(f.valueLength) {
+                var c = raw[start + i]
+                if c >= UInt8(ascii: "A") && c <= UInt8(ascii: "Z") { c += 32 }
+                if c != value.utf8Start[i] { return false }
+            }
+            return true
+        }
+    }
+
     /// Whether field `index`'s value starts with `prefix`.
     public func valueHasPrefix(at index: Int, _ prefix: StaticString) -> Bool {
         let f = self.fields[index]

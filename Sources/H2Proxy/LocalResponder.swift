@@ -30,7 +30,7 @@ public struct LocalResponse: Sendable {
 final class LocallyAnsweredStream: DownstreamStream {
     static let maxRequestBytes = 64 << 10
 
-    unowned let downstream: DownstreamConnection
+    let downstream: DownstreamConnection
     let streamID: Int32
     let request: HeaderBlock
     let responder: LocalResponder
@@ -54,8 +54,7 @@ final class LocallyAnsweredStream: DownstreamStream {
     func requestData(_ chunk: ByteBuffer) {
         var chunk = chunk
         let n = chunk.readableBytes
-        self.downstream.session.consume(streamID: self.streamID, bytes: n)
-        self.downstream.loop.markDirty(self.downstream)
+        self.downstream.consume(streamID: self.streamID, bytes: n)
         guard !self.answered else { return }
         if self.body.readableBytes + n > Self.maxRequestBytes {
             self.answered = true

@@ -16,7 +16,7 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
     }
 
     unowned let loop: ProxyLoop
-    unowned let pool: UpstreamPool
+    let pool: UpstreamPool
     let session: H2Session
     var streams: [Int32: UpstreamStream] = [:]
     var isDirty = false
@@ -62,6 +62,17 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
         self.loop.flushDirty()
     }
 
+    /// The upstream stopped reading (or started again): hold request DATA back meanwhile, so
+    /// clients get no window back and each stream waits on its own flow control.
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        self.session.setDataPaused(!context.channel.isWritable)
+        if context.channel.isWritable {
+            self.loop.markDirty(self)
+            self.loop.flushDirty()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         let wasConnecting = self.state == .connecting
         self.state = .closed
@@ -83,6 +94,18 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
         guard let context = self.context, self.state != .closed else { return }
         let alive = self.session.write(to: context)
         self.processEvents()
+        if self.session.controlBytesWhilePaused > self.loop.configuration.maxQueuedControlBytes {
+            // HEADERS and control frames pile up for an upstream that does not read: give up on
+            // the connection (its streams get UNAVAILABLE) rather than grow without bound.
+            self.loop.metrics.limitQueuedControlBytes.increment()
+            self.loop.logger.warning("closing an upstream connection that does not read")
+            self.session.terminate(errorCode: H2ErrorCode.enhanceYourCalm)
+            self.session.setDataPaused(false)
+            _ = self.session.write(to: context)
+            self.state = .closed
+            context.close(promise: nil)
+            return
+        }
         if !alive || (self.state == .draining && self.streams.isEmpty) {
             context.close(promise: nil)
         }

@@ -209,7 +209,7 @@ func fuzzH2Session(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         }
         _ = session.isAlive
         _ = session.acceptsNewStreams
-        _ = session.openStreamCount
+        _ = session.queuedDataBytes
         return !failed
     }
 
