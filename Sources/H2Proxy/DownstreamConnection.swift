@@ -135,6 +135,8 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
     }
 
     private func processEvents() {
+        self.loop.deliveringEvents += 1
+        defer { self.loop.deliveringEvents -= 1 }
         self.session.withEvents { event in
             switch event {
             case .headers(let id, let block, let kind, let endStream):

@@ -5,7 +5,8 @@ public struct LocalCallResult: Sendable {
     public enum Outcome: Sendable, Equatable {
         /// The response ended (any status; read it from the headers or trailers).
         case completed
-        /// No connection to the address could be made.
+        /// No connection to the address could be made, or none had a free stream slot within
+        /// ``ProxyConfiguration/upstreamWaitTimeout``.
         case connectFailed(String)
         /// The stream was reset (HTTP/2 error code).
         case reset(UInt32)
@@ -99,6 +100,13 @@ final class LocalCall: UpstreamStream {
 
     func failUnavailable(_ cause: String) {
         self.finish(.connectFailed(self.loop.configuration.faultPrefix.map { "\($0): \(cause)" } ?? cause))
+    }
+
+    /// The pool has already taken the call out of its queue; ``finish(_:)`` ends it once, whichever
+    /// of this and the call's own timeout comes first.
+    func upstreamWaitTimedOut(_ cause: String) {
+        guard self.promise != nil else { return }
+        self.failUnavailable(cause)
     }
 
     func responseHeaders(_ headers: HeaderBlock, kind: HeadersKind, endStream: Bool) {

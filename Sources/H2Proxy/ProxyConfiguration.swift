@@ -11,8 +11,20 @@ public struct ProxyConfiguration: Sendable {
     /// Settings for sessions with the upstream hop (client role).
     public var upstreamSession = H2Session.Settings()
     public var connectTimeout: TimeAmount = .seconds(5)
+    /// Bytes of frames outside flow control (HEADERS, trailers, control frames) that may pile
+    /// up for a peer whose socket is full; past it the connection ends with GOAWAY
+    /// ENHANCE_YOUR_CALM (`insight_limit_hits_total{limit="max_queued_control_bytes"}`).
+    public var maxQueuedControlBytes = 1 << 20
+    /// Unforwarded DATA bytes (both directions) one client connection may hold before its new
+    /// streams are refused with REFUSED_STREAM; streams already open go on.
+    public var connectionBufferBudget = 32 << 20
     /// Upstream connections per event loop.
     public var maxUpstreamConnectionsPerLoop = 16
+    /// A stream that finds no slot on an upstream connection for this long gets UNAVAILABLE
+    /// (gRPC) or 503 (``UpstreamStream/upstreamWaitTimedOut(_:)``).
+    public var upstreamWaitTimeout: TimeAmount = .seconds(10)
+    /// An upstream connection without any stream for this long gets GOAWAY and is closed.
+    public var upstreamIdleTimeout: TimeAmount = .seconds(60)
     /// Times a refused stream (REFUSED_STREAM, above a GOAWAY's last stream ID) is retried.
     public var maxRetries = 2
     /// Time between GOAWAY(max id) and the final GOAWAY on shutdown.

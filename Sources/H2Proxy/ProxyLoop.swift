@@ -42,14 +42,24 @@ final class ProxyLoop {
     private(set) var pool: UpstreamPool!
     /// Pools by `host:port`, the upstream's included, for calls this sidecar makes itself.
     private var pools: [String: UpstreamPool] = [:]
+    /// Pools dropped by ``retainPools(_:)`` whose connections or waiting streams are not done:
+    /// kept until they are, since their connections refer to them.
+    private var retiredPools: [ObjectIdentifier: UpstreamPool] = [:]
     let localResponder: LocalResponder?
     var downstreams: [ObjectIdentifier: DownstreamConnection] = [:]
+    /// Replaces the TCP connect of upstream connections (tests wire `EmbeddedChannel`s here):
+    /// given the connection's handler and the pool's address, puts the handler on a channel.
+    var upstreamConnector: ((UpstreamConnection, String, Int) -> EventLoopFuture<Void>)?
     var isDraining = false
 
     private var dirty: [H2Connection] = []
     private var limitsHit: Set<String> = []
     private var housekeeping: Scheduled<Void>?
     private var flushing = false
+    /// How many sessions are handing out events now. Writing a session from inside another
+    /// session's event handler (say, a connect that fails at once and flushes) would re-enter
+    /// it: the flush waits for the entry point's own flush instead.
+    var deliveringEvents = 0
 
     init(
         eventLoop: EventLoop, configuration: ProxyConfiguration, metrics: ProxyMetrics,
@@ -63,7 +73,7 @@ final class ProxyLoop {
         self.logger = logger
         let main = UpstreamPool(loop: self, host: configuration.upstreamHost, port: configuration.upstreamPort)
         self.pool = main
-        self.pools["\(configuration.upstreamHost):\(configuration.upstreamPort)"] = main
+        self.pools[Self.poolKey(host: configuration.upstreamHost, port: configuration.upstreamPort)] = main
     }
 
     /// Starts the once-a-second check of client connection timers.
@@ -92,14 +102,39 @@ final class ProxyLoop {
     /// The pool for `host:port`; the upstream's own pool when that is the address, so that
     /// calls to it share the connections live traffic uses.
     func pool(host: String, port: Int) -> UpstreamPool {
-        let key = "\(host):\(port)"
+        let key = Self.poolKey(host: host, port: port)
         if let p = self.pools[key] { return p }
         let p = UpstreamPool(loop: self, host: host, port: port)
         self.pools[key] = p
         return p
     }
 
-    var allPools: Dictionary<String, UpstreamPool>.Values { self.pools.values }
+    static func poolKey(host: String, port: Int) -> String { "\(host):\(port)" }
+
+    /// Retires every pool whose key is not in `keys`, except the upstream's: its connections
+    /// close once their streams are done, and a later ``pool(host:port:)`` for the address
+    /// starts a new pool.
+    func retainPools(_ keys: Set<String>) {
+        for (key, pool) in self.pools where pool !== self.pool && !keys.contains(key) {
+            self.pools.removeValue(forKey: key)
+            self.retiredPools[ObjectIdentifier(pool)] = pool
+            pool.retire()
+        }
+        self.flushDirty()
+    }
+
+    /// A retired pool opened a connection again (a retried stream): keep it until it is done.
+    func keepRetiredPool(_ pool: UpstreamPool) {
+        self.retiredPools[ObjectIdentifier(pool)] = pool
+    }
+
+    /// A retired pool has no connection and no waiting stream left.
+    func retiredPoolDone(_ pool: UpstreamPool) {
+        self.retiredPools.removeValue(forKey: ObjectIdentifier(pool))
+    }
+
+    /// Every pool, retired ones included (for shutdown).
+    var allPools: [UpstreamPool] { Array(self.pools.values) + Array(self.retiredPools.values) }
 
     func markDirty(_ connection: H2Connection) {
         guard !connection.isDirty else { return }
@@ -110,7 +145,7 @@ final class ProxyLoop {
     /// Writes every dirty connection's frames; called at the end of each loop entry point
     /// (read complete, connect, close, timer), never from inside an nghttp2 callback.
     func flushDirty() {
-        guard !self.flushing else { return }
+        guard !self.flushing, self.deliveringEvents == 0 else { return }
         self.flushing = true
         defer { self.flushing = false }
         while let next = self.dirty.popLast() {

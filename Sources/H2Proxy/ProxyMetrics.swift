@@ -24,6 +24,10 @@ public final class ProxyMetrics: Sendable {
     public let limitPrefaceTimeout: Counter
     public let limitIdleTimeout: Counter
     public let limitMaxAge: Counter
+    public let limitQueuedControlBytes: Counter
+    public let limitConnectionBufferBudget: Counter
+    public let limitUpstreamWaitTimeout: Counter
+    public let limitUpstreamIdleTimeout: Counter
 
     public init(registry: MetricsRegistry) {
         let r = registry
@@ -63,11 +67,19 @@ public final class ProxyMetrics: Sendable {
             "insight_upstream_unavailable_total",
             help: "Streams answered by the proxy because the upstream was unreachable or lost.")
         let limits = "insight_limit_hits_total"
-        let limitsHelp = "Connections closed or sent GOAWAY because a limit was reached, by limit."
+        let limitsHelp = "Connections closed or sent GOAWAY, or streams failed, because a limit was reached, by limit."
         self.limitConnections = r.counter(limits, help: limitsHelp, labels: [("limit", "max_connections")])
         self.limitPrefaceTimeout = r.counter(limits, help: limitsHelp, labels: [("limit", "preface_timeout")])
         self.limitIdleTimeout = r.counter(limits, help: limitsHelp, labels: [("limit", "idle_timeout")])
         self.limitMaxAge = r.counter(limits, help: limitsHelp, labels: [("limit", "max_connection_age")])
+        self.limitQueuedControlBytes = r.counter(
+            limits, help: limitsHelp, labels: [("limit", "max_queued_control_bytes")])
+        self.limitConnectionBufferBudget = r.counter(
+            limits, help: limitsHelp, labels: [("limit", "connection_buffer_budget")])
+        self.limitUpstreamWaitTimeout = r.counter(
+            limits, help: limitsHelp, labels: [("limit", "upstream_wait_timeout")])
+        self.limitUpstreamIdleTimeout = r.counter(
+            limits, help: limitsHelp, labels: [("limit", "upstream_idle_timeout")])
         self.retries = r.counter(
             "insight_upstream_retries_total",
             help: "Streams retried on another upstream connection after REFUSED_STREAM or a GOAWAY below their id.")

@@ -112,6 +112,8 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
     }
 
     private func processEvents() {
+        self.loop.deliveringEvents += 1
+        defer { self.loop.deliveringEvents -= 1 }
         self.session.withEvents { event in
             switch event {
             case .headers(let id, let block, let kind, let endStream):

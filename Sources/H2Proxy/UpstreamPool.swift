@@ -7,13 +7,24 @@ import NIOPosix
 /// A stream goes to the first ready connection with room under the peer's
 /// MAX_CONCURRENT_STREAMS; when none has room (or after a GOAWAY) a new connection is opened,
 /// up to the configured maximum, and streams wait for it.
+///
+/// Two deadlines, checked by one timer that runs only while something can expire: a stream
+/// waits at most ``ProxyConfiguration/upstreamWaitTimeout`` for a slot, and a connection
+/// without streams for ``ProxyConfiguration/upstreamIdleTimeout`` is closed with GOAWAY.
+/// A pool for a probe target that discovery dropped is retired (``retire()``): its
+/// connections close once their streams are done.
 final class UpstreamPool {
     unowned let loop: ProxyLoop
     let host: String
     let port: Int
     private var connections: [UpstreamConnection] = []
     private var connecting = 0
-    private var waiting = CircularBuffer<UpstreamStream>()
+    private var waiting = WaitQueue<UpstreamStream>()
+    private var idle = IdleConnections<UpstreamConnection>()
+    private var deadlineTimer: Scheduled<Void>?
+    private var deadlineTimerAt: NIODeadline?
+    private var waitLimitHit = false
+    private(set) var isRetired = false
     private var lastConnectError: String?
 
     init(loop: ProxyLoop, host: String, port: Int) {
@@ -24,19 +35,28 @@ final class UpstreamPool {
 
     var openConnections: Int { self.connections.count }
 
+    /// Streams waiting for a slot now.
+    var waitingStreams: Int { self.waiting.count }
+
     func open(_ stream: UpstreamStream) {
         if self.waiting.isEmpty, let connection = self.connectionWithRoom() {
-            stream.attach(to: connection)
+            self.attach(stream, to: connection)
             return
         }
-        self.waiting.append(stream)
+        self.waiting.append(stream, now: self.loop.eventLoop.now)
+        self.scheduleDeadlineCheck()
         self.connectIfNeeded()
     }
 
     func cancelWaiting(_ stream: UpstreamStream) {
-        if let i = self.waiting.firstIndex(where: { $0 === stream }) {
-            self.waiting.remove(at: i)
-        }
+        guard self.waiting.removeFirst(where: { $0 === stream }) else { return }
+        self.cancelDeadlineCheckIfNothingPending()
+        self.releaseIfRetiredAndEmpty()
+    }
+
+    private func attach(_ stream: UpstreamStream, to connection: UpstreamConnection) {
+        stream.attach(to: connection)
+        if !connection.streams.isEmpty { self.idle.forget(connection) }
     }
 
     private func connectionWithRoom() -> UpstreamConnection? {
@@ -45,19 +65,34 @@ final class UpstreamPool {
     }
 
     /// A connection became ready, finished a stream, or got GOAWAY: hand it waiting streams.
+    /// Called after a finished stream has left `connection.streams`.
     func capacityChanged(_ connection: UpstreamConnection) {
         self.dispatchWaiting()
+        if connection.streams.isEmpty {
+            if self.isRetired {
+                self.closeGracefully(connection)
+            } else {
+                self.idle.markIdle(connection, now: self.loop.eventLoop.now)
+                self.scheduleDeadlineCheck()
+            }
+        }
     }
 
     private func dispatchWaiting() {
+        guard !self.waiting.isEmpty else { return }
         while let stream = self.waiting.first {
             guard let connection = self.connectionWithRoom() else {
                 self.connectIfNeeded()
                 return
             }
-            self.waiting.removeFirst()
-            stream.attach(to: connection)
+            _ = self.waiting.removeFirst()
+            self.attach(stream, to: connection)
         }
+        if self.waitLimitHit {
+            self.waitLimitHit = false
+            self.loop.noteLimit(self.waitLimitName, hit: false)
+        }
+        self.cancelDeadlineCheckIfNothingPending()
     }
 
     private func connectIfNeeded() {
@@ -71,20 +106,12 @@ final class UpstreamPool {
         let loop = self.loop
         let connection = UpstreamConnection(loop: loop, pool: self)
         self.connections.append(connection)
-        let handlerBox = NIOLoopBound(connection, eventLoop: loop.eventLoop)
-        let configuration = loop.configuration
-        ClientBootstrap(group: loop.eventLoop)
-            .connectTimeout(configuration.connectTimeout)
-            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let connection = handlerBox.value
-                    try channel.pipeline.syncOperations.addTLSHandler(
-                        connection.loop.configuration.upstreamTLS, logger: connection.loop.logger)
-                    try channel.pipeline.syncOperations.addHandler(connection)
-                }
-            }
-            .connect(host: self.host, port: self.port)
+        // Idle until a stream attaches: a connection whose streams all gave up while it was
+        // connecting, or that never sends SETTINGS, closes like any idle one.
+        self.idle.markIdle(connection, now: loop.eventLoop.now)
+        self.scheduleDeadlineCheck()
+        if self.isRetired { loop.keepRetiredPool(self) }
+        (loop.upstreamConnector?(connection, self.host, self.port) ?? self.connect(connection))
             .assumeIsolated()
             .whenComplete { result in
                 self.connecting -= 1
@@ -98,34 +125,170 @@ final class UpstreamPool {
             }
     }
 
+    /// Opens a TCP (and TLS, if configured) connection for `connection`'s handler.
+    private func connect(_ connection: UpstreamConnection) -> EventLoopFuture<Void> {
+        let handlerBox = NIOLoopBound(connection, eventLoop: self.loop.eventLoop)
+        let configuration = self.loop.configuration
+        return ClientBootstrap(group: self.loop.eventLoop)
+            .connectTimeout(configuration.connectTimeout)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let connection = handlerBox.value
+                    try channel.pipeline.syncOperations.addTLSHandler(
+                        connection.loop.configuration.upstreamTLS, logger: connection.loop.logger)
+                    try channel.pipeline.syncOperations.addHandler(connection)
+                }
+            }
+            .connect(host: self.host, port: self.port)
+            .map { _ in }
+    }
+
     private func connectFailed(_ connection: UpstreamConnection, error: Error) {
         self.loop.metrics.upstreamConnectErrors.increment()
         self.connections.removeAll { $0 === connection }
+        self.idle.forget(connection)
         let cause =
             "upstream \(self.host):\(self.port) unreachable: \(Self.describe(error))"
         if self.lastConnectError != cause {
             self.loop.logger.warning("cannot connect to upstream", metadata: ["error": "\(cause)"])
             self.lastConnectError = cause
         }
-        let failed = self.waiting
-        self.waiting.removeAll()
-        for stream in failed { stream.failUnavailable(cause) }
+        for stream in self.waiting.removeAll() { stream.failUnavailable(cause) }
+        self.cancelDeadlineCheckIfNothingPending()
+        self.releaseIfRetiredAndEmpty()
     }
 
     /// Called by a connection's `channelInactive`.
     func connectionClosed(_ connection: UpstreamConnection, beforeReady: Bool) {
         self.connections.removeAll { $0 === connection }
+        self.idle.forget(connection)
         if beforeReady && self.connecting == 0 && !self.waiting.isEmpty {
-            let failed = self.waiting
-            self.waiting.removeAll()
-            for stream in failed { stream.failUnavailable("upstream closed the connection before SETTINGS") }
+            for stream in self.waiting.removeAll() {
+                stream.failUnavailable("upstream closed the connection before SETTINGS")
+            }
         } else {
             self.dispatchWaiting()
         }
+        self.cancelDeadlineCheckIfNothingPending()
+        self.releaseIfRetiredAndEmpty()
     }
 
     func closeAll() {
         for c in self.connections { c.close() }
+    }
+
+    // MARK: Deadlines
+
+    /// Whether the deadline timer is armed (for tests: it runs only while something can expire).
+    var hasDeadlineCheck: Bool { self.deadlineTimer != nil }
+
+    private var waitLimitName: String { "upstream_wait_timeout \(self.host):\(self.port)" }
+
+    /// Aims the pool's one timer at the earliest deadline, unless it already fires before it.
+    private func scheduleDeadlineCheck() {
+        let configuration = self.loop.configuration
+        let waitDeadline = self.waiting.deadline(timeout: configuration.upstreamWaitTimeout)
+        let idleDeadline = self.idle.deadline(timeout: configuration.upstreamIdleTimeout)
+        guard let next = Self.earliest(waitDeadline, idleDeadline) else {
+            self.cancelDeadlineCheckIfNothingPending()
+            return
+        }
+        if let at = self.deadlineTimerAt, at <= next { return }
+        self.deadlineTimer?.cancel()
+        self.deadlineTimerAt = next
+        self.deadlineTimer = self.loop.eventLoop.assumeIsolated().scheduleTask(deadline: next) {
+            self.deadlinesPassed()
+        }
+    }
+
+    private static func earliest(_ a: NIODeadline?, _ b: NIODeadline?) -> NIODeadline? {
+        guard let a else { return b }
+        guard let b else { return a }
+        return min(a, b)
+    }
+
+    /// A deadline that passed early stays harmless (the check finds nothing and re-aims); this
+    /// stops the timer once nothing at all can expire.
+    private func cancelDeadlineCheckIfNothingPending() {
+        guard self.deadlineTimer != nil, self.waiting.isEmpty, self.idle.isEmpty else { return }
+        self.deadlineTimer?.cancel()
+        self.deadlineTimer = nil
+        self.deadlineTimerAt = nil
+    }
+
+    private func deadlinesPassed() {
+        // The deadline the timer was aimed at counts as reached, so a clock read a hair early
+        // cannot re-aim the timer at the same instant again and again.
+        let now = max(self.loop.eventLoop.now, self.deadlineTimerAt ?? .uptimeNanoseconds(0))
+        self.deadlineTimer = nil
+        self.deadlineTimerAt = nil
+        let configuration = self.loop.configuration
+        let late = self.waiting.removeExpired(now: now, timeout: configuration.upstreamWaitTimeout)
+        if !late.isEmpty {
+            self.loop.metrics.limitUpstreamWaitTimeout.increment(by: UInt64(late.count))
+            if !self.waitLimitHit {
+                self.waitLimitHit = true
+                self.loop.noteLimit(self.waitLimitName, hit: true)
+            }
+            let cause =
+                "no stream slot on upstream \(self.host):\(self.port) within "
+                + "\(Self.describe(configuration.upstreamWaitTimeout))"
+            for stream in late { stream.upstreamWaitTimedOut(cause) }
+        }
+        for connection in self.idle.removeExpired(now: now, timeout: configuration.upstreamIdleTimeout)
+        where connection.streams.isEmpty {
+            self.loop.metrics.limitUpstreamIdleTimeout.increment()
+            self.loop.logger.debug(
+                "closing idle upstream connection", metadata: ["upstream": "\(self.host):\(self.port)"])
+            self.closeGracefully(connection)
+        }
+        self.scheduleDeadlineCheck()
+        self.releaseIfRetiredAndEmpty()
+        self.loop.flushDirty()
+    }
+
+    /// GOAWAY(NO_ERROR), then close once it is written; the connection takes no new stream
+    /// from now on.
+    private func closeGracefully(_ connection: UpstreamConnection) {
+        self.idle.forget(connection)
+        connection.session.terminate(errorCode: H2ErrorCode.noError)
+        self.loop.markDirty(connection)
+    }
+
+    // MARK: Pruning
+
+    /// The address is no longer wanted (its probe target went away): close idle connections
+    /// now and the others once their streams are done. Streams still waiting are served first.
+    func retire() {
+        guard !self.isRetired else { return }
+        self.isRetired = true
+        if self.waiting.isEmpty {
+            for connection in self.connections where connection.streams.isEmpty {
+                self.closeGracefully(connection)
+            }
+        }
+        self.cancelDeadlineCheckIfNothingPending()
+        self.releaseIfRetiredAndEmpty()
+    }
+
+    /// Whether a retired pool still has anything that refers to it.
+    var isDone: Bool {
+        self.connections.isEmpty && self.waiting.isEmpty && self.connecting == 0
+    }
+
+    private func releaseIfRetiredAndEmpty() {
+        guard self.isRetired && self.isDone else { return }
+        if self.waitLimitHit {
+            self.waitLimitHit = false
+            self.loop.noteLimit(self.waitLimitName, hit: false)
+        }
+        self.loop.retiredPoolDone(self)
+    }
+
+    static func describe(_ t: TimeAmount) -> String {
+        let ms = t.nanoseconds / 1_000_000
+        return ms % 1000 == 0 ? "\(ms / 1000)s" : "\(ms)ms"
     }
 
     static func describe(_ error: Error) -> String {

@@ -51,6 +51,8 @@ extension SidecarConfig {
                     case "stream_reset_rate": config.limits.streamResetRate = try v.yamlInteger(name)
                     case "max_continuations": config.limits.maxContinuations = try v.yamlInteger(name)
                     case "max_connections": config.limits.maxConnections = try v.yamlInteger(name)
+                    case "max_queued_control_bytes": config.limits.maxQueuedControlBytes = try v.yamlInteger(name)
+                    case "connection_buffer_budget": config.limits.connectionBufferBudget = try v.yamlInteger(name)
                     case "idle_timeout":
                         config.limits.idleTimeout = try DurationValue.parse(try v.yamlText(name), field: name)
                     case "handshake_timeout":
@@ -61,6 +63,10 @@ extension SidecarConfig {
                         let text = try v.yamlText(name)
                         config.limits.maxConnectionAge =
                             text == "0" ? nil : try DurationValue.parse(text, field: name)
+                    case "upstream_wait_timeout":
+                        config.limits.upstreamWaitTimeout = try DurationValue.parse(try v.yamlText(name), field: name)
+                    case "upstream_idle_timeout":
+                        config.limits.upstreamIdleTimeout = try DurationValue.parse(try v.yamlText(name), field: name)
                     default: throw ConfigError(field: name, reason: "unknown key")
                     }
                 }

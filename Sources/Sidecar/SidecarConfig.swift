@@ -42,18 +42,26 @@ public struct SidecarConfig: Sendable, Equatable {
         public var maxConcurrentStreams = 100
         public var maxHeaderListSize = 65536
         public var initialWindowSize = 1 << 20
-        public var connectionWindowSize = 8 << 20
+        public var connectionWindowSize = Int(Int32.max)
         public var maxUpstreamConnections = 16
         public var streamResetBurst = 1000
         public var streamResetRate = 33
         public var maxContinuations = 8
         public var maxConnections = 10_000
+        /// Bytes outside flow control queued for a peer that does not read, per connection.
+        public var maxQueuedControlBytes = 1 << 20
+        /// Unforwarded DATA one client connection may hold before new streams are refused.
+        public var connectionBufferBudget = 32 << 20
         public var idleTimeout: TimeAmount = .minutes(5)
         public var prefaceTimeout: TimeAmount = .seconds(10)
         /// TLS handshakes (both sides) must finish within this time.
         public var handshakeTimeout: TimeAmount = .seconds(10)
         /// nil: connections live as long as they are used.
         public var maxConnectionAge: TimeAmount?
+        /// A stream waiting this long for a slot on an upstream connection gets UNAVAILABLE.
+        public var upstreamWaitTimeout: TimeAmount = .seconds(10)
+        /// An upstream connection without streams for this long is closed.
+        public var upstreamIdleTimeout: TimeAmount = .seconds(60)
     }
 
     public init() {}
@@ -85,6 +93,8 @@ public struct SidecarConfig: Sendable, Equatable {
         try Self.range(l.streamResetRate, 1...1_000_000, "limits.stream_reset_rate")
         try Self.range(l.maxContinuations, 1...1000, "limits.max_continuations")
         try Self.range(l.maxConnections, 1...1_000_000, "limits.max_connections")
+        try Self.range(l.maxQueuedControlBytes, 65536...(1 << 30), "limits.max_queued_control_bytes")
+        try Self.range(l.connectionBufferBudget, 65536...(1 << 40), "limits.connection_buffer_budget")
         if l.idleTimeout < .seconds(1) {
             throw ConfigError(field: "limits.idle_timeout", reason: "must be at least 1s")
         }
@@ -96,6 +106,12 @@ public struct SidecarConfig: Sendable, Equatable {
         }
         if let age = l.maxConnectionAge, age < .seconds(1) {
             throw ConfigError(field: "limits.max_connection_age", reason: "must be at least 1s")
+        }
+        if l.upstreamWaitTimeout < .milliseconds(100) {
+            throw ConfigError(field: "limits.upstream_wait_timeout", reason: "must be at least 100ms")
+        }
+        if l.upstreamIdleTimeout < .seconds(1) {
+            throw ConfigError(field: "limits.upstream_idle_timeout", reason: "must be at least 1s")
         }
         try Self.range(self.hopLimit, 1...64, "hop_limit")
         try Self.range(self.maxRoutes, 1...100_000, "max_routes")
@@ -149,9 +165,13 @@ public struct SidecarConfig: Sendable, Equatable {
         c.connectTimeout = self.connectTimeout
         c.maxUpstreamConnectionsPerLoop = self.limits.maxUpstreamConnections
         c.maxConnections = self.limits.maxConnections
+        c.maxQueuedControlBytes = self.limits.maxQueuedControlBytes
+        c.connectionBufferBudget = self.limits.connectionBufferBudget
         c.idleTimeout = self.limits.idleTimeout
         c.prefaceTimeout = self.limits.prefaceTimeout
         c.maxConnectionAge = self.limits.maxConnectionAge
+        c.upstreamWaitTimeout = self.limits.upstreamWaitTimeout
+        c.upstreamIdleTimeout = self.limits.upstreamIdleTimeout
         for side in [\ProxyConfiguration.downstreamSession, \ProxyConfiguration.upstreamSession] {
             c[keyPath: side].maxConcurrentStreams = UInt32(self.limits.maxConcurrentStreams)
             c[keyPath: side].maxHeaderListSize = self.limits.maxHeaderListSize

@@ -15,7 +15,9 @@ ServerStream (unary-stream)
     ``x-count`` responses of ``x-size`` bytes, ``x-interval-ms`` apart.
 ClientStream (stream-unary)
     Returns the total number of received bytes as ASCII; the message count is
-    returned as trailing metadata ``x-message-count``.
+    returned as trailing metadata ``x-message-count``. ``x-read-delay-ms``
+    sleeps (cancel-aware) that long before reading the first message: a
+    handler that stalls an upload without reading it.
 PingPong (stream-stream)
     Echoes every message as it arrives.
 Stats (unary-unary)
@@ -227,6 +229,9 @@ def server_stream(request: bytes, context):
 def client_stream(request_iterator, context) -> bytes:
     call = Call("ClientStream", context)
     trailing = call.send_echo_metadata()
+    read_delay_ms = call.int_md("x-read-delay-ms", 0)
+    if read_delay_ms and not call.sleep(read_delay_ms / 1000.0):
+        return b""  # cancelled / deadline passed before a single read
     total = 0
     count = 0
     for message in request_iterator:

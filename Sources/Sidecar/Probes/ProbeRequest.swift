@@ -11,12 +11,18 @@ struct ProbeRequest {
     var upstream: HostPort
     var config: ProbeConfig
 
+    /// Where probes of `target` connect: the target itself in this region, else the
+    /// cross-region upstream.
+    func address(for target: ProbeTarget) -> HostPort {
+        target.region == self.region ? target.address : (self.config.crossRegionUpstream ?? self.upstream)
+    }
+
     /// Where to connect and what to send.
     func make(for target: ProbeTarget, timeout: TimeAmount) -> (
         address: HostPort, headers: HeaderBlock, body: ByteBuffer
     ) {
         let local = target.region == self.region
-        let address = local ? target.address : (self.config.crossRegionUpstream ?? self.upstream)
+        let address = self.address(for: target)
         let routeHeaders = local ? [] : (self.config.routeHeaders[target.region] ?? [])
         var authority = target.authority ?? target.address.description
         if let a = routeHeaders.first(where: { $0.name == ":authority" }) { authority = a.value }

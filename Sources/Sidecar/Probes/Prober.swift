@@ -76,6 +76,12 @@ public final class Prober: Sendable {
                 }
             }
             self.metrics.setTargetCount(source: source, targets.count)
+            // The pools of addresses no target uses any more close once their probes are done.
+            self.proxy.retainPools(
+                for: all.values.map {
+                    let address = self.request.address(for: $0)
+                    return (address.host, address.port)
+                })
         }
     }
 

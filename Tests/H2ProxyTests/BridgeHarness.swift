@@ -1,0 +1,472 @@
+import Logging
+import Metrics
+import NIOCore
+import NIOEmbedded
+
+@testable import H2Proxy
+
+/// The proxy of one event loop on an `EmbeddedEventLoop`, with every connection on an
+/// `EmbeddedChannel` and every remote end played by an ``H2Session`` of the test's own.
+///
+/// Clients are ``Peer``s with client sessions on ``DownstreamConnection``s; the upstream
+/// connections the pool opens go through ``ProxyLoop/upstreamConnector`` and get a ``Peer``
+/// with a server session each. ``pump()`` moves bytes both ways until nothing moves; timers
+/// run with ``advanceTime(by:)``. Nothing here touches a socket or a clock.
+final class BridgeHarness {
+    enum ConnectMode {
+        /// The connection comes up on the next loop turn, like a TCP connect.
+        case accept
+        /// Refused at once.
+        case refuse
+        /// Never completes until ``failPendingConnects()``.
+        case hang
+    }
+
+    struct NotQuiet: Error {}
+    struct ConnectRefused: Error {}
+
+    let eventLoop = EmbeddedEventLoop()
+    let registry = MetricsRegistry()
+    let metrics: ProxyMetrics
+    let configuration: ProxyConfiguration
+    let loop: ProxyLoop
+    private(set) var clients: [Peer] = []
+    /// Upstream peers, in the order the pool connected them.
+    private(set) var upstreams: [Peer] = []
+    /// Settings of the server sessions that answer new upstream connections.
+    var upstreamSettings = H2Session.Settings()
+    /// Called for each new upstream peer before its first byte: set its behaviour here.
+    var upstreamSetup: (Peer) -> Void = { _ in }
+    var connectMode = ConnectMode.accept
+    private var pendingConnects: [EventLoopPromise<Void>] = []
+
+    init(_ configure: (inout ProxyConfiguration) -> Void = { _ in }) {
+        var configuration = ProxyConfiguration(
+            listenHost: "127.0.0.1", listenPort: 0, upstreamHost: "upstream.test", upstreamPort: 50051)
+        configure(&configuration)
+        self.configuration = configuration
+        self.metrics = ProxyMetrics(registry: self.registry)
+        self.loop = ProxyLoop(
+            eventLoop: self.eventLoop, configuration: configuration, metrics: self.metrics, observerFactory: nil,
+            localResponder: nil, logger: Logger(label: "bridge-harness"))
+        self.loop.upstreamConnector = { [unowned self] connection, _, _ in self.connectUpstream(connection) }
+    }
+
+    // MARK: Connections
+
+    /// A new client connection with its preface and SETTINGS sent.
+    @discardableResult
+    func connectClient(settings: H2Session.Settings = .init()) throws -> Peer {
+        let channel = EmbeddedChannel(loop: self.eventLoop)
+        let socket = SocketModel()
+        try channel.pipeline.syncOperations.addHandler(socket)
+        try channel.pipeline.syncOperations.addHandler(DownstreamConnection(loop: self.loop))
+        let peer = Peer(role: .client, channel: channel, socket: socket, settings: settings)
+        self.clients.append(peer)
+        channel.connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: 40000 + self.clients.count), promise: nil)
+        try self.pump()
+        return peer
+    }
+
+    private func connectUpstream(_ connection: UpstreamConnection) -> EventLoopFuture<Void> {
+        switch self.connectMode {
+        case .refuse:
+            return self.eventLoop.makeFailedFuture(ConnectRefused())
+        case .hang:
+            let promise = self.eventLoop.makePromise(of: Void.self)
+            self.pendingConnects.append(promise)
+            return promise.futureResult
+        case .accept:
+            let promise = self.eventLoop.makePromise(of: Void.self)
+            self.eventLoop.assumeIsolated().execute {
+                let channel = EmbeddedChannel(loop: self.eventLoop)
+                let socket = SocketModel()
+                do {
+                    try channel.pipeline.syncOperations.addHandler(socket)
+                    try channel.pipeline.syncOperations.addHandler(connection)
+                    let peer = Peer(role: .server, channel: channel, socket: socket, settings: self.upstreamSettings)
+                    self.upstreams.append(peer)
+                    self.upstreamSetup(peer)
+                    channel.connect(to: try SocketAddress(ipAddress: "127.0.0.2", port: 50051), promise: nil)
+                    promise.succeed(())
+                } catch {
+                    promise.fail(error)
+                }
+            }
+            return promise.futureResult
+        }
+    }
+
+    /// Fails connects left hanging by ``ConnectMode/hang`` (a connect timeout).
+    func failPendingConnects() throws {
+        let pending = self.pendingConnects
+        self.pendingConnects.removeAll()
+        for promise in pending { promise.fail(ConnectRefused()) }
+        try self.pump()
+    }
+
+    // MARK: Driving
+
+    /// Runs due tasks and moves bytes between the proxy and every peer until nothing moves.
+    func pump(maxRounds: Int = 100_000) throws {
+        for _ in 0..<maxRounds {
+            self.eventLoop.run()
+            var moved = false
+            for peer in self.clients + self.upstreams where try peer.step() {
+                moved = true
+            }
+            if !moved { return }
+        }
+        throw NotQuiet()
+    }
+
+    /// Pumps, moves the clock, pumps again.
+    func advanceTime(by amount: TimeAmount) throws {
+        try self.pump()
+        self.eventLoop.advanceTime(by: amount)
+        try self.pump()
+    }
+
+    /// Every client disconnects, then every upstream peer closes its connection.
+    func closeAll() throws {
+        for peer in self.clients { peer.close() }
+        try self.pump()
+        for peer in self.upstreams { peer.close() }
+        try self.pump()
+        try self.failPendingConnects()
+    }
+
+    // MARK: What the proxy reports
+
+    var streamsActive: Int64 { self.metrics.streamsActive.value }
+    var downstreamConnectionsActive: Int64 { self.metrics.downstreamConnectionsActive.value }
+    var upstreamConnectionsActive: Int64 { self.metrics.upstreamConnectionsActive.value }
+    var liveUpstreams: [Peer] { self.upstreams.filter { !$0.isClosed } }
+
+    /// Whether nothing is left: no stream, no connection, nothing waiting, on either side.
+    var isEmpty: Bool {
+        self.streamsActive == 0 && self.downstreamConnectionsActive == 0 && self.upstreamConnectionsActive == 0
+            && self.loop.downstreams.isEmpty && self.loop.allPools.allSatisfy { $0.openConnections == 0 }
+            && self.loop.allPools.allSatisfy { $0.waitingStreams == 0 }
+    }
+
+    /// What ``isEmpty`` looks at, for a failure message.
+    var counts: String {
+        "streams \(self.streamsActive), downstream connections \(self.downstreamConnectionsActive) "
+            + "(\(self.loop.downstreams.count) in the loop), upstream connections \(self.upstreamConnectionsActive) "
+            + "(\(self.loop.allPools.map(\.openConnections).reduce(0, +)) in pools), waiting "
+            + "\(self.loop.allPools.map(\.waitingStreams).reduce(0, +))"
+    }
+}
+
+/// The socket under a proxy connection, at the head of its pipeline: turns the channel
+/// unwritable as soon as a write leaves more than ``highWatermark`` bytes unread by the peer
+/// (inline, as NIO's socket channels do), and counts the proxy's `read()` calls, so that a
+/// handler that turns `autoRead` off is fed only when it asks.
+final class SocketModel: ChannelOutboundHandler {
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    var readDemand = 0
+    /// Bytes the proxy wrote that the peer has not read.
+    private(set) var unread = 0
+    /// Let writability follow ``unread``; false once a test sets it by hand.
+    var automaticWritability = true
+    var highWatermark = 64 << 10
+    var lowWatermark = 32 << 10
+    private var context: ChannelHandlerContext?
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        self.unread += self.unwrapOutboundIn(data).readableBytes
+        context.write(data, promise: promise)
+        if self.automaticWritability && self.unread > self.highWatermark { self.setWritable(false) }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        self.readDemand += 1
+        context.read()
+    }
+
+    /// The peer read `bytes`.
+    func peerRead(_ bytes: Int) {
+        self.unread -= bytes
+        if self.automaticWritability && self.unread <= self.lowWatermark { self.setWritable(true) }
+    }
+
+    func setWritable(_ writable: Bool) {
+        guard let channel = self.context?.channel as? EmbeddedChannel, channel.isActive,
+            channel.isWritable != writable
+        else { return }
+        channel.isWritable = writable
+        channel.pipeline.syncOperations.fireChannelWritabilityChanged()
+    }
+}
+
+/// One remote end of a proxy connection: a client of the proxy or the upstream server, as an
+/// ``H2Session`` wired to the proxy's `EmbeddedChannel`.
+///
+/// Two ways to stop reading: ``readsStream`` false for a stream keeps its DATA's window
+/// (an application that stops reading: flow control fills up), and ``readsSocket`` false
+/// holds every byte the proxy writes (a full socket: ``SocketModel`` turns the channel
+/// unwritable past its high watermark and writable again under its low one).
+final class Peer {
+    let session: H2Session
+    let channel: EmbeddedChannel
+    let socket: SocketModel
+
+    /// Every event of the peer's session, oldest first (see ``recordsEvents``).
+    private(set) var events: [H2Event] = []
+    var recordsEvents = true
+    /// Request headers received (server role), by stream.
+    private(set) var requests: [Int32: HeaderBlock] = [:]
+    /// Reacts to each event as it is delivered (answer a request, reset a stream, ...).
+    var onEvent: ((Peer, H2Event) -> Void)?
+    /// Whether the application reads `stream`: its DATA's window is given back at once.
+    var readsStream: (Int32) -> Bool = { _ in true }
+    /// DATA bytes received and not given back, by stream.
+    private(set) var unconsumed: [Int32: Int] = [:]
+    private(set) var sessionErrors: [H2Error] = []
+
+    var readsSocket = true
+    /// Bytes the proxy wrote (and flushed) that the peer has not read.
+    private(set) var heldBytes = 0
+    private var held: [ByteBuffer] = []
+    /// Bytes the peer wrote that the proxy has not read yet.
+    private var toProxy: [ByteBuffer] = []
+    private(set) var bytesFromProxy = 0
+
+    init(role: H2Session.Role, channel: EmbeddedChannel, socket: SocketModel, settings: H2Session.Settings) {
+        self.session = H2Session(role: role, settings: settings)
+        self.channel = channel
+        self.socket = socket
+    }
+
+    /// Whether the connection is closed (by either end).
+    var isClosed: Bool { !self.channel.isActive }
+
+    // MARK: Streams (client role)
+
+    /// Opens a stream: `headers`, then `body` if any, then END_STREAM if `end`.
+    @discardableResult
+    func open(_ headers: HeaderBlock = BackToBack.request(), body: ByteBuffer? = nil, end: Bool = true) throws
+        -> Int32
+    {
+        let hasBody = (body?.readableBytes ?? 0) > 0
+        let id = try self.session.submitRequest(headers, endStream: end && !hasBody)
+        if let body, hasBody { self.session.sendData(streamID: id, body) }
+        if end && hasBody { self.session.endStream(streamID: id, trailers: nil) }
+        return id
+    }
+
+    // MARK: Streams (server role)
+
+    func respond(_ stream: Int32, _ headers: HeaderBlock = Peer.grpcResponse(), end: Bool = false) {
+        do {
+            try self.session.submitResponse(streamID: stream, headers, endStream: end)
+        } catch {
+            self.sessionErrors.append(error)
+        }
+    }
+
+    /// Headers, `body`, then trailers with `grpc-status` and `grpc-message` if given.
+    func respondGRPC(_ stream: Int32, body: ByteBuffer? = nil, status: Int = 0, message: String? = nil) {
+        self.respond(stream)
+        if let body { self.send(stream, body) }
+        self.end(stream, trailers: Peer.grpcTrailers(status: status, message: message))
+    }
+
+    // MARK: Either role
+
+    func send(_ stream: Int32, _ data: ByteBuffer) {
+        self.session.sendData(streamID: stream, data)
+    }
+
+    func end(_ stream: Int32, trailers: HeaderBlock? = nil) {
+        self.session.endStream(streamID: stream, trailers: trailers)
+    }
+
+    func reset(_ stream: Int32, _ code: UInt32) {
+        self.session.resetStream(streamID: stream, errorCode: code)
+    }
+
+    func goAway(_ code: UInt32 = H2ErrorCode.noError) {
+        self.session.submitGoAway(errorCode: code)
+    }
+
+    /// Gives back the window of what `stream` received and kept.
+    func release(_ stream: Int32) {
+        guard let n = self.unconsumed.removeValue(forKey: stream) else { return }
+        self.session.consume(streamID: stream, bytes: n)
+    }
+
+    /// The peer closes its socket (the proxy reads what was sent before, then EOF).
+    func close() {
+        guard !self.isClosed else { return }
+        self.deliverToProxy()
+        self.channel.close(promise: nil)
+    }
+
+    /// Sets the proxy's channel writability by hand (and stops following the unread bytes).
+    func setWritable(_ writable: Bool) {
+        self.socket.automaticWritability = false
+        self.socket.setWritable(writable)
+    }
+
+    // MARK: Moving bytes
+
+    /// One round: what the proxy wrote goes to the session (unless held), what the session
+    /// has goes to the proxy (if it reads). Returns whether any byte moved.
+    func step() throws -> Bool {
+        var moved = false
+        while let buffer = try self.channel.readOutbound(as: ByteBuffer.self) {
+            self.heldBytes += buffer.readableBytes
+            self.bytesFromProxy += buffer.readableBytes
+            self.held.append(buffer)
+            moved = true
+        }
+        if self.readsSocket && !self.held.isEmpty {
+            for buffer in self.held {
+                do {
+                    try self.session.receive(buffer)
+                } catch {
+                    self.sessionErrors.append(error)
+                }
+                self.deliverEvents()
+            }
+            self.held.removeAll()
+            let read = self.heldBytes
+            self.heldBytes = 0
+            self.socket.peerRead(read)
+        }
+        do {
+            try self.session.produceOutput { self.toProxy.append($0) }
+        } catch {
+            self.sessionErrors.append(error)
+        }
+        self.deliverEvents()
+        if self.deliverToProxy() { moved = true }
+        return moved
+    }
+
+    /// Feeds the proxy what the peer wrote, if the channel is open and the proxy reads.
+    @discardableResult
+    private func deliverToProxy() -> Bool {
+        guard !self.toProxy.isEmpty else { return false }
+        guard self.channel.isActive else {
+            self.toProxy.removeAll()
+            return false
+        }
+        let autoRead = !self.channel.options.contains {
+            $0.option is ChannelOptions.Types.AutoReadOption && ($0.value as? Bool) == false
+        }
+        guard autoRead || self.socket.readDemand > 0 else { return false }
+        if !autoRead { self.socket.readDemand -= 1 }
+        let pending = self.toProxy
+        self.toProxy.removeAll()
+        for buffer in pending where self.channel.isActive {
+            self.channel.pipeline.syncOperations.fireChannelRead(NIOAny(buffer))
+        }
+        if self.channel.isActive { self.channel.pipeline.syncOperations.fireChannelReadComplete() }
+        return true
+    }
+
+    private func deliverEvents() {
+        self.session.withEvents { event in
+            if self.recordsEvents { self.events.append(event) }
+            switch event {
+            case .headers(let id, let block, .request, _):
+                self.requests[id] = block
+            case .data(let id, let chunk):
+                if self.readsStream(id) {
+                    self.session.consume(streamID: id, bytes: chunk.readableBytes)
+                } else {
+                    self.unconsumed[id, default: 0] += chunk.readableBytes
+                }
+            default:
+                break
+            }
+            self.onEvent?(self, event)
+        }
+    }
+
+    // MARK: Reading the record
+
+    /// Request (server role) or response (client role) headers and trailers on `stream`.
+    func headers(_ stream: Int32) -> [(HeaderBlock, HeadersKind, Bool)] { self.events.headers(stream: stream) }
+    func data(_ stream: Int32) -> ByteBuffer { self.events.data(stream: stream) }
+    func closed(_ stream: Int32) -> UInt32? { self.events.closed(stream: stream) }
+
+    /// The error codes of every GOAWAY received.
+    var goAways: [UInt32] {
+        self.events.compactMap {
+            if case .goAway(_, let code) = $0 { return code }
+            return nil
+        }
+    }
+
+    /// The last header block on `stream` carrying `grpc-status` (trailers or Trailers-Only).
+    func grpcStatus(_ stream: Int32) -> (status: String, message: String?)? {
+        for (block, _, _) in self.headers(stream).reversed() {
+            if let status = block.first("grpc-status") { return (status, block.first("grpc-message")) }
+        }
+        return nil
+    }
+
+    /// Streams whose request path is `path` (server role), lowest first.
+    func streams(path: String) -> [Int32] {
+        self.requests.filter { $0.value.first(":path") == path }.map(\.key).sorted()
+    }
+
+    // MARK: Header blocks
+
+    static func grpcResponse(_ extra: [(String, String)] = []) -> HeaderBlock {
+        HeaderBlock([(":status", "200"), ("content-type", "application/grpc")] + extra)
+    }
+
+    static func grpcTrailers(status: Int, message: String? = nil) -> HeaderBlock {
+        var block = HeaderBlock([("grpc-status", "\(status)")])
+        if let message { block.append(name: "grpc-message", value: message) }
+        return block
+    }
+
+    /// One gRPC message: the 5-byte prefix, then `n` bytes.
+    static func grpcMessage(_ n: Int, seed: UInt8 = 1) -> ByteBuffer {
+        var out = ByteBufferAllocator().buffer(capacity: n + 5)
+        out.writeInteger(UInt8(0))
+        out.writeInteger(UInt32(n))
+        var body = BackToBack.bytes(n, seed: seed)
+        out.writeBuffer(&body)
+        return out
+    }
+}
+
+extension Peer {
+    /// A server behaviour: answers each request once it ended, with `answer`.
+    static func answering(_ answer: @escaping (Peer, Int32, HeaderBlock) -> Void) -> (Peer, H2Event) -> Void {
+        { peer, event in
+            switch event {
+            case .headers(let id, _, .request, true), .headers(let id, _, .trailers, true), .endStream(let id):
+                if let request = peer.requests[id] { answer(peer, id, request) }
+            default:
+                break
+            }
+        }
+    }
+
+    /// Answers every request with a small gRPC message and `grpc-status: 0`.
+    static var unary: (Peer, H2Event) -> Void {
+        answering { peer, id, _ in peer.respondGRPC(id, body: Peer.grpcMessage(16)) }
+    }
+}
+
+extension BridgeHarness {
+    /// The proxy's client connections, in no particular order.
+    var downstreamConnections: [DownstreamConnection] { Array(self.loop.downstreams.values) }
+
+    /// Request DATA the proxy holds for all clients, not given back to them yet.
+    var bufferedRequestBytes: Int { self.downstreamConnections.map(\.bufferedRequestBytes).reduce(0, +) }
+}
