@@ -132,53 +132,6 @@ public final class TLSContext: @unchecked Sendable {
     }
 }
 
-/// A certificate, key or trust bundle that cannot be used; `item` says which.
-public struct TLSConfigurationError: Error, CustomStringConvertible, Sendable {
-    public enum Item: String, Sendable {
-        case certificateChain = "certificate chain"
-        case privateKey = "private key"
-        case trustRoots = "CA bundle"
-        case clientCA = "client CA bundle"
-        case context = "TLS context"
-    }
-
-    public var item: Item
-    public var path: String?
-    public var reason: String
-
-    init(_ item: Item, path: String?, reason: String) {
-        self.item = item
-        self.path = path
-        self.reason = reason
-    }
-
-    public var description: String {
-        if let path { return "cannot use \(self.item.rawValue) \(path): \(self.reason)" }
-        return "\(self.item.rawValue): \(self.reason)"
-    }
-}
-
-/// Reads OpenSSL's per-thread error queue.
-enum OpenSSLError {
-    /// All queued errors as one line, emptying the queue.
-    static func drain() -> String {
-        var parts: [String] = []
-        while true {
-            let code = ERR_get_error()
-            if code == 0 { break }
-            parts.append(Self.describe(code))
-        }
-        return parts.isEmpty ? "unknown OpenSSL error" : parts.joined(separator: "; ")
-    }
-
-    static func describe(_ code: UInt) -> String {
-        withUnsafeTemporaryAllocation(of: CChar.self, capacity: 256) { buffer in
-            ERR_error_string_n(code, buffer.baseAddress, 256)
-            return String(cString: buffer.baseAddress!)
-        }
-    }
-}
-
 // MARK: - callbacks (capture nothing; the connection comes back through the SSL's app data)
 
 /// A ClientHello without ALPN would complete the handshake with no protocol agreed: refuse it

@@ -1,32 +1,6 @@
 import Logging
 import NIOCore
 
-/// A connection whose nghttp2 session may have frames to write.
-protocol H2Connection: AnyObject {
-    var isDirty: Bool { get set }
-    /// Writes what the session has, then reacts to the events that writing produced.
-    func flushNow()
-}
-
-extension H2Session {
-    /// Writes everything the session has to send to the channel, with one flush; returns
-    /// whether the session is still alive (a send error counts as dead).
-    func write(to context: ChannelHandlerContext) -> Bool {
-        var wrote = false
-        let alive: Bool
-        do {
-            alive = try self.produceOutput { buffer in
-                wrote = true
-                context.write(NIOAny(buffer), promise: nil)
-            }
-        } catch {
-            alive = false
-        }
-        if wrote { context.flush() }
-        return alive
-    }
-}
-
 /// Per-event-loop state: the upstream pool for this loop, the open client connections, and
 /// the list of connections with frames to write.
 ///

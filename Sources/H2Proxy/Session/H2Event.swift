@@ -25,30 +25,3 @@ public enum H2Event: Sendable {
     /// The peer broke the protocol on a stream or the connection (counted, already answered).
     case protocolError(streamID: Int32, code: Int32)
 }
-
-public enum HeadersKind: Sendable, Equatable {
-    case request
-    case response
-    /// A 1xx interim response.
-    case informational
-    case trailers
-}
-
-/// HTTP/2 error codes (RFC 9113 §7).
-public enum H2ErrorCode {
-    public static let noError: UInt32 = 0x0
-    public static let protocolError: UInt32 = 0x1
-    public static let internalError: UInt32 = 0x2
-    public static let flowControlError: UInt32 = 0x3
-    public static let streamClosed: UInt32 = 0x5
-    public static let refusedStream: UInt32 = 0x7
-    public static let cancel: UInt32 = 0x8
-    public static let enhanceYourCalm: UInt32 = 0xb
-}
-
-/// A failure reported by nghttp2, with the call that produced it.
-public struct H2Error: Error, CustomStringConvertible, Sendable {
-    public var code: Int32
-    public var operation: String
-    public var description: String { "\(self.operation): \(H2Session.errorString(self.code)) (\(self.code))" }
-}

@@ -1,30 +1,5 @@
 import NIOCore
 
-/// Answers some requests on the sidecar itself instead of forwarding them (receiver mode for
-/// echo probes). Called on the connection's event loop.
-public protocol LocalResponder: Sendable {
-    /// Whether this sidecar answers `request` itself.
-    func handles(_ request: HeaderBlock) -> Bool
-    /// The answer to a complete request.
-    func respond(to request: HeaderBlock, body: ByteBuffer, receivedAt: NIODeadline) -> LocalResponse
-}
-
-public struct LocalResponse: Sendable {
-    public var headers: HeaderBlock
-    public var body: ByteBuffer
-    /// Sent as trailers; `nil` ends the stream on the last DATA frame.
-    public var trailers: HeaderBlock?
-    /// Wait this long before answering (a service's latency, in the demo).
-    public var delay: TimeAmount
-
-    public init(headers: HeaderBlock, body: ByteBuffer, trailers: HeaderBlock?, delay: TimeAmount = .zero) {
-        self.headers = headers
-        self.body = body
-        self.trailers = trailers
-        self.delay = delay
-    }
-}
-
 /// A client stream answered by a ``LocalResponder``: the request body is collected (up to
 /// ``maxRequestBytes``), then the response is written.
 final class LocallyAnsweredStream: DownstreamStream {

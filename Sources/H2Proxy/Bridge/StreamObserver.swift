@@ -28,33 +28,3 @@ extension StreamObserver {
     /// What the observer measured, handed to the maker of a ``LocalCall`` with its result.
     public var measurements: (any Sendable)? { nil }
 }
-
-public enum StreamDirection: Sendable {
-    case request
-    case response
-}
-
-/// Why a proxied stream ended.
-public enum StreamEndReason: Sendable, Equatable {
-    /// Both directions ended cleanly.
-    case completed
-    /// The client reset the stream (error code).
-    case downstreamReset(UInt32)
-    /// The upstream reset the stream (error code).
-    case upstreamReset(UInt32)
-    /// The upstream could not be reached or its connection was lost; the proxy answered.
-    case upstreamUnavailable(String)
-    /// The downstream connection went away.
-    case downstreamClosed
-}
-
-/// Makes the per-event-loop observer source, once per loop at start-up.
-public protocol StreamObserverFactory: Sendable {
-    func makeLoopObserverSource(for eventLoop: EventLoop) -> LoopObserverSource
-}
-
-/// Makes an observer for each new stream on one event loop (or `nil` to not observe it).
-/// Used only on its loop, so it can keep loop-local caches without locks.
-public protocol LoopObserverSource: AnyObject {
-    func makeObserver(for request: HeaderBlock) -> StreamObserver?
-}

@@ -1,0 +1,4 @@
+public enum StreamDirection: Sendable {
+    case request
+    case response
+}

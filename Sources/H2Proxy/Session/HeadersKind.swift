@@ -1,0 +1,7 @@
+public enum HeadersKind: Sendable, Equatable {
+    case request
+    case response
+    /// A 1xx interim response.
+    case informational
+    case trailers
+}
