@@ -10,6 +10,10 @@ OUTDIR layout (written by run.sh):
   OUTDIR/targets.tsv          one line per target: name<TAB>status<TAB>note  (status: ok|skipped)
   OUTDIR/meta.tsv             key<TAB>value lines shown in the report header
   OUTDIR/<target>__<test>__<rep>.txt   raw h2load output, test in {small,latency,bulk}
+  OUTDIR/<target>__<test>__<rep>.cpu   optional: "TICKS_BEFORE TICKS_AFTER CLK_TCK [NS_BEFORE NS_AFTER]":
+                                       the proxy process tree's utime+stime(+cutime+cstime) from
+                                       /proc/PID/stat around that h2load run, and the same CPU time in ns
+                                       summed from its threads' /proc/PID/task/TID/schedstat ("-" if n/a)
 
 Everything is parsed from the *exact* byte counts h2load prints in parentheses and from
 its "finished in" / "time for request" lines; unit suffixes (ns/us/ms/s) are normalised.
@@ -103,6 +107,61 @@ def parse(text, body_size=None):
     return r
 
 
+# ---------------------------------------------------------------- CPU per request / per MB
+
+
+def cpu_seconds(h2load_file):
+    """CPU seconds the proxy used during one h2load run (from the .cpu file next to it), or None.
+
+    The stat figure (utime+stime) is authoritative but comes in clock ticks (10 ms), which is
+    coarse for a short bulk run.  The schedstat figure is the same CPU time in ns, but only for
+    the threads alive at both samples; it is used when it agrees with the tick figure to within
+    3 ticks (rounding at both ends), i.e. when no thread or child process exited in between.
+    """
+    p = h2load_file[: -len(".txt")] + ".cpu" if h2load_file.endswith(".txt") else h2load_file + ".cpu"
+    try:
+        with open(p) as fh:
+            fields = fh.read().split()
+        before, after, clk_tck = (int(x) for x in fields[:3])
+    except (OSError, ValueError):
+        return None
+    if after < before or clk_tck <= 0:
+        return None
+    ticks_s = (after - before) / clk_tck
+    try:
+        ns_s = (int(fields[4]) - int(fields[3])) / 1e9
+    except (IndexError, ValueError):
+        return ticks_s
+    if ns_s >= 0 and abs(ns_s - ticks_s) <= 3.0 / clk_tck:
+        return ns_s
+    return ticks_s
+
+
+def requests_in_run(r, body_size):
+    """Requests completed during the whole h2load run, warm-up included.
+
+    In duration mode (-D with --warm-up-time), h2load's "requests:" line counts only the
+    measurement window, but its DATA byte count covers the warm-up too (checked with
+    nghttp2 1.52).  The CPU sample spans the whole run, so the request count has to as well:
+    body bytes / body size.  Count-mode runs have no warm-up; there both figures agree.
+    """
+    total = r.get("total", 0)
+    if body_size and r.get("data_bytes") is not None:
+        return max(total, r["data_bytes"] // body_size)
+    return total
+
+
+def cpu_figure(test, r, cpu_s, body_size):
+    """CPU µs per request (small, latency) or per MB of body (bulk; MB = 10^6 B); None if unknown."""
+    if cpu_s is None or not r.get("valid"):
+        return None
+    if test == "bulk":
+        mb = r.get("data_bytes", 0) / 1e6
+        return cpu_s * 1e6 / mb if mb > 0 else None
+    n = requests_in_run(r, body_size)
+    return cpu_s * 1e6 / n if n > 0 else None
+
+
 # ---------------------------------------------------------------- report
 
 TESTS = ("small", "latency", "bulk")
@@ -127,10 +186,12 @@ def load_target(outdir, name):
     for test in TESTS:
         files = sorted(glob.glob(os.path.join(outdir, "%s__%s__*.txt" % (name, test))))
         runs = []
+        cpus = []
         for f in files:
             with open(f, errors="replace") as fh:
                 # small runs are duration-based: byte counts include warm-up, so no size check
                 runs.append(parse(fh.read(), None if test == "small" else sizes.get(test)))
+            cpus.append(cpu_figure(test, runs[-1], cpu_seconds(f), sizes.get(test)))
         entry = {"runs": len(runs), "errors": []}
         if not runs:
             entry["errors"].append("not run")
@@ -138,6 +199,9 @@ def load_target(outdir, name):
             entry["errors"] += ["rep %d: %s" % (i + 1, e) for e in r["errors"]]
         entry["valid"] = not entry["errors"]
         good = [r for r in runs if r["valid"]]
+        good_cpu = [c for r, c in zip(runs, cpus) if r["valid"] and c is not None]
+        # CPU µs/req (small) or µs/MB (bulk): median over the valid reps that have a CPU sample
+        entry["cpu"] = statistics.median(good_cpu) if good_cpu else None
         if good:
             if test == "small":
                 entry["value"] = statistics.median(r["req_per_s"] for r in good)
@@ -192,31 +256,33 @@ def report(outdir, mdfile):
 
     header = [
         "target",
-        "small req/s", "vs HAProxy", "vs direct",
+        "small req/s", "vs HAProxy", "vs direct", "CPU µs/req", "vs HAProxy",
         "lat mean us", "lat max us", "added mean us", "mean vs HAProxy",
-        "bulk MB/s", "vs HAProxy", "vs direct",
+        "bulk MB/s", "vs HAProxy", "vs direct", "CPU µs/MB",
         "status",
     ]
     rows = []
     notes = []
     for name, status, note in targets:
         if status != "ok":
-            rows.append([name] + ["-"] * 10 + ["SKIPPED"])
+            rows.append([name] + ["-"] * (len(header) - 2) + ["SKIPPED"])
             notes.append("%s: skipped - %s" % (name, note or "not available"))
             continue
         rq, rq_h, rq_d = val(name, "small"), val("haproxy", "small"), val("direct", "small")
         lm, lx = val(name, "latency", "mean_us"), val(name, "latency", "max_us")
         lm_h, lm_d = val("haproxy", "latency", "mean_us"), val("direct", "latency", "mean_us")
         bk, bk_h, bk_d = val(name, "bulk"), val("haproxy", "bulk"), val("direct", "bulk")
+        cq, cq_h = val(name, "small", "cpu"), val("haproxy", "small", "cpu")
+        cb = val(name, "bulk", "cpu")
         bad = [t for t in TESTS if not data[name][t]["valid"]]
         for t in bad:
             notes.append("%s/%s INVALID: %s" % (name, t, "; ".join(data[name][t]["errors"][:4])))
         rows.append([
             name,
-            fmt_num(rq), ratio(rq, rq_h), ratio(rq, rq_d),
+            fmt_num(rq), ratio(rq, rq_h), ratio(rq, rq_d), fmt_num(cq, 1), ratio(cq, cq_h),
             fmt_num(lm, 1), fmt_num(lx), ("%+.1f" % (lm - lm_d)) if lm is not None and lm_d is not None else "-",
             ratio(lm, lm_h),
-            fmt_num(bk), ratio(bk, bk_h), ratio(bk, bk_d),
+            fmt_num(bk), ratio(bk, bk_h), ratio(bk, bk_d), fmt_num(cb),
             "OK" if not bad else "INVALID(" + ",".join(bad) + ")",
         ])
 
@@ -247,7 +313,10 @@ def report(outdir, mdfile):
         "*lat* = `h2load -c1 -m1` sequential, h2load's \"time for request\" (mean = median over reps, max = max over reps);",
         "*added mean us* = mean latency minus the direct-to-origin mean;",
         "*bulk MB/s* = body bytes / wall time for `h2load -c1 -m1` on a 10 MiB file (MB = 10^6 bytes).",
-        "Ratios `vs X` are target / X (for latency, lower is better; for the others, higher is better).",
+        "*CPU µs/req* = user+system CPU time of the proxy's process tree (from /proc/PID/stat) during the small run,",
+        "divided by the requests h2load completed in that run (warm-up included, as the CPU sample includes it), median of reps;",
+        "*CPU µs/MB* = the same around the bulk run, per 10^6 body bytes. Not measured for direct (no proxy).",
+        "Ratios `vs X` are target / X (for latency and CPU, lower is better; for the others, higher is better).",
     ]
     if notes:
         md += [""] + ["- " + n for n in notes]

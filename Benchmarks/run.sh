@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Insight benchmark harness: h2c origin <- {direct, insight-sidecar, nghttpx, HAProxy} <- h2load
+# Insight benchmark harness: h2c origin <- {direct, insight-sidecar, insight-bare, [insight-baseline],
+#                                            nghttpx, HAProxy} <- h2load
 #
 # One run starts everything on 127.0.0.1 (free ports picked at random), measures, prints a
 # comparison table and writes it to Benchmarks/results/latest.md.  Bounded to ~2-3 minutes
@@ -21,9 +22,16 @@
 #   bulk    : h2load -c1 -m1 -n $BULK_N                             /bulk (10 MiB) -> MB/s (body bytes / wall time)
 #   A run is INVALID if any request failed/errored/timed out, was not 2xx, or (latency/bulk)
 #   the received body bytes do not match n * file size.
+#   CPU: around the small and the bulk run, utime+stime (+cutime+cstime) of the proxy's whole
+#   process tree is read from /proc/PID/stat -> CPU us per request (small; requests incl. the
+#   warm-up, which the CPU sample also covers) and CPU us per MB of body (bulk).  It moves far
+#   less than req/s when the shared machine is busy (see Benchmarks/README.md).
 #
 # Usage: Benchmarks/run.sh [--no-build] [--reps N] [--duration SECONDS] [--keep-tmp]
 # Env:   INSIGHT_SIDECAR (default .build/release/insight-sidecar, relative to repo root),
+#        BASELINE_SIDECAR=<path>  (optional: a second insight-sidecar binary, e.g. a build of an older
+#                                  commit; runs as target "insight-baseline" with exactly the
+#                                  insight-sidecar flags, for a side-by-side before/after comparison)
 #        DURATION=5 WARMUP=1 LAT_N=2000 BULK_N=20 REPS=3 LOAD_CPU=0 PROXY_CPU=1 BUILD_TIMEOUT=150
 #        H2_WINDOW=<bytes>  (unset = each proxy's defaults, i.e. 65535-byte stream windows towards
 #                            the origin, which caps bulk throughput; set e.g. 1048576 to raise
@@ -47,6 +55,8 @@ PROXY_CPU="${PROXY_CPU:-1}"
 BUILD_TIMEOUT="${BUILD_TIMEOUT:-150}"
 H2_WINDOW="${H2_WINDOW:-}"   # optional per-stream HTTP/2 window (bytes) for the proxies' backend side
 INSIGHT_SIDECAR="${INSIGHT_SIDECAR:-.build/release/insight-sidecar}"
+BASELINE_SIDECAR="${BASELINE_SIDECAR:-}"
+CLK_TCK="$(getconf CLK_TCK)"
 DO_BUILD=1
 KEEP_TMP=0
 SMALL_BYTES=100
@@ -58,7 +68,7 @@ while [[ $# -gt 0 ]]; do
     --reps) REPS="$2"; shift ;;
     --duration) DURATION="$2"; shift ;;
     --keep-tmp) KEEP_TMP=1 ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
@@ -182,6 +192,54 @@ for s in socks: s.close()
 EOF
 }
 
+# proc_tree_cpu PID -> "TICKS NS": CPU time of PID and all its live descendants (nghttpx runs a
+# worker process under its master), summed; prints nothing if PID is gone.
+#   TICKS: utime+stime+cutime+cstime from /proc/P/stat, in clock ticks (CLK_TCK, usually 100/s).
+#          The stat of a thread-group leader covers all its threads, exited ones included;
+#          cutime/cstime keep the time of reaped children.
+#   NS:    the same CPU time in ns from /proc/P/task/*/schedstat (sum_exec_runtime of every live
+#          thread), or "-" if schedstat is not available.  The report uses it instead of TICKS
+#          (10 ms steps: a bulk run can be as little as 10 ticks) when the two deltas agree to
+#          within 3 ticks, i.e. when no thread or child exited in between.
+# The tree is found through the ppid field of every process (no reliance on
+# /proc/P/task/*/children, which needs CONFIG_PROC_CHILDREN).
+proc_tree_cpu() {
+  local root="$1" f line pid p total=0 found=0 ns=0 sched=1 t
+  local -a fl
+  local -A parent=() ticks=()
+  for f in /proc/[0-9]*/stat; do
+    read -r line 2>/dev/null <"$f" || continue
+    pid="${line%% *}"
+    read -ra fl <<<"${line##*) }"          # fl[0] = state (field 3), fl[1] = ppid, fl[11..14] = u/s/cu/cs time
+    parent[$pid]="${fl[1]}"
+    ticks[$pid]=$((fl[11] + fl[12] + fl[13] + fl[14]))
+  done
+  for pid in "${!ticks[@]}"; do
+    p="$pid"
+    while [[ -n "$p" ]]; do
+      if [[ "$p" == "$root" ]]; then
+        total=$((total + ticks[$pid])); [[ "$pid" == "$root" ]] && found=1
+        for f in /proc/"$pid"/task/*/schedstat; do
+          if read -r t _ 2>/dev/null <"$f"; then ns=$((ns + t)); else sched=0; fi
+        done
+        break
+      fi
+      [[ "$p" == 0 || "$p" == 1 ]] && break
+      p="${parent[$p]:-}"
+    done
+  done
+  (( sched )) || ns="-"
+  (( found )) && echo "$total $ns"
+}
+
+# describe_bin PATH: "PATH (git REV, built DATE)" with REV = HEAD of the git tree the binary lives in
+describe_bin() {
+  local bin="$1"
+  printf '%s (git %s, built %s)' "${bin#$REPO_ROOT/}" \
+    "$(git -C "$(dirname "$bin")" rev-parse --short HEAD 2>/dev/null || echo 'no commit')" \
+    "$(date -u -r "$bin" '+%Y-%m-%d %H:%M UTC')"
+}
+
 # --------------------------------------------------------------------------- build sidecar
 SIDECAR_NOTE=""
 cd "$REPO_ROOT" || die "cannot cd to $REPO_ROOT"
@@ -204,16 +262,31 @@ if [[ -z "$SIDECAR_NOTE" && ! -x "$SIDECAR_BIN" ]]; then
   SIDECAR_NOTE="binary $SIDECAR_BIN not found"
   log "NOTE: $SIDECAR_NOTE - measuring the other targets only"
 fi
+BASELINE_BIN=""
+BASELINE_NOTE=""
+if [[ -n "$BASELINE_SIDECAR" ]]; then
+  BASELINE_BIN="$BASELINE_SIDECAR"
+  [[ "$BASELINE_BIN" = /* ]] || BASELINE_BIN="$REPO_ROOT/$BASELINE_BIN"
+  if [[ ! -x "$BASELINE_BIN" ]]; then
+    BASELINE_NOTE="BASELINE_SIDECAR binary $BASELINE_BIN not found"
+    log "NOTE: $BASELINE_NOTE - measuring the other targets only"
+  fi
+fi
 
 # --------------------------------------------------------------------------- docroot + servers
 head -c "$SMALL_BYTES" /dev/urandom >"$TMP/docroot/small"
 head -c "$BULK_BYTES" /dev/urandom >"$TMP/docroot/bulk"
 
-read -r ORIGIN_PORT SIDECAR_PORT ADMIN_PORT NGHTTPX_PORT HAPROXY_PORT BARE_PORT BARE_ADMIN_PORT <<<"$(free_ports 7)"
-# insight-sidecar: timing headers and hop metrics on (the default); insight-bare: --no-timing.
-declare -A PORT=([direct]=$ORIGIN_PORT [insight-sidecar]=$SIDECAR_PORT [insight-bare]=$BARE_PORT [nghttpx]=$NGHTTPX_PORT [haproxy]=$HAPROXY_PORT)
-TARGETS=(direct insight-sidecar insight-bare nghttpx haproxy)
+read -r ORIGIN_PORT SIDECAR_PORT ADMIN_PORT NGHTTPX_PORT HAPROXY_PORT BARE_PORT BARE_ADMIN_PORT BASE_PORT BASE_ADMIN_PORT \
+  <<<"$(free_ports 9)"
+# insight-sidecar: timing headers and hop metrics on (the default); insight-bare: --no-timing;
+# insight-baseline (only with BASELINE_SIDECAR): the other binary, same flags as insight-sidecar.
+declare -A PORT=([direct]=$ORIGIN_PORT [insight-sidecar]=$SIDECAR_PORT [insight-baseline]=$BASE_PORT [insight-bare]=$BARE_PORT [nghttpx]=$NGHTTPX_PORT [haproxy]=$HAPROXY_PORT)
+TARGETS=(direct insight-sidecar)
+[[ -n "$BASELINE_SIDECAR" ]] && TARGETS+=(insight-baseline)
+TARGETS+=(insight-bare nghttpx haproxy)
 declare -A STATUS NOTE
+declare -A TPID   # target -> pid of the proxy process (root of the tree whose CPU time is measured)
 
 # origin: nghttpd, h2c, single worker (its default), no TLS
 start_bg origin "$LOAD_CPU" nghttpd --no-tls -a 127.0.0.1 -n 1 -d "$TMP/docroot" "$ORIGIN_PORT"
@@ -226,6 +299,7 @@ start_bg nghttpx "$PROXY_CPU" nghttpx --conf=/dev/null \
   --backend="127.0.0.1,$ORIGIN_PORT;;proto=h2" \
   --workers=1 --no-ocsp --log-level=WARN --errorlog-file="$TMP/nghttpx-error.log" \
   ${H2_WINDOW:+--backend-http2-window-size="$H2_WINDOW"}
+TPID[nghttpx]=$LAST_PID
 if wait_port nghttpx "$LAST_PID" "$NGHTTPX_PORT" && smoke nghttpx "$NGHTTPX_PORT"; then
   STATUS[nghttpx]=ok
 else
@@ -251,6 +325,7 @@ backend be
 EOF
 if haproxy -c -q -f "$TMP/haproxy.cfg" >"$TMP/haproxy-check.log" 2>&1; then
   start_bg haproxy "$PROXY_CPU" haproxy -db -f "$TMP/haproxy.cfg"
+  TPID[haproxy]=$LAST_PID
   if wait_port haproxy "$LAST_PID" "$HAPROXY_PORT" && smoke haproxy "$HAPROXY_PORT"; then
     STATUS[haproxy]=ok
   else
@@ -266,6 +341,7 @@ if [[ -z "$SIDECAR_NOTE" ]]; then
   start_bg insight-sidecar "$PROXY_CPU" "$SIDECAR_BIN" run \
     --listen "127.0.0.1:$SIDECAR_PORT" --upstream "127.0.0.1:$ORIGIN_PORT" \
     --hop bench --region local --admin "127.0.0.1:$ADMIN_PORT" --event-loops 1
+  TPID[insight-sidecar]=$LAST_PID
   if wait_port insight-sidecar "$LAST_PID" "$SIDECAR_PORT" 15 && smoke insight-sidecar "$SIDECAR_PORT"; then
     STATUS[insight-sidecar]=ok
   else
@@ -279,10 +355,29 @@ else
   start_bg insight-bare "$PROXY_CPU" "$SIDECAR_BIN" run --no-timing \
     --listen "127.0.0.1:$BARE_PORT" --upstream "127.0.0.1:$ORIGIN_PORT" \
     --hop bench --region local --admin "127.0.0.1:$BARE_ADMIN_PORT" --event-loops 1
+  TPID[insight-bare]=$LAST_PID
   if wait_port insight-bare "$LAST_PID" "$BARE_PORT" 15 && smoke insight-bare "$BARE_PORT"; then
     STATUS[insight-bare]=ok
   else
     STATUS[insight-bare]=skipped; NOTE[insight-bare]="started but did not serve correctly"
+  fi
+fi
+
+# insight-baseline: BASELINE_SIDECAR, run exactly like insight-sidecar (timing on)
+if [[ -n "$BASELINE_SIDECAR" ]]; then
+  if [[ -z "$BASELINE_NOTE" ]]; then
+    start_bg insight-baseline "$PROXY_CPU" "$BASELINE_BIN" run \
+      --listen "127.0.0.1:$BASE_PORT" --upstream "127.0.0.1:$ORIGIN_PORT" \
+      --hop bench --region local --admin "127.0.0.1:$BASE_ADMIN_PORT" --event-loops 1
+    TPID[insight-baseline]=$LAST_PID
+    if wait_port insight-baseline "$LAST_PID" "$BASE_PORT" 15 && smoke insight-baseline "$BASE_PORT"; then
+      STATUS[insight-baseline]=ok
+    else
+      BASELINE_NOTE="started but did not serve correctly (see log above)"
+    fi
+  fi
+  if [[ -n "$BASELINE_NOTE" ]]; then
+    STATUS[insight-baseline]=skipped; NOTE[insight-baseline]="$BASELINE_NOTE"
   fi
 fi
 
@@ -297,14 +392,31 @@ run_h2load() {  # run_h2load TARGET TEST REP ARGS...
   return 0
 }
 
-summary() {  # one-line summary of a result file for the progress log
+# run_h2load_cpu TARGET TEST REP ARGS...: run_h2load, plus the proxy tree's CPU time before/after in
+# $OUT/TARGET__TEST__REP.cpu ("TICKS_BEFORE TICKS_AFTER CLK_TCK NS_BEFORE NS_AFTER");
+# no .cpu file for direct (no proxy) or if the proxy died
+run_h2load_cpu() {
+  local target="$1" test="$2" rep="$3" pid="${TPID[$1]:-}" before="" after=""
+  [[ -n "$pid" ]] && before="$(proc_tree_cpu "$pid")"
+  run_h2load "$@"
+  [[ -n "$before" ]] && after="$(proc_tree_cpu "$pid")"
+  if [[ -n "$after" ]]; then
+    printf '%s %s %s %s %s\n' "${before% *}" "${after% *}" "$CLK_TCK" "${before#* }" "${after#* }" \
+      >"$OUT/${target}__${test}__${rep}.cpu"
+  fi
+  return 0
+}
+
+summary() {  # summary FILE TEST BODYSIZE: one-line summary of a result file for the progress log
   python3 -c '
 import sys; sys.path.insert(0, sys.argv[1]); import parse_h2load as p
 r = p.parse(open(sys.argv[2], errors="replace").read())
 s = "req/s=%.0f mean=%.0fus max=%.0fus" % (r.get("req_per_s", 0), r.get("req_mean_s", 0)*1e6, r.get("req_max_s", 0)*1e6)
 if r.get("finished_s") and r.get("data_bytes"): s += " body=%.0fMB/s" % (r["data_bytes"]/r["finished_s"]/1e6)
+c = p.cpu_figure(sys.argv[3], r, p.cpu_seconds(sys.argv[2]), int(sys.argv[4]))
+if c is not None: s += " cpu=%.1fus/%s" % (c, "MB" if sys.argv[3] == "bulk" else "req")
 print(s + ("" if r["valid"] else "  INVALID: " + "; ".join(r["errors"])))
-' "$SCRIPT_DIR" "$1"
+' "$SCRIPT_DIR" "$1" "$2" "$3"
 }
 
 # e.g. compiler processes left behind by a timed-out `swift build`, or someone else's build
@@ -312,19 +424,19 @@ wait_quiet 30
 
 ACTIVE=()
 for t in "${TARGETS[@]}"; do [[ "${STATUS[$t]}" == ok ]] && ACTIVE+=("$t"); done
-log "targets: ${ACTIVE[*]}  (ports: origin=$ORIGIN_PORT sidecar=$SIDECAR_PORT nghttpx=$NGHTTPX_PORT haproxy=$HAPROXY_PORT)"
+log "targets: ${ACTIVE[*]}  (ports: origin=$ORIGIN_PORT sidecar=$SIDECAR_PORT bare=$BARE_PORT${BASELINE_SIDECAR:+ baseline=$BASE_PORT} nghttpx=$NGHTTPX_PORT haproxy=$HAPROXY_PORT)"
 log "pinning: h2load+origin on CPU $LOAD_CPU, proxy on CPU $PROXY_CPU; reps=$REPS duration=${DURATION}s warmup=${WARMUP}s"
 
 for ((rep = 1; rep <= REPS; rep++)); do
   for t in "${ACTIVE[@]}"; do
     url="http://127.0.0.1:${PORT[$t]}"
     if ! kill -0 "${PIDS[0]}" 2>/dev/null; then die "origin died"; fi
-    run_h2load "$t" small "$rep" -c4 -m10 --warm-up-time="$WARMUP" -D "$DURATION" "$url/small"
-    log "rep $rep $t small:   $(summary "$OUT/${t}__small__${rep}.txt")"
+    run_h2load_cpu "$t" small "$rep" -c4 -m10 --warm-up-time="$WARMUP" -D "$DURATION" "$url/small"
+    log "rep $rep $t small:   $(summary "$OUT/${t}__small__${rep}.txt" small "$SMALL_BYTES")"
     run_h2load "$t" latency "$rep" -c1 -m1 -n "$LAT_N" "$url/small"
-    log "rep $rep $t latency: $(summary "$OUT/${t}__latency__${rep}.txt")"
-    run_h2load "$t" bulk "$rep" -c1 -m1 -n "$BULK_N" "$url/bulk"
-    log "rep $rep $t bulk:    $(summary "$OUT/${t}__bulk__${rep}.txt")"
+    log "rep $rep $t latency: $(summary "$OUT/${t}__latency__${rep}.txt" latency "$SMALL_BYTES")"
+    run_h2load_cpu "$t" bulk "$rep" -c1 -m1 -n "$BULK_N" "$url/bulk"
+    log "rep $rep $t bulk:    $(summary "$OUT/${t}__bulk__${rep}.txt" bulk "$BULK_BYTES")"
   done
 done
 
@@ -342,12 +454,14 @@ printf 'small\t%s\nlatency\t%s\nbulk\t%s\n' "$SMALL_BYTES" "$SMALL_BYTES" "$BULK
   printf 'date\t%s\n' "$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
   printf 'host\t%s CPUs, %s, kernel %s\n' "$NCPU" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')" "$(uname -r)"
   printf 'pinning\th2load + origin (nghttpd) on CPU %s; proxy under test on CPU %s; each proxy with 1 worker/thread/event loop\n' "$LOAD_CPU" "$PROXY_CPU"
-  printf 'versions\t%s; %s; %s; insight-sidecar %s\n' "$(h2load --version 2>&1 | head -1)" "$(nghttpx --version 2>&1 | head -1)" \
+  printf 'versions\t%s; %s; %s; insight-sidecar %s%s\n' "$(h2load --version 2>&1 | head -1)" "$(nghttpx --version 2>&1 | head -1)" \
     "$(haproxy -v 2>&1 | head -1 | awk '{print "HAProxy "$3}')" \
-    "$( [[ "${STATUS[insight-sidecar]}" == ok ]] && echo "${SIDECAR_BIN#$REPO_ROOT/} (git $(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || echo 'no commit'), built $(date -u -r "$SIDECAR_BIN" '+%Y-%m-%d %H:%M UTC'))" || echo 'n/a')"
+    "$( [[ "${STATUS[insight-sidecar]}" == ok ]] && describe_bin "$SIDECAR_BIN" || echo 'n/a')" \
+    "$( [[ "${STATUS[insight-baseline]:-}" == ok ]] && echo "; insight-baseline $(describe_bin "$BASELINE_BIN")")"
   printf 'h2 windows\t%s\n' "${H2_WINDOW:-proxy defaults (nghttpx/HAProxy: 65535-byte stream window towards origin)}"
   printf 'parameters\treps=%s (median), small: -c4 -m10 --warm-up-time=%ss -D %ss; latency: -c1 -m1 -n %s; bulk: -c1 -m1 -n %s x 10 MiB\n' \
     "$REPS" "$WARMUP" "$DURATION" "$LAT_N" "$BULK_N"
+  printf 'CPU\tutime+stime of the proxy process tree from /proc/PID/stat (CLK_TCK=%s; refined to ns by the threads'"'"' schedstat when the two agree) around the small and bulk runs\n' "$CLK_TCK"
   [[ -n "$QUIET_NOTE" ]] && printf 'WARNING\t%s\n' "$QUIET_NOTE"
 } >"$OUT/meta.tsv"
 

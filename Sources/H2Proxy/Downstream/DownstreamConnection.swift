@@ -50,6 +50,7 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !self.closed else { return }
         let buffer = self.unwrapInboundIn(data)
         do {
             try self.session.receive(buffer)
@@ -113,8 +114,8 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
         self.loop.logger.debug(
             "closing a client connection that does not read",
             metadata: ["queued_control_bytes": "\(self.session.controlBytesWhilePaused)"])
+        // DATA stays held back: only the GOAWAY goes out, for whatever the client still reads.
         self.session.terminate(errorCode: H2ErrorCode.enhanceYourCalm)
-        self.session.setDataPaused(false)
         _ = self.session.write(to: context)
         self.closed = true
         context.close(promise: nil)

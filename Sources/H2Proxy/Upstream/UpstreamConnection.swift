@@ -100,7 +100,6 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
             self.loop.metrics.limitQueuedControlBytes.increment()
             self.loop.logger.warning("closing an upstream connection that does not read")
             self.session.terminate(errorCode: H2ErrorCode.enhanceYourCalm)
-            self.session.setDataPaused(false)
             _ = self.session.write(to: context)
             self.state = .closed
             context.close(promise: nil)
