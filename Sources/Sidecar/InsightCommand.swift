@@ -75,6 +75,7 @@ public struct CheckConfigCommand: AsyncParsableCommand {
     public func run() async throws {
         let c = try self.options.resolve()
         _ = try c.makeTLSContexts()
+        for warning in c.warnings { print("warning: \(warning)") }
         print("configuration ok")
         print("listen: \(c.listen)")
         print("upstream: \(c.upstream.map { "\($0)" } ?? "-")")

@@ -149,6 +149,7 @@ final class SidecarInstance: Sendable {
             tlsReloader?.stop()
             throw SidecarStartError(what: "admin listener on \(config.admin)", underlying: "\(error)")
         }
+        for warning in config.warnings { logger.warning("\(warning)") }
         logger.info(
             "insight-sidecar started",
             metadata: [

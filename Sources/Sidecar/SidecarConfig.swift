@@ -147,6 +147,21 @@ public struct SidecarConfig: Sendable, Equatable {
         }
     }
 
+    /// Settings that are valid but probably not what the operator wants: `check-config`
+    /// prints them, `run` logs them at start.
+    public var warnings: [String] {
+        var out: [String] = []
+        let l = self.limits
+        let streamsWorth = l.maxConcurrentStreams.multipliedReportingOverflow(by: l.initialWindowSize)
+        if !streamsWorth.overflow && l.connectionWindowSize < streamsWorth.partialValue {
+            out.append(
+                "limits.connection_window_size (\(l.connectionWindowSize)) is smaller than max_concurrent_streams × "
+                    + "initial_window_size (\(streamsWorth.partialValue)): a few streams that stop reading can fill it "
+                    + "and stall every other stream on the connection; the default (2147483647) avoids this")
+        }
+        return out
+    }
+
     /// The timing protocol settings.
     public var timingOptions: TimingOptions {
         var t = TimingOptions(hop: self.hop ?? "", region: self.region ?? "")

@@ -172,6 +172,9 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
                 self.limits.prefaceDone = true
             case .headerListTooLarge:
                 self.loop.metrics.headerListTooLarge.increment()
+            case .connectionError(let message):
+                self.loop.metrics.protocolErrorsDownstream.increment()
+                self.loop.logger.debug("client broke the protocol", metadata: ["error": "\(message)"])
             case .protocolError(let id, let code):
                 self.loop.metrics.protocolErrorsDownstream.increment()
                 self.loop.logger.debug(

@@ -24,4 +24,7 @@ public enum H2Event: Sendable {
     case headerListTooLarge(streamID: Int32)
     /// The peer broke the protocol on a stream or the connection (counted, already answered).
     case protocolError(streamID: Int32, code: Int32)
+    /// The peer broke the protocol in a way nghttp2 answers with GOAWAY and no invalid-frame
+    /// report (e.g. DATA on a stream never opened); nghttp2's description of it.
+    case connectionError(String)
 }

@@ -44,6 +44,15 @@ public final class H2Session {
     private var inputCount = 0
     private var currentBlock: HeaderBlock?
     private var currentBlockTooLarge = false
+    /// nghttp2's description of the last error it reported, if any.
+    private var errorMessage: String?
+    /// Whether the last `receive` reported an invalid frame (already counted).
+    private var invalidFrameInLastReceive = false
+    /// GOAWAY came from the peer, or from the owner (``terminate(errorCode:)``,
+    /// ``submitGoAway(errorCode:)``): the end of reading is then nobody's protocol error.
+    private var goAwayReceived = false
+    private var goAwayFromOwner = false
+    private var terminationReported = false
 
     // Send state, valid only inside `produceOutput`.
     private var scratch: ByteBuffer
@@ -101,6 +110,7 @@ public final class H2Session {
         nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, streamCloseCallback)
         nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(callbacks, invalidFrameCallback)
         nghttp2_session_callbacks_set_data_source_read_length_callback(callbacks, readLengthCallback)
+        nghttp2_session_callbacks_set_error_callback2(callbacks, errorCallback)
 
         var option: OpaquePointer?
         precondition(nghttp2_option_new(&option) == 0, "nghttp2: out of memory")
@@ -165,6 +175,7 @@ public final class H2Session {
         precondition(!self.insideLibrary, "H2Session.receive called from inside an nghttp2 callback")
         self.insideLibrary = true
         defer { self.insideLibrary = false }
+        let errorsBefore = self.protocolErrors
         self.inputBuffer = buffer
         let rv = buffer.withUnsafeReadableBytes { raw -> Int in
             guard let base = raw.baseAddress, raw.count > 0 else { return 0 }
@@ -175,7 +186,9 @@ public final class H2Session {
         self.inputBuffer = nil
         self.inputBase = nil
         self.inputCount = 0
+        self.invalidFrameInLastReceive = self.protocolErrors != errorsBefore
         if rv < 0 {
+            self.goAwayFromOwner = true
             self.protocolErrors += 1
             // Every error mem_recv returns is fatal for the connection, but nghttp2 does not
             // always queue a GOAWAY itself (e.g. too many CONTINUATION frames): make sure one
@@ -228,6 +241,7 @@ public final class H2Session {
         let rv = nghttp2_session_send(self.session)
         self.insideLibrary = false
         self.closeControlRun()
+        self.noteTermination()
         if !self.segments.isEmpty {
             for segment in self.segments {
                 switch segment {
@@ -245,6 +259,20 @@ public final class H2Session {
             throw H2Error(code: rv, operation: "nghttp2_session_send")
         }
         return self.isAlive
+    }
+
+    /// nghttp2 stopped reading after a GOAWAY that neither the peer nor the owner asked for: it
+    /// met a connection error it handles on its own, without an invalid-frame report (DATA on a
+    /// stream never opened, a frame over the size limit, bad padding, a broken HPACK block).
+    /// Reported once, unless the invalid frame behind it was already reported.
+    private func noteTermination() {
+        guard !self.terminationReported, !self.goAwayFromOwner, !self.goAwayReceived,
+            nghttp2_session_want_read(self.session) == 0
+        else { return }
+        self.terminationReported = true
+        guard !self.invalidFrameInLastReceive else { return }
+        self.protocolErrors += 1
+        self.pendingEvents.append(.connectionError(self.errorMessage ?? "protocol error (nghttp2 sent GOAWAY)"))
     }
 
     public var isAlive: Bool {
@@ -392,12 +420,14 @@ public final class H2Session {
 
     /// GOAWAY naming the last stream this side processed.
     public func submitGoAway(errorCode: UInt32) {
+        self.goAwayFromOwner = true
         let last = nghttp2_session_get_last_proc_stream_id(self.session)
         _ = nghttp2_submit_goaway(self.session, UInt8(NGHTTP2_FLAG_NONE.rawValue), last, errorCode, nil, 0)
     }
 
     /// Once every stream is done, stop reading and let the session finish writing.
     public func terminate(errorCode: UInt32) {
+        self.goAwayFromOwner = true
         _ = nghttp2_session_terminate_session(self.session, errorCode)
     }
 
@@ -450,6 +480,7 @@ public final class H2Session {
         case Int(NGHTTP2_DATA.rawValue):
             if endStream { self.pendingEvents.append(.endStream(streamID: hd.stream_id)) }
         case Int(NGHTTP2_GOAWAY.rawValue):
+            self.goAwayReceived = true
             self.pendingEvents.append(
                 .goAway(lastStreamID: frame.pointee.goaway.last_stream_id, errorCode: frame.pointee.goaway.error_code))
         case Int(NGHTTP2_SETTINGS.rawValue):
@@ -476,6 +507,12 @@ public final class H2Session {
     fileprivate func streamClosed(streamID: Int32, errorCode: UInt32) {
         if let stream = self.outbound.removeValue(forKey: streamID) { self.queuedDataBytes -= stream.bytes }
         self.pendingEvents.append(.streamClosed(streamID: streamID, errorCode: errorCode))
+    }
+
+    fileprivate func libraryError(_ message: UnsafePointer<CChar>?, length: Int) {
+        guard let message else { return }
+        let bytes = UnsafeRawBufferPointer(start: message, count: min(length, 512))
+        self.errorMessage = String(decoding: bytes, as: UTF8.self)
     }
 
     fileprivate func invalidFrame(streamID: Int32, code: Int32) {
@@ -588,6 +625,11 @@ private let dataChunkCallback: nghttp2_on_data_chunk_recv_callback = { _, _, str
 
 private let streamCloseCallback: nghttp2_on_stream_close_callback = { _, streamID, errorCode, userData in
     owner(userData).streamClosed(streamID: streamID, errorCode: errorCode)
+    return 0
+}
+
+private let errorCallback: nghttp2_error_callback2 = { _, _, message, length, userData in
+    owner(userData).libraryError(message, length: length)
     return 0
 }
 

@@ -22,6 +22,8 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
     var isDirty = false
     private(set) var state: State = .connecting
     private var context: ChannelHandlerContext?
+    /// Why the proxy closed the connection itself, for the streams that were waiting for it.
+    private var closeCause: String?
 
     init(loop: ProxyLoop, pool: UpstreamPool) {
         self.loop = loop
@@ -42,6 +44,17 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
     func channelActive(context: ChannelHandlerContext) {
         self.loop.metrics.upstreamConnectionsTotal.increment()
         self.loop.metrics.upstreamConnectionsActive.increment()
+        // `connect_timeout` covers the HTTP/2 handshake too: an upstream that takes the TCP
+        // connection but never sends SETTINGS must not hold the streams waiting for it.
+        let timeout = self.loop.configuration.connectTimeout
+        self.loop.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+            guard self.state == .connecting else { return }
+            self.loop.metrics.upstreamConnectErrors.increment()
+            self.closeCause =
+                "upstream \(self.pool.host):\(self.pool.port) sent no SETTINGS within \(timeout.nanoseconds / 1_000_000) ms"
+            self.loop.logger.warning("upstream sent no SETTINGS in time", metadata: ["error": "\(self.closeCause!)"])
+            self.context?.close(promise: nil)
+        }
         self.loop.markDirty(self)
         self.loop.flushDirty()
         context.fireChannelActive()
@@ -77,7 +90,7 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
         let wasConnecting = self.state == .connecting
         self.state = .closed
         self.loop.metrics.upstreamConnectionsActive.decrement()
-        self.pool.connectionClosed(self, beforeReady: wasConnecting)
+        self.pool.connectionClosed(self, beforeReady: wasConnecting, cause: self.closeCause)
         let open = self.streams
         self.streams.removeAll()
         for (_, stream) in open { stream.upstreamConnectionLost("upstream connection closed") }
@@ -148,6 +161,11 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
                 self.loop.logger.debug("upstream header list too large", metadata: ["stream": "\(id)"])
             case .protocolError:
                 self.loop.metrics.protocolErrorsUpstream.increment()
+            case .connectionError(let message):
+                self.loop.metrics.protocolErrorsUpstream.increment()
+                self.loop.logger.warning(
+                    "upstream broke the protocol; closing the connection (its streams get UNAVAILABLE)",
+                    metadata: ["error": "\(message)", "upstream": "\(self.pool.host):\(self.pool.port)"])
             }
         }
     }

@@ -160,12 +160,13 @@ final class UpstreamPool {
     }
 
     /// Called by a connection's `channelInactive`.
-    func connectionClosed(_ connection: UpstreamConnection, beforeReady: Bool) {
+    func connectionClosed(_ connection: UpstreamConnection, beforeReady: Bool, cause: String? = nil) {
         self.connections.removeAll { $0 === connection }
         self.idle.forget(connection)
         if beforeReady && self.connecting == 0 && !self.waiting.isEmpty {
+            let cause = cause ?? "upstream closed the connection before SETTINGS"
             for stream in self.waiting.removeAll() {
-                stream.failUnavailable("upstream closed the connection before SETTINGS")
+                stream.failUnavailable(cause)
             }
         } else {
             self.dispatchWaiting()
