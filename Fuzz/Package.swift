@@ -3,7 +3,8 @@
 //   swift build -c release -Xswiftc -sanitize=fuzzer -Xswiftc -enable-testing -Xswiftc -use-ld=lld \
 //       --scratch-path .build-fuzz
 // `-enable-testing` lets FuzzTimingHeaders reach the internal TimingHeaders parser
-// through `@testable import Sidecar`.
+// through `@testable import Sidecar`, and FuzzBridge the proxy's connections through
+// `@testable import H2Proxy`.
 import PackageDescription
 
 // SwiftPM renames each executable's entry point and links `main` to it, so libFuzzer's own
@@ -17,6 +18,7 @@ let package = Package(
         .package(name: "main", path: ".."),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-http-structured-headers.git", from: "1.7.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
     ],
     targets: [
         .target(name: "CFuzzDriver"),
@@ -41,6 +43,19 @@ let package = Package(
                 "CFuzzDriver",
                 .product(name: "H2Proxy", package: "main"),
                 .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: fuzzFlags
+        ),
+        // The whole stream bridge on EmbeddedChannels (`@testable import H2Proxy`; it also
+        // imports the CNGHTTP2 and Metrics modules H2Proxy brings along).
+        .executableTarget(
+            name: "FuzzBridge",
+            dependencies: [
+                "CFuzzDriver",
+                .product(name: "H2Proxy", package: "main"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: fuzzFlags
         ),

@@ -16,10 +16,11 @@ cd "$(dirname "$0")"
 
 SECONDS_PER_TARGET="${1:-60}"
 shift || true
-ALL=(FuzzTimingHeaders FuzzConfig FuzzH2Session)
+ALL=(FuzzTimingHeaders FuzzConfig FuzzH2Session FuzzBridge)
 [ "$#" -gt 0 ] && TARGETS=("$@") || TARGETS=("${ALL[@]}")
 
-# -enable-testing: FuzzTimingHeaders uses `@testable import Sidecar` (the parser is internal).
+# -enable-testing: FuzzTimingHeaders uses `@testable import Sidecar` (the parser is internal),
+# FuzzBridge `@testable import H2Proxy` (the connections and the loop are internal).
 # -use-ld=lld: gold crashes (internal error in format_file_lineno) linking these targets.
 swift build -c release -Xswiftc -sanitize=fuzzer -Xswiftc -enable-testing -Xswiftc -use-ld=lld \
     --scratch-path .build-fuzz ${FUZZ_BUILD_ONLY:+--product "$FUZZ_BUILD_ONLY"} \
@@ -31,6 +32,7 @@ corpus_dir() {
         FuzzTimingHeaders) echo timing ;;
         FuzzConfig) echo config ;;
         FuzzH2Session) echo h2session ;;
+        FuzzBridge) echo bridge ;;
     esac
 }
 dict_for() {

@@ -161,7 +161,8 @@ final class BridgeHarness {
 
 /// The socket under a proxy connection, at the head of its pipeline: turns the channel
 /// unwritable as soon as a write leaves more than ``highWatermark`` bytes unread by the peer
-/// (inline, as NIO's socket channels do), and counts the proxy's `read()` calls, so that a
+/// (inline, as NIO's socket channels do), completes a write's promise only once the peer has
+/// read its bytes (the socket took them), and counts the proxy's `read()` calls, so that a
 /// handler that turns `autoRead` off is fed only when it asks.
 final class SocketModel: ChannelOutboundHandler {
     typealias OutboundIn = ByteBuffer
@@ -175,14 +176,26 @@ final class SocketModel: ChannelOutboundHandler {
     var highWatermark = 64 << 10
     var lowWatermark = 32 << 10
     private var context: ChannelHandlerContext?
+    /// Promises of writes not wholly read yet, with the bytes still unread up to and including
+    /// each (counted from the oldest).
+    private var promises = CircularBuffer<(end: Int, promise: EventLoopPromise<Void>)>()
+    private var readSoFar = 0
+    private var writtenSoFar = 0
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
     }
 
+    func handlerRemoved(context: ChannelHandlerContext) {
+        while let pending = self.promises.popFirst() { pending.promise.fail(ChannelError.ioOnClosedChannel) }
+    }
+
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        self.unread += self.unwrapOutboundIn(data).readableBytes
-        context.write(data, promise: promise)
+        let n = self.unwrapOutboundIn(data).readableBytes
+        self.unread += n
+        self.writtenSoFar += n
+        if let promise { self.promises.append((self.writtenSoFar, promise)) }
+        context.write(data, promise: nil)
         if self.automaticWritability && self.unread > self.highWatermark { self.setWritable(false) }
     }
 
@@ -194,6 +207,10 @@ final class SocketModel: ChannelOutboundHandler {
     /// The peer read `bytes`.
     func peerRead(_ bytes: Int) {
         self.unread -= bytes
+        self.readSoFar += bytes
+        while let first = self.promises.first, first.end <= self.readSoFar {
+            self.promises.removeFirst().promise.succeed(())
+        }
         if self.automaticWritability && self.unread <= self.lowWatermark { self.setWritable(true) }
     }
 
@@ -306,8 +323,32 @@ final class Peer {
     /// The peer closes its socket (the proxy reads what was sent before, then EOF).
     func close() {
         guard !self.isClosed else { return }
-        self.deliverToProxy()
-        self.channel.close(promise: nil)
+        while self.deliverToProxy() {}
+        if self.channel.isActive { self.channel.close(promise: nil) }
+    }
+
+    /// Reads about `bytes` of what the proxy wrote and the peer held (a slow reader), then
+    /// holds the rest again.
+    func readSome(_ bytes: Int) throws {
+        _ = try self.step()
+        var read = 0
+        while read < bytes, !self.held.isEmpty {
+            var first = self.held.removeFirst()
+            if first.readableBytes > bytes - read {
+                let head = first.readSlice(length: bytes - read)!
+                self.held.insert(first, at: 0)
+                first = head
+            }
+            read += first.readableBytes
+            do {
+                try self.session.receive(first)
+            } catch {
+                self.sessionErrors.append(error)
+            }
+            self.deliverEvents()
+        }
+        self.heldBytes -= read
+        self.socket.peerRead(read)
     }
 
     /// Sets the proxy's channel writability by hand (and stops following the unread bytes).
@@ -352,7 +393,9 @@ final class Peer {
         return moved
     }
 
-    /// Feeds the proxy what the peer wrote, if the channel is open and the proxy reads.
+    /// One read cycle of the proxy's channel, as NIO's socket channels do it: up to
+    /// ``readsPerCycle`` reads of at most ``readSize`` bytes, then `channelReadComplete`; only
+    /// if the channel is open and the proxy reads. Returns whether anything was delivered.
     @discardableResult
     private func deliverToProxy() -> Bool {
         guard !self.toProxy.isEmpty else { return false }
@@ -365,14 +408,28 @@ final class Peer {
         }
         guard autoRead || self.socket.readDemand > 0 else { return false }
         if !autoRead { self.socket.readDemand -= 1 }
-        let pending = self.toProxy
-        self.toProxy.removeAll()
-        for buffer in pending where self.channel.isActive {
-            self.channel.pipeline.syncOperations.fireChannelRead(NIOAny(buffer))
+        for _ in 0..<Self.readsPerCycle where !self.toProxy.isEmpty && self.channel.isActive {
+            var read = ByteBufferAllocator().buffer(capacity: Self.readSize)
+            while read.readableBytes < Self.readSize, var next = self.toProxy.first {
+                if next.readableBytes > Self.readSize - read.readableBytes {
+                    var head = next.readSlice(length: Self.readSize - read.readableBytes)!
+                    read.writeBuffer(&head)
+                    self.toProxy[0] = next
+                } else {
+                    read.writeBuffer(&next)
+                    self.toProxy.removeFirst()
+                }
+            }
+            self.channel.pipeline.syncOperations.fireChannelRead(NIOAny(read))
         }
         if self.channel.isActive { self.channel.pipeline.syncOperations.fireChannelReadComplete() }
         return true
     }
+
+    /// NIO's defaults for a socket channel: `maxMessagesPerRead` and the largest buffer of
+    /// its adaptive receive allocator.
+    static let readsPerCycle = 4
+    static let readSize = 64 << 10
 
     private func deliverEvents() {
         self.session.withEvents { event in
