@@ -1,3 +1,4 @@
+internal import CNGHTTP2
 import Logging
 import Metrics
 import NIOCore
@@ -39,6 +40,14 @@ final class BridgeHarness {
     var upstreamSetup: (Peer) -> Void = { _ in }
     var connectMode = ConnectMode.accept
     private var pendingConnects: [EventLoopPromise<Void>] = []
+    /// Every connection and proxied stream made, to check none outlives its use.
+    private var made: [(name: String, object: Weak)] = []
+    private var seenStreams: Set<ObjectIdentifier> = []
+
+    final class Weak {
+        weak var object: AnyObject?
+        init(_ object: AnyObject) { self.object = object }
+    }
 
     init(_ configure: (inout ProxyConfiguration) -> Void = { _ in }) {
         var configuration = ProxyConfiguration(
@@ -60,7 +69,9 @@ final class BridgeHarness {
         let channel = EmbeddedChannel(loop: self.eventLoop)
         let socket = SocketModel()
         try channel.pipeline.syncOperations.addHandler(socket)
-        try channel.pipeline.syncOperations.addHandler(DownstreamConnection(loop: self.loop))
+        let connection = DownstreamConnection(loop: self.loop)
+        self.made.append(("DownstreamConnection", Weak(connection)))
+        try channel.pipeline.syncOperations.addHandler(connection)
         let peer = Peer(role: .client, channel: channel, socket: socket, settings: settings)
         self.clients.append(peer)
         channel.connect(to: try SocketAddress(ipAddress: "127.0.0.1", port: 40000 + self.clients.count), promise: nil)
@@ -69,6 +80,7 @@ final class BridgeHarness {
     }
 
     private func connectUpstream(_ connection: UpstreamConnection) -> EventLoopFuture<Void> {
+        self.made.append(("UpstreamConnection", Weak(connection)))
         switch self.connectMode {
         case .refuse:
             return self.eventLoop.makeFailedFuture(ConnectRefused())
@@ -108,14 +120,20 @@ final class BridgeHarness {
     // MARK: Driving
 
     /// Runs due tasks and moves bytes between the proxy and every peer until nothing moves.
+    ///
+    /// Quiet means two rounds without a byte moving, so that tasks a round scheduled (a close
+    /// removing its handlers, a connect) have run too.
     func pump(maxRounds: Int = 100_000) throws {
+        var quietRounds = 0
         for _ in 0..<maxRounds {
             self.eventLoop.run()
             var moved = false
             for peer in self.clients + self.upstreams where try peer.step() {
                 moved = true
             }
-            if !moved { return }
+            quietRounds = moved ? 0 : quietRounds + 1
+            self.noteStreams()
+            if quietRounds == 2 { return }
         }
         throw NotQuiet()
     }
@@ -127,16 +145,30 @@ final class BridgeHarness {
         try self.pump()
     }
 
-    /// Every client disconnects, then every upstream peer closes its connection.
+    /// Every client disconnects, then every upstream peer closes its connection; then an hour
+    /// passes, so every timer left fires (and must find nothing to do) and nothing scheduled
+    /// keeps the loop alive.
     func closeAll() throws {
         for peer in self.clients { peer.close() }
         try self.pump()
         for peer in self.upstreams { peer.close() }
         try self.pump()
         try self.failPendingConnects()
+        try self.advanceTime(by: .hours(1))
+    }
+
+    private func noteStreams() {
+        for connection in self.loop.downstreams.values {
+            for stream in connection.streams.values where self.seenStreams.insert(ObjectIdentifier(stream)).inserted {
+                self.made.append(("\(type(of: stream))", Weak(stream)))
+            }
+        }
     }
 
     // MARK: What the proxy reports
+
+    /// Connections and streams still alive (after ``closeAll()``, none should be).
+    var leftAlive: [String] { self.made.filter { $0.object.object != nil }.map(\.name) }
 
     var streamsActive: Int64 { self.metrics.streamsActive.value }
     var downstreamConnectionsActive: Int64 { self.metrics.downstreamConnectionsActive.value }
@@ -187,6 +219,7 @@ final class SocketModel: ChannelOutboundHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
         while let pending = self.promises.popFirst() { pending.promise.fail(ChannelError.ioOnClosedChannel) }
     }
 
@@ -312,6 +345,28 @@ final class Peer {
 
     func goAway(_ code: UInt32 = H2ErrorCode.noError) {
         self.session.submitGoAway(errorCode: code)
+    }
+
+    /// SETTINGS in the middle of the connection (``H2Session`` sends its own only once, at the
+    /// start): INITIAL_WINDOW_SIZE and MAX_CONCURRENT_STREAMS, through nghttp2 directly.
+    func submitSettings(initialWindowSize: UInt32? = nil, maxConcurrentStreams: UInt32? = nil) {
+        var entries: [nghttp2_settings_entry] = []
+        if let initialWindowSize {
+            entries.append(
+                nghttp2_settings_entry(
+                    settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: initialWindowSize))
+        }
+        if let maxConcurrentStreams {
+            entries.append(
+                nghttp2_settings_entry(
+                    settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue), value: maxConcurrentStreams))
+        }
+        _ = nghttp2_submit_settings(self.session.session, UInt8(NGHTTP2_FLAG_NONE.rawValue), entries, entries.count)
+    }
+
+    /// GOAWAY naming `lastStreamID`: the streams above it were not processed (and are refused).
+    func goAway(lastStreamID: Int32, _ code: UInt32 = H2ErrorCode.noError) {
+        _ = nghttp2_submit_goaway(self.session.session, UInt8(NGHTTP2_FLAG_NONE.rawValue), lastStreamID, code, nil, 0)
     }
 
     /// Gives back the window of what `stream` received and kept.

@@ -14,6 +14,7 @@ import Testing
     ) throws {
         try h.closeAll()
         #expect(h.isEmpty, "left over: \(h.counts)", sourceLocation: sourceLocation)
+        #expect(h.leftAlive.isEmpty, "still alive: \(h.leftAlive)", sourceLocation: sourceLocation)
     }
 
     private func expectNoPeerErrors(_ h: BridgeHarness, sourceLocation: SourceLocation = #_sourceLocation) {
@@ -278,6 +279,76 @@ import Testing
         try self.expectEmptyAfterClosing(h)
     }
 
+    /// Over `connectionBufferBudget` of unforwarded DATA, a client connection gets its new
+    /// streams refused (REFUSED_STREAM, retryable); its open streams go on, and once the
+    /// upstream takes the bytes new streams are accepted again.
+    @Test func aClientOverItsBufferBudgetHasNewStreamsRefusedUntilItDrains() throws {
+        let h = BridgeHarness { $0.connectionBufferBudget = 256 << 10 }
+        h.upstreamSettings.initialWindowSize = 65_535
+        h.upstreamSetup = { peer in
+            peer.readsStream = { [unowned peer] id in peer.requests[id]?.first(":path") != "/svc/Upload" }
+            peer.onEvent = Peer.unary
+        }
+        let client = try h.connectClient()
+        let uploads = try (0..<2).map { _ in
+            try client.open(BackToBack.request(path: "/svc/Upload"), body: Self.filler(400_000))
+        }
+        try h.pump()
+        #expect(h.bufferedRequestBytes > 256 << 10)
+        let refused = try client.open(body: Peer.grpcMessage(5))
+        try h.pump()
+        #expect(client.closed(refused) == H2ErrorCode.refusedStream)
+        #expect(h.metrics.limitConnectionBufferBudget.value == 1)
+        // The upstream reads the uploads: the proxy drains, and takes new streams again.
+        let upstream = h.upstreams[0]
+        upstream.readsStream = { _ in true }
+        for id in upstream.streams(path: "/svc/Upload") { upstream.release(id) }
+        try h.pump()
+        for id in uploads { #expect(client.grpcStatus(id)?.status == "0") }
+        #expect(h.bufferedRequestBytes == 0)
+        let accepted = try client.open(body: Peer.grpcMessage(5))
+        try h.pump()
+        #expect(client.grpcStatus(accepted)?.status == "0")
+        #expect(h.streamsActive == 0)
+        try self.expectEmptyAfterClosing(h)
+    }
+
+    /// Request trailers reach the upstream and end its stream.
+    @Test func requestTrailersAreForwarded() throws {
+        let h = BridgeHarness()
+        h.upstreamSetup = { $0.onEvent = Peer.unary }
+        let client = try h.connectClient()
+        let id = try client.open(body: Peer.grpcMessage(7), end: false)
+        client.end(id, trailers: HeaderBlock([("x-checksum", "abc")]))
+        try h.pump()
+        let blocks = h.upstreams[0].headers(1)
+        #expect(blocks.count == 2)
+        #expect(blocks.last?.0.pairs.map(\.name) == ["x-checksum"])
+        #expect(blocks.last?.2 == true)
+        #expect(client.grpcStatus(id)?.status == "0")
+        try self.expectEmptyAfterClosing(h)
+    }
+
+    /// Draining: GOAWAY to the client, its open stream finishes, then the connection closes.
+    @Test func drainingLetsOpenStreamsFinishThenClosesTheClient() throws {
+        let h = BridgeHarness()
+        let client = try h.connectClient()
+        let id = try client.open(body: Peer.grpcMessage(5))
+        try h.pump()
+        h.loop.isDraining = true
+        for (_, connection) in h.loop.downstreams { connection.beginShutdown() }
+        try h.advanceTime(by: h.configuration.goAwayGrace)
+        #expect(client.goAways == [H2ErrorCode.noError, H2ErrorCode.noError])
+        #expect(!client.isClosed)
+        h.upstreams[0].respondGRPC(1, body: Peer.grpcMessage(2))
+        try h.pump()
+        #expect(client.grpcStatus(id)?.status == "0")
+        #expect(client.isClosed)
+        #expect(h.downstreamConnectionsActive == 0)
+        #expect(h.streamsActive == 0)
+        try self.expectEmptyAfterClosing(h)
+    }
+
     // MARK: Replays after REFUSED_STREAM
 
     @Test func aRefusedStreamWithASmallBodyIsReplayed() throws {
@@ -442,7 +513,7 @@ import Testing
 
     @Test func afterAnUpstreamGoAwayOpenStreamsFinishAndNewOnesUseANewConnection() throws {
         let h = BridgeHarness()
-        h.upstreamSetup = { peer in
+        h.upstreamSetup = { [unowned h] peer in
             // The first connection leaves its stream unanswered until the test says so.
             if h.upstreams.count > 1 { peer.onEvent = Peer.unary }
         }
@@ -463,6 +534,62 @@ import Testing
         #expect(old.isClosed, "a draining connection closes once its last stream is done")
         #expect(h.streamsActive == 0)
         #expect(h.upstreamConnectionsActive == 1)
+        try self.expectEmptyAfterClosing(h)
+    }
+
+    /// Streams above a GOAWAY's last stream ID were not processed: they are replayed on a new
+    /// connection, the one below it finishes on the old one.
+    @Test func streamsAboveAnUpstreamGoAwayAreReplayedOnANewConnection() throws {
+        let h = BridgeHarness()
+        h.upstreamSetup = { [unowned h] peer in
+            if h.upstreams.count > 1 { peer.onEvent = Peer.unary }
+        }
+        let client = try h.connectClient()
+        let kept = try client.open(body: Peer.grpcMessage(5))
+        let refused = try client.open(body: Peer.grpcMessage(6))
+        try h.pump()
+        let old = h.upstreams[0]
+        #expect(old.requests.count == 2)
+        old.goAway(lastStreamID: 1)
+        try h.pump()
+        #expect(h.upstreams.count == 2)
+        #expect(client.grpcStatus(refused)?.status == "0")
+        #expect(h.upstreams[1].data(1) == Peer.grpcMessage(6))
+        #expect(h.metrics.retries.value == 1)
+        old.respondGRPC(1, body: Peer.grpcMessage(3))
+        try h.pump()
+        #expect(client.grpcStatus(kept)?.status == "0")
+        #expect(old.isClosed)
+        #expect(h.streamsActive == 0)
+        self.expectNoPeerErrors(h)
+        try self.expectEmptyAfterClosing(h)
+    }
+
+    /// The upstream closes every stream window (SETTINGS_INITIAL_WINDOW_SIZE 0) mid-upload, then
+    /// opens them again: the upload resumes and completes.
+    @Test func anUploadSurvivesTheUpstreamShrinkingItsWindowsToZeroAndBack() throws {
+        let h = BridgeHarness()
+        h.upstreamSettings.initialWindowSize = 65_535
+        h.upstreamSetup = { $0.onEvent = Peer.unary }
+        let client = try h.connectClient()
+        let body = Self.filler(300_000)
+        let id = try client.open(body: Peer.grpcMessage(1), end: false)
+        try h.pump()
+        let upstream = h.upstreams[0]
+        upstream.submitSettings(initialWindowSize: 0)
+        try h.pump()
+        client.send(id, body)
+        client.end(id)
+        try h.pump()
+        #expect(upstream.data(1).readableBytes < 6 + body.readableBytes)
+        #expect(client.headers(id).isEmpty)
+        upstream.submitSettings(initialWindowSize: 65_535)
+        try h.pump()
+        #expect(upstream.data(1).readableBytes == 6 + body.readableBytes)
+        #expect(client.grpcStatus(id)?.status == "0")
+        #expect(h.streamsActive == 0)
+        #expect(h.bufferedRequestBytes == 0)
+        self.expectNoPeerErrors(h)
         try self.expectEmptyAfterClosing(h)
     }
 
@@ -506,6 +633,7 @@ import Testing
         #expect(h.streamsActive == 0)
         try h.closeAll()
         #expect(h.isEmpty, "left over: \(h.counts)")
+        #expect(h.leftAlive.isEmpty, "still alive: \(h.leftAlive)")
     }
 
     @Test func anIdleUpstreamConnectionIsClosedAfterTheIdleTimeout() throws {

@@ -12,6 +12,9 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
     var streams: [Int32: DownstreamStream] = [:]
     var isDirty = false
     private var context: ChannelHandlerContext?
+    /// DATA written per flush: NIO's default high watermark, so that the channel turns
+    /// unwritable (and DATA is held back) as soon as the socket stops taking it.
+    private let highWatermark = 64 << 10
     private var closed = false
     private var goAwaySent = false
     private var limits = Limits(now: .now())
@@ -95,8 +98,10 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
 
     func flushNow() {
         guard let context = self.context, !self.closed else { return }
-        let alive = self.session.write(to: context)
+        let alive = self.session.write(to: context, highWatermark: self.highWatermark)
         self.processEvents()
+        // More DATA than one flush's worth: write again, while the socket keeps taking it.
+        if self.session.isHoldingDataForBudget && !self.session.dataPaused { self.loop.markDirty(self) }
         if self.session.controlBytesWhilePaused > self.loop.configuration.maxQueuedControlBytes {
             self.enhanceYourCalm(context: context)
             return
@@ -116,7 +121,7 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
             metadata: ["queued_control_bytes": "\(self.session.controlBytesWhilePaused)"])
         // DATA stays held back: only the GOAWAY goes out, for whatever the client still reads.
         self.session.terminate(errorCode: H2ErrorCode.enhanceYourCalm)
-        _ = self.session.write(to: context)
+        _ = self.session.write(to: context, highWatermark: self.highWatermark)
         self.closed = true
         context.close(promise: nil)
     }

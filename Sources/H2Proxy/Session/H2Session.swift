@@ -76,6 +76,15 @@ public final class H2Session {
     public private(set) var controlBytesWhilePaused = 0
     /// DATA payload bytes queued on streams and not yet written, over all streams.
     public private(set) var queuedDataBytes = 0
+    /// DATA payload bytes the next ``produceOutput(_:)`` may write (at least one frame of up
+    /// to 16 KiB once it is positive). The channel owner sets it per flush, so that DATA counts
+    /// as written, and its window goes back to the other side of the proxy, only as fast as the
+    /// socket takes it.
+    public var dataBudget = Int.max
+    /// Streams held back because the budget ran out; resumed by the next `produceOutput`.
+    private var budgetDeferred: [Int32] = []
+    /// Whether DATA is waiting only because the last ``produceOutput(_:)`` used up its budget.
+    public var isHoldingDataForBudget: Bool { !self.budgetDeferred.isEmpty }
 
     enum Segment {
         case control(Int, Int)
@@ -236,6 +245,14 @@ public final class H2Session {
     @discardableResult
     public func produceOutput(_ write: (ByteBuffer) -> Void) throws(H2Error) -> Bool {
         precondition(!self.insideLibrary, "H2Session.produceOutput called from inside an nghttp2 callback")
+        if !self.budgetDeferred.isEmpty && self.dataBudget > 0 && !self.dataPaused {
+            for id in self.budgetDeferred {
+                guard let stream = self.outbound[id], stream.deferred else { continue }
+                stream.deferred = false
+                _ = nghttp2_session_resume_data(self.session, id)
+            }
+            self.budgetDeferred.removeAll(keepingCapacity: true)
+        }
         self.controlStart = 0
         self.insideLibrary = true
         let rv = nghttp2_session_send(self.session)
@@ -530,8 +547,16 @@ public final class H2Session {
             stream.deferred = true
             return Int(NGHTTP2_ERR_DEFERRED.rawValue)
         }
-        let n = min(length, stream.bytes)
-        if n > 0 { flags.pointee |= NGHTTP2_DATA_FLAG_NO_COPY.rawValue }
+        if self.dataBudget <= 0 && stream.bytes > 0 {
+            stream.deferred = true
+            self.budgetDeferred.append(streamID)
+            return Int(NGHTTP2_ERR_DEFERRED.rawValue)
+        }
+        let n = min(length, stream.bytes, max(self.dataBudget, 16384))
+        if n > 0 {
+            flags.pointee |= NGHTTP2_DATA_FLAG_NO_COPY.rawValue
+            self.dataBudget -= n
+        }
         if n == stream.bytes && stream.ended {
             flags.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
             if let trailers = stream.trailers {

@@ -22,8 +22,13 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
     var isDirty = false
     private(set) var state: State = .connecting
     private var context: ChannelHandlerContext?
+    /// DATA written per flush: NIO's default high watermark, so that the channel turns
+    /// unwritable (and DATA is held back) as soon as the socket stops taking it.
+    private let highWatermark = 64 << 10
     /// Why the proxy closed the connection itself, for the streams that were waiting for it.
     private var closeCause: String?
+    /// Closes the connection if the peer's SETTINGS do not arrive within `connect_timeout`.
+    private var settingsTimeout: Scheduled<Void>?
 
     init(loop: ProxyLoop, pool: UpstreamPool) {
         self.loop = loop
@@ -47,7 +52,7 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
         // `connect_timeout` covers the HTTP/2 handshake too: an upstream that takes the TCP
         // connection but never sends SETTINGS must not hold the streams waiting for it.
         let timeout = self.loop.configuration.connectTimeout
-        self.loop.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+        self.settingsTimeout = self.loop.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
             guard self.state == .connecting else { return }
             self.loop.metrics.upstreamConnectErrors.increment()
             self.closeCause =
@@ -87,6 +92,8 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        self.settingsTimeout?.cancel()
+        self.settingsTimeout = nil
         let wasConnecting = self.state == .connecting
         self.state = .closed
         self.loop.metrics.upstreamConnectionsActive.decrement()
@@ -105,15 +112,17 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
 
     func flushNow() {
         guard let context = self.context, self.state != .closed else { return }
-        let alive = self.session.write(to: context)
+        let alive = self.session.write(to: context, highWatermark: self.highWatermark)
         self.processEvents()
+        // More DATA than one flush's worth: write again, while the socket keeps taking it.
+        if self.session.isHoldingDataForBudget && !self.session.dataPaused { self.loop.markDirty(self) }
         if self.session.controlBytesWhilePaused > self.loop.configuration.maxQueuedControlBytes {
             // HEADERS and control frames pile up for an upstream that does not read: give up on
             // the connection (its streams get UNAVAILABLE) rather than grow without bound.
             self.loop.metrics.limitQueuedControlBytes.increment()
             self.loop.logger.warning("closing an upstream connection that does not read")
             self.session.terminate(errorCode: H2ErrorCode.enhanceYourCalm)
-            _ = self.session.write(to: context)
+            _ = self.session.write(to: context, highWatermark: self.highWatermark)
             self.state = .closed
             context.close(promise: nil)
             return
@@ -154,6 +163,8 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
             case .remoteSettings:
                 if self.state == .connecting {
                     self.state = .ready
+                    self.settingsTimeout?.cancel()
+                    self.settingsTimeout = nil
                 }
                 self.pool.capacityChanged(self)
             case .headerListTooLarge(let id):
