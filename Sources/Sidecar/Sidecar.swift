@@ -42,11 +42,13 @@ public final class Sidecar: Sendable {
             try? await group.shutdownGracefully()
             throw error
         }
+        let trimmer = MemoryTrimmer(eventLoop: group.next(), logger: logger)
         let signal = await signals.next()
         logger.info(
             "signal received, draining",
             metadata: ["signal": "\(signal)", "drain_timeout": "\(DurationValue.format(self.config.drainTimeout))"])
         await instance.stop(drainTimeout: self.config.drainTimeout)
+        trimmer.stop()
         try? await group.shutdownGracefully()
         logger.info("stopped")
     }
