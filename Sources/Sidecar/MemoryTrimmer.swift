@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Logging
 import NIOCore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Gives memory that the process freed back to the kernel, every `interval`.
 ///
@@ -19,11 +20,11 @@ final class MemoryTrimmer: Sendable {
 
     init(eventLoop: EventLoop, interval: TimeAmount = .seconds(30), logger: Logger) {
         #if canImport(Glibc)
-        let trim = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim").map {
-            unsafeBitCast($0, to: MallocTrim.self)
-        }
+            let trim = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc_trim").map {
+                unsafeBitCast($0, to: MallocTrim.self)
+            }
         #else
-        let trim: MallocTrim? = nil
+            let trim: MallocTrim? = nil
         #endif
         self.task = eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
             guard let trim else { return }
