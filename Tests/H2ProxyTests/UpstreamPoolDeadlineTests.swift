@@ -67,9 +67,11 @@ private final class UpstreamPeer {
 
     init(_ h: PoolHarness) {
         let eventLoop = h.eventLoop
-        h.loop.upstreamConnector = { connection, _, _ in
+        // Weak: the loop keeps its connector, and the connector must not keep this peer (and
+        // its channel) alive past the test.
+        h.loop.upstreamConnector = { [weak self] connection, _, _ in
             let channel = EmbeddedChannel(handler: connection, loop: eventLoop)
-            self.channel = channel
+            self?.channel = channel
             return channel.connect(to: try! SocketAddress(ipAddress: "127.0.0.1", port: 1)).map { _ in }
         }
     }
@@ -391,6 +393,7 @@ private func at(_ seconds: Int64) -> NIODeadline { .uptimeNanoseconds(UInt64(1_0
         #expect(!h.contains(probe))
         // Not an idle timeout.
         #expect(h.metrics.limitUpstreamIdleTimeout.value == 0)
+        h.eventLoop.run()
     }
 
     @Test func aRetiredPoolStaysUntilItsStreamsAreDone() {

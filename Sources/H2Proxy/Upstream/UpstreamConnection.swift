@@ -16,7 +16,7 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
     }
 
     unowned let loop: ProxyLoop
-    let pool: UpstreamPool
+    unowned let pool: UpstreamPool
     let session: H2Session
     var streams: [Int32: UpstreamStream] = [:]
     var isDirty = false
@@ -52,8 +52,9 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
         // `connect_timeout` covers the HTTP/2 handshake too: an upstream that takes the TCP
         // connection but never sends SETTINGS must not hold the streams waiting for it.
         let timeout = self.loop.configuration.connectTimeout
-        self.settingsTimeout = self.loop.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
-            guard self.state == .connecting else { return }
+        // Weak: the timer must not keep a connection (and its channel) alive on its own.
+        self.settingsTimeout = self.loop.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
+            guard let self, self.state == .connecting else { return }
             self.loop.metrics.upstreamConnectErrors.increment()
             self.closeCause =
                 "upstream \(self.pool.host):\(self.pool.port) sent no SETTINGS within \(timeout.nanoseconds / 1_000_000) ms"

@@ -198,8 +198,9 @@ final class UpstreamPool {
         if let at = self.deadlineTimerAt, at <= next { return }
         self.deadlineTimer?.cancel()
         self.deadlineTimerAt = next
-        self.deadlineTimer = self.loop.eventLoop.assumeIsolated().scheduleTask(deadline: next) {
-            self.deadlinesPassed()
+        // Weak: the loop keeps the pools it needs; a pending timer must not keep one alive.
+        self.deadlineTimer = self.loop.eventLoop.assumeIsolated().scheduleTask(deadline: next) { [weak self] in
+            self?.deadlinesPassed()
         }
     }
 
