@@ -54,6 +54,21 @@ import Testing
         #expect(link.server.queuedDataBytes == 0)
     }
 
+    /// A 13-byte RST_STREAM written while paused keeps its whole scratch buffer alive in the
+    /// channel's queue: the cap must count that, or a client that floods HEADERS and never reads
+    /// makes the proxy hold ~200× the limit.
+    @Test func pausedControlFramesCountTheMemoryTheyHold() throws {
+        let link = BackToBack()
+        let ids = try (0..<5).map { _ in try link.client.submitRequest(BackToBack.request(), endStream: false) }
+        try link.pump()
+        link.server.setDataPaused(true)
+        for id in ids {
+            link.server.resetStream(streamID: id, errorCode: H2ErrorCode.refusedStream)
+            try link.server.produceOutput { _ in }
+        }
+        #expect(link.server.controlBytesWhilePaused >= 5 * 4096)
+    }
+
     @Test func queuedDataBytesDropWhenTheStreamIsReset() throws {
         let link = BackToBack()
         let id = try link.client.submitRequest(BackToBack.request(grpc: false), endStream: false)

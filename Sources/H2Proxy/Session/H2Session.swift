@@ -70,9 +70,9 @@ public final class H2Session {
     /// While true, DATA is held back (the peer's socket is full); control frames still go out
     /// and are counted in ``controlBytesWhilePaused``.
     public private(set) var dataPaused = false
-    /// Bytes of frames outside flow control (HEADERS, trailers, RST_STREAM, SETTINGS, PING,
-    /// GOAWAY, WINDOW_UPDATE) produced since DATA was paused: what piles up behind a peer that
-    /// does not read.
+    /// Memory held by frames outside flow control (HEADERS, trailers, RST_STREAM, SETTINGS,
+    /// PING, GOAWAY, WINDOW_UPDATE) written since DATA was paused: what piles up behind a peer
+    /// that does not read. Counts the buffers the frames keep alive, not just their bytes.
     public private(set) var controlBytesWhilePaused = 0
     /// DATA payload bytes queued on streams and not yet written, over all streams.
     public private(set) var queuedDataBytes = 0
@@ -90,6 +90,10 @@ public final class H2Session {
         case control(Int, Int)
         case data(ByteBuffer)
     }
+
+    /// Memory a write queued in a channel costs besides its bytes (NIO's pending-write entry and
+    /// the `ByteBuffer` in it), for ``controlBytesWhilePaused``.
+    static let queuedWriteOverhead = 128
 
     /// A class, so that the per-frame callbacks mutate it in place: a struct copied out of the
     /// dictionary would copy its chunk queue on write.
@@ -260,14 +264,22 @@ public final class H2Session {
         self.closeControlRun()
         self.noteTermination()
         if !self.segments.isEmpty {
+            var controlWrites = 0
             for segment in self.segments {
                 switch segment {
                 case .control(let start, let end):
-                    if self.dataPaused { self.controlBytesWhilePaused += end - start }
+                    controlWrites += 1
                     write(self.scratch.getSlice(at: start, length: end - start)!)
                 case .data(let slice):
                     write(slice)
                 }
+            }
+            if self.dataPaused && controlWrites > 0 {
+                // What these frames hold until the socket drains: the whole scratch buffer they
+                // are slices of (4 KiB at least, for a 13-byte RST_STREAM), and the channel's
+                // bookkeeping for each write. Counting wire bytes let a client that sends
+                // HEADERS and never reads pile up ~200× the limit in RST_STREAMs.
+                self.controlBytesWhilePaused += self.scratch.capacity + controlWrites * Self.queuedWriteOverhead
             }
             self.segments.removeAll(keepingCapacity: true)
             self.scratch = self.allocator.buffer(capacity: 0)
