@@ -16,7 +16,8 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
     }
 
     unowned let loop: ProxyLoop
-    unowned let pool: UpstreamPool
+    /// Strong: the pool drops the connection from its list when it closes, which ends the cycle.
+    let pool: UpstreamPool
     let session: H2Session
     var streams: [Int32: UpstreamStream] = [:]
     var isDirty = false
