@@ -5,7 +5,8 @@ import NIOCore
 final class LocalCall: UpstreamStream {
     static let maxResponseBytes = 1 << 20
 
-    unowned let loop: ProxyLoop
+    /// Strong: the call ends on its own timer, whatever happened to the server that started it.
+    let loop: ProxyLoop
     let pool: UpstreamPool
     private var request: HeaderBlock
     private let requestBody: ByteBuffer

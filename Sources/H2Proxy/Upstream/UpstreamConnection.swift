@@ -15,7 +15,10 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
         case closed
     }
 
-    unowned let loop: ProxyLoop
+    /// Strong: a connection's channel can outlive the server that made it (its close may run
+    /// after `ProxyServer` is gone, at shutdown), and its last events still reach the loop.
+    /// The cycle through the loop's pools ends when the connection closes.
+    let loop: ProxyLoop
     /// Strong: the pool drops the connection from its list when it closes, which ends the cycle.
     let pool: UpstreamPool
     let session: H2Session

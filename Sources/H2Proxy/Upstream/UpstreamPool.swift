@@ -14,6 +14,9 @@ import NIOPosix
 /// A pool for a probe target that discovery dropped is retired (``retire()``): its
 /// connections close once their streams are done.
 final class UpstreamPool {
+    /// Unowned, and safe: everything that holds a pool (the loop itself, an
+    /// ``UpstreamConnection``, a ``LocalCall``, a ``ProxyStream``) holds the loop strongly too,
+    /// so the loop outlives every pool. Strong here would make loop and pool a cycle for good.
     unowned let loop: ProxyLoop
     let host: String
     let port: Int
