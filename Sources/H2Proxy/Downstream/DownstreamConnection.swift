@@ -12,9 +12,6 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
     var streams: [Int32: DownstreamStream] = [:]
     var isDirty = false
     private var context: ChannelHandlerContext?
-    /// DATA written per flush: NIO's default high watermark, so that the channel turns
-    /// unwritable (and DATA is held back) as soon as the socket stops taking it.
-    private let highWatermark = 64 << 10
     private var closed = false
     private var goAwaySent = false
     private var limits = Limits(now: .now())
@@ -72,11 +69,7 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
     /// The socket filled up (the client is not reading) or drained: hold DATA back meanwhile,
     /// so that nothing is reported written and no upstream window is given back.
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        self.session.setDataPaused(!context.channel.isWritable)
-        if context.channel.isWritable {
-            self.loop.markDirty(self)
-            self.loop.flushDirty()
-        }
+        self.followWritability(of: context.channel)
         context.fireChannelWritabilityChanged()
     }
 
@@ -98,32 +91,20 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
 
     func flushNow() {
         guard let context = self.context, !self.closed else { return }
-        let alive = self.session.write(to: context, highWatermark: self.highWatermark)
+        let (alive, overControlCap) = self.writeSession(to: context)
         self.processEvents()
-        // More DATA than one flush's worth: write again, while the socket keeps taking it.
-        if self.session.isHoldingDataForBudget && !self.session.dataPaused { self.loop.markDirty(self) }
-        if self.session.controlBytesWhilePaused > self.loop.configuration.maxQueuedControlBytes {
-            self.enhanceYourCalm(context: context)
+        if overControlCap {
+            self.loop.logger.debug(
+                "closing a client connection that does not read",
+                metadata: ["queued_control_bytes": "\(self.session.controlBytesWhilePaused)"])
+            self.closed = true
+            self.endForNotReading(context: context)
             return
         }
         if !alive || (self.goAwaySent && self.streams.isEmpty && !self.session.wantsWrite) {
             self.closed = true
             context.close(promise: nil)
         }
-    }
-
-    /// The client stopped reading while frames outside flow control kept piling up for it:
-    /// GOAWAY ENHANCE_YOUR_CALM, then close.
-    private func enhanceYourCalm(context: ChannelHandlerContext) {
-        self.loop.metrics.limitQueuedControlBytes.increment()
-        self.loop.logger.debug(
-            "closing a client connection that does not read",
-            metadata: ["queued_control_bytes": "\(self.session.controlBytesWhilePaused)"])
-        // DATA stays held back: only the GOAWAY goes out, for whatever the client still reads.
-        self.session.terminate(errorCode: H2ErrorCode.enhanceYourCalm)
-        _ = self.session.write(to: context, highWatermark: self.highWatermark)
-        self.closed = true
-        context.close(promise: nil)
     }
 
     /// Gives `bytes` of request window back to the client, on `streamID` and the connection.

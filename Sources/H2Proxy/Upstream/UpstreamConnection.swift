@@ -26,9 +26,6 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
     var isDirty = false
     private(set) var state: State = .connecting
     private var context: ChannelHandlerContext?
-    /// DATA written per flush: NIO's default high watermark, so that the channel turns
-    /// unwritable (and DATA is held back) as soon as the socket stops taking it.
-    private let highWatermark = 64 << 10
     /// Why the proxy closed the connection itself, for the streams that were waiting for it.
     private var closeCause: String?
     /// Closes the connection if the peer's SETTINGS do not arrive within `connect_timeout`.
@@ -88,11 +85,7 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
     /// The upstream stopped reading (or started again): hold request DATA back meanwhile, so
     /// clients get no window back and each stream waits on its own flow control.
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        self.session.setDataPaused(!context.channel.isWritable)
-        if context.channel.isWritable {
-            self.loop.markDirty(self)
-            self.loop.flushDirty()
-        }
+        self.followWritability(of: context.channel)
         context.fireChannelWritabilityChanged()
     }
 
@@ -117,19 +110,14 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
 
     func flushNow() {
         guard let context = self.context, self.state != .closed else { return }
-        let alive = self.session.write(to: context, highWatermark: self.highWatermark)
+        let (alive, overControlCap) = self.writeSession(to: context)
         self.processEvents()
-        // More DATA than one flush's worth: write again, while the socket keeps taking it.
-        if self.session.isHoldingDataForBudget && !self.session.dataPaused { self.loop.markDirty(self) }
-        if self.session.controlBytesWhilePaused > self.loop.configuration.maxQueuedControlBytes {
+        if overControlCap {
             // HEADERS and control frames pile up for an upstream that does not read: give up on
             // the connection (its streams get UNAVAILABLE) rather than grow without bound.
-            self.loop.metrics.limitQueuedControlBytes.increment()
             self.loop.logger.warning("closing an upstream connection that does not read")
-            self.session.terminate(errorCode: H2ErrorCode.enhanceYourCalm)
-            _ = self.session.write(to: context, highWatermark: self.highWatermark)
             self.state = .closed
-            context.close(promise: nil)
+            self.endForNotReading(context: context)
             return
         }
         if !alive || (self.state == .draining && self.streams.isEmpty) {
