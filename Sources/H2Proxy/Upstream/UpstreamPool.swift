@@ -99,7 +99,11 @@ final class UpstreamPool {
     }
 
     private func connectIfNeeded() {
-        guard !self.waiting.isEmpty, self.connecting == 0 else { return }
+        // One handshake at a time: a connection counts as connecting until its SETTINGS arrive,
+        // not only until TCP connects (streams queued meanwhile used to open a second one).
+        guard !self.waiting.isEmpty, self.connecting == 0,
+            !self.connections.contains(where: { $0.state == .connecting })
+        else { return }
         // Drop connections that can take nothing more and are done.
         guard self.connections.count < self.loop.configuration.maxUpstreamConnectionsPerLoop else {
             // At the cap: streams wait for room on an existing connection.
