@@ -43,11 +43,46 @@ public final class Sidecar: Sendable {
             throw error
         }
         let trimmer = MemoryTrimmer(eventLoop: group.next(), logger: logger)
+        let idleReload = instance.tlsReloader == nil ? IdleReloadSignal(logger: logger) : nil
+        defer { idleReload?.stop() }
+        // An upstream that is down at start is said once, and again once it is up (checked every
+        // second until then); later failures are logged by the connection pools.
+        let startCheck = Task { [proxy = instance.proxy, upstream = self.config.upstream!] in
+            var warned = false
+            while !Task.isCancelled {
+                if await proxy.checkUpstream() {
+                    if warned { logger.notice("upstream reachable", metadata: ["upstream": "\(upstream)"]) }
+                    return
+                }
+                if !warned {
+                    warned = true
+                    logger.warning(
+                        "upstream unreachable at start: calls fail with UNAVAILABLE until it is up",
+                        metadata: ["upstream": "\(upstream)"])
+                }
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+        defer { startCheck.cancel() }
         let signal = await signals.next()
         logger.info(
             "signal received, draining",
-            metadata: ["signal": "\(signal)", "drain_timeout": "\(DurationValue.format(self.config.drainTimeout))"])
-        await instance.stop(drainTimeout: self.config.drainTimeout)
+            metadata: [
+                "signal": "\(SignalWaiter.name(signal))",
+                "drain_timeout": "\(DurationValue.format(self.config.drainTimeout))",
+            ])
+        let drain = Task { await instance.stop(drainTimeout: self.config.drainTimeout) }
+        // A second SIGTERM or SIGINT while draining: stop waiting for the streams in flight and
+        // end them now (what an operator pressing Ctrl-C twice means).
+        let impatience = Task {
+            let second = await signals.next()
+            guard !Task.isCancelled, second != 0 else { return }
+            logger.warning(
+                "second signal received: ending the drain now", metadata: ["signal": "\(SignalWaiter.name(second))"])
+            drain.cancel()
+        }
+        await drain.value
+        impatience.cancel()
         trimmer.stop()
         try? await group.shutdownGracefully()
         logger.info("stopped")
@@ -210,8 +245,36 @@ final class SignalWaiter: @unchecked Sendable {
         self.sources = sources
     }
 
+    /// The next signal, or 0 when the waiting task is cancelled.
     func next() async -> Int32 {
         for await sig in self.stream { return sig }
         return 0
     }
+
+    /// "SIGTERM" rather than 15.
+    static func name(_ signal: Int32) -> String {
+        switch signal {
+        case SIGTERM: "SIGTERM"
+        case SIGINT: "SIGINT"
+        case SIGHUP: "SIGHUP"
+        default: "signal \(signal)"
+        }
+    }
+}
+
+/// SIGHUP reloads certificates; without TLS there is nothing to reload, and the signal is
+/// logged (once per signal) rather than ignored without a word or ending the process.
+final class IdleReloadSignal: @unchecked Sendable {
+    private let source: DispatchSourceSignal
+
+    init(logger: Logger) {
+        Foundation.signal(SIGHUP, SIG_IGN)
+        self.source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        self.source.setEventHandler {
+            logger.notice("SIGHUP received: no TLS certificates configured, nothing to reload")
+        }
+        self.source.resume()
+    }
+
+    func stop() { self.source.cancel() }
 }

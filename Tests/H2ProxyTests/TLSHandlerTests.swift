@@ -38,6 +38,9 @@ final class TLSPair {
     let metrics: TLSMetrics
     let client = EmbeddedChannel()
     let server = EmbeddedChannel()
+    /// Handshake failures the client side passed down its pipeline (for the upstream
+    /// connection to name the cause); `EmbeddedChannel` rethrows them.
+    var clientFailures: [TLSHandshakeFailure] = []
 
     init(clientContext: TLSContext, serverContext: TLSContext) throws {
         self.metrics = TLSMetrics(registry: self.registry)
@@ -69,7 +72,13 @@ final class TLSPair {
             }
             while let b = try self.server.readOutbound(as: ByteBuffer.self) {
                 moved = true
-                if self.client.isActive { try self.client.writeInbound(b) }
+                if self.client.isActive {
+                    do {
+                        try self.client.writeInbound(b)
+                    } catch let failure as TLSHandshakeFailure {
+                        self.clientFailures.append(failure)
+                    }
+                }
             }
         }
     }
@@ -119,12 +128,17 @@ final class TLSPair {
         #expect(!pair.client.isActive)
         #expect(pair.errors("upstream", "hostname_mismatch"))
         #expect(pair.errors("downstream", "alert_received"))
+        #expect(pair.clientFailures.map(\.reason) == [.hostnameMismatch])
+        #expect(
+            UpstreamFailure.describe(pair.clientFailures[0]).hasPrefix(
+                "TLS handshake failed: the certificate does not match the host name"))
     }
 
     @Test func untrustedServerIsRefused() throws {
         let pair = try TLSPair(clientContext: Self.clientContext(), serverContext: Self.serverContext(cert: "other"))
         try pair.pump()
         #expect(pair.errors("upstream", "cert_untrusted"))
+        #expect(pair.clientFailures.map(\.reason) == [.certificateUntrusted])
     }
 
     @Test func plaintextToServerIsNotTLS() throws {

@@ -12,6 +12,8 @@ final class ProxyLoop {
     let metrics: ProxyMetrics
     let observerSource: LoopObserverSource?
     let logger: Logger
+    /// Shared by the loops of one server: connect failures are logged once per change.
+    let reachability: UpstreamReachability
     /// The pool to the configured upstream, which carries live traffic.
     private(set) var pool: UpstreamPool!
     /// Pools by `host:port`, the upstream's included, for calls this sidecar makes itself.
@@ -37,8 +39,10 @@ final class ProxyLoop {
 
     init(
         eventLoop: EventLoop, configuration: ProxyConfiguration, metrics: ProxyMetrics,
-        observerFactory: StreamObserverFactory?, localResponder: LocalResponder?, logger: Logger
+        observerFactory: StreamObserverFactory?, localResponder: LocalResponder?, logger: Logger,
+        reachability: UpstreamReachability = UpstreamReachability()
     ) {
+        self.reachability = reachability
         self.localResponder = localResponder
         self.eventLoop = eventLoop
         self.configuration = configuration
@@ -109,6 +113,21 @@ final class ProxyLoop {
 
     /// Every pool, retired ones included (for shutdown).
     var allPools: [UpstreamPool] { Array(self.pools.values) + Array(self.retiredPools.values) }
+
+    /// The end of a drain: every stream still open gets `cause` as a proper ending (UNAVAILABLE
+    /// trailers, a 502 or RST_STREAM; see ``ProxyStream``), its frames are written, and every
+    /// connection closes. Returns the client connections and streams that were still open.
+    func endEverything(cause: String) -> (connections: Int, streams: Int) {
+        let downstreams = Array(self.downstreams.values)
+        let streams = downstreams.reduce(0) { $0 + $1.streams.count }
+        for pool in self.allPools { pool.abandon(cause) }
+        for connection in downstreams {
+            connection.flushNow()
+            connection.forceClose()
+        }
+        self.flushDirty()
+        return (downstreams.count, streams)
+    }
 
     func markDirty(_ connection: H2Connection) {
         guard !connection.isDirty else { return }

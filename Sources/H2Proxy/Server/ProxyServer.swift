@@ -22,12 +22,14 @@ public final class ProxyServer: Sendable {
         self.group = group
         self.logger = logger
         var loops: [NIOLoopBound<ProxyLoop>] = []
+        let reachability = UpstreamReachability()
         for eventLoop in group.makeIterator() {
             let loop = try! eventLoop.submit {
                 NIOLoopBound(
                     ProxyLoop(
                         eventLoop: eventLoop, configuration: configuration, metrics: metrics,
-                        observerFactory: observerFactory, localResponder: localResponder, logger: logger),
+                        observerFactory: observerFactory, localResponder: localResponder, logger: logger,
+                        reachability: reachability),
                     eventLoop: eventLoop)
             }.wait()
             loops.append(loop)
@@ -63,7 +65,10 @@ public final class ProxyServer: Sendable {
     }
 
     /// Graceful shutdown: stop accepting, GOAWAY every client, let in-flight streams finish for
-    /// up to `timeout`, then close whatever is left.
+    /// up to `timeout`, then end the streams still open properly (UNAVAILABLE trailers for
+    /// gRPC, 502 or RST_STREAM otherwise) before closing the connections.
+    ///
+    /// Cancelling the calling task (a second SIGTERM) cuts the wait short the same way.
     public func drain(timeout: TimeAmount) async {
         if let channel = self.channelBox.withLockedValue({ $0 }) {
             try? await channel.close()
@@ -77,7 +82,7 @@ public final class ProxyServer: Sendable {
             }.get()
         }
         let deadline = NIODeadline.now() + timeout
-        while NIODeadline.now() < deadline {
+        while NIODeadline.now() < deadline && !Task.isCancelled {
             var open = 0
             for bound in self.loops {
                 open += (try? await bound.eventLoop.submit { bound.value.downstreams.count }.get()) ?? 0
@@ -85,18 +90,26 @@ public final class ProxyServer: Sendable {
             if open == 0 { break }
             try? await Task.sleep(nanoseconds: 20_000_000)
         }
+        let cause =
+            Task.isCancelled
+            ? "sidecar shutting down: stopped by a second signal"
+            : "sidecar shutting down: drain timeout of \(UpstreamFailure.describe(timeout)) passed"
+        var connections = 0
+        var streams = 0
         for bound in self.loops {
-            try? await bound.eventLoop.submit {
-                let loop = bound.value
-                if !loop.downstreams.isEmpty {
-                    loop.logger.warning(
-                        "drain timeout: closing connections with streams in flight",
-                        metadata: ["connections": "\(loop.downstreams.count)"])
-                }
-                loop.stopHousekeeping()
-                for (_, c) in loop.downstreams { c.forceClose() }
-                for pool in loop.allPools { pool.closeAll() }
-            }.get()
+            let (c, s) =
+                (try? await bound.eventLoop.submit {
+                    let loop = bound.value
+                    loop.stopHousekeeping()
+                    return loop.endEverything(cause: cause)
+                }.get()) ?? (0, 0)
+            connections += c
+            streams += s
+        }
+        if connections > 0 {
+            self.logger.warning(
+                "drain ended with streams in flight: ending them with UNAVAILABLE",
+                metadata: ["connections": "\(connections)", "streams": "\(streams)", "reason": "\(cause)"])
         }
     }
 

@@ -248,6 +248,8 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         self.plaintext = nil
         self.failPromises(ChannelError.ioOnClosedChannel)
+        // The upstream connection names the cause to the streams that waited for it.
+        if self.endpoint.side == .upstream { context.fireErrorCaught(failure) }
         if context.channel.isActive {
             self.sendOutput(context: context)
             context.close(promise: nil)

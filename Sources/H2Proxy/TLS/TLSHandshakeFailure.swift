@@ -1,5 +1,5 @@
 /// Why a TLS handshake failed: a metric label and a line for the log.
-struct TLSHandshakeFailure: Equatable {
+struct TLSHandshakeFailure: Equatable, Error {
     enum Reason: String, CaseIterable {
         case noApplicationProtocol = "no_alpn"
         case certificateExpired = "cert_expired"

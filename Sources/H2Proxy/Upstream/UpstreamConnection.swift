@@ -58,7 +58,7 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
             guard let self, self.state == .connecting else { return }
             self.loop.metrics.upstreamConnectErrors.increment()
             self.closeCause =
-                "upstream \(self.pool.host):\(self.pool.port) sent no SETTINGS within \(timeout.nanoseconds / 1_000_000) ms"
+                "upstream \(self.upstreamAddress) sent no SETTINGS within \(UpstreamFailure.describe(timeout))"
             self.loop.logger.warning("upstream sent no SETTINGS in time", metadata: ["error": "\(self.closeCause!)"])
             self.context?.close(promise: nil)
         }
@@ -93,18 +93,39 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
         self.settingsTimeout?.cancel()
         self.settingsTimeout = nil
         let wasConnecting = self.state == .connecting
+        let closedByProxy = self.state == .closed
         self.state = .closed
         self.loop.metrics.upstreamConnectionsActive.decrement()
         self.pool.connectionClosed(self, beforeReady: wasConnecting, cause: self.closeCause)
         let open = self.streams
         self.streams.removeAll()
-        for (_, stream) in open { stream.upstreamConnectionLost("upstream connection closed") }
+        if !open.isEmpty {
+            let cause = self.closeCause ?? "lost the connection to upstream \(self.upstreamAddress)"
+            if !closedByProxy && !self.loop.isDraining {
+                self.loop.logger.warning(
+                    "upstream connection lost with streams in flight",
+                    metadata: ["upstream": "\(self.upstreamAddress)", "streams": "\(open.count)", "error": "\(cause)"])
+            }
+            for (_, stream) in open { stream.upstreamConnectionLost(cause) }
+        }
         self.loop.flushDirty()
         self.context = nil
     }
 
+    /// `host:port` of the hop this connection goes to, for messages.
+    var upstreamAddress: String { "\(self.pool.host):\(self.pool.port)" }
+
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        self.loop.logger.debug("upstream connection I/O error", metadata: ["error": "\(error)"])
+        // The first error is the cause the streams and the log get (a TLS handshake failure,
+        // a reset); later ones are consequences of it.
+        if self.closeCause == nil {
+            let what = UpstreamFailure.describe(error)
+            self.closeCause =
+                self.state == .connecting
+                ? "upstream \(self.upstreamAddress) unreachable: \(what)"
+                : "lost the connection to upstream \(self.upstreamAddress): \(what)"
+        }
+        self.loop.logger.debug("upstream connection I/O error", metadata: ["error": "\(self.closeCause ?? "")"])
         context.close(promise: nil)
     }
 
@@ -158,6 +179,7 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
                     self.state = .ready
                     self.settingsTimeout?.cancel()
                     self.settingsTimeout = nil
+                    self.pool.connectionReady(self)
                 }
                 self.pool.capacityChanged(self)
             case .headerListTooLarge(let id):
@@ -167,6 +189,9 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
                 self.loop.metrics.protocolErrorsUpstream.increment()
             case .connectionError(let message):
                 self.loop.metrics.protocolErrorsUpstream.increment()
+                if self.closeCause == nil {
+                    self.closeCause = "upstream \(self.upstreamAddress) broke the HTTP/2 protocol: \(message)"
+                }
                 self.loop.logger.warning(
                     "upstream broke the protocol; closing the connection (its streams get UNAVAILABLE)",
                     metadata: ["error": "\(message)", "upstream": "\(self.pool.host):\(self.pool.port)"])
@@ -181,6 +206,18 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
     }
 
     func close() {
+        self.context?.close(promise: nil)
+    }
+
+    /// Shutdown: the streams on this connection end with `cause` now (their clients get
+    /// UNAVAILABLE), and the connection closes without a warning of its own.
+    func abandon(_ cause: String) {
+        guard self.state != .closed else { return }
+        self.state = .closed
+        self.closeCause = cause
+        let open = self.streams
+        self.streams.removeAll()
+        for (_, stream) in open { stream.upstreamConnectionLost(cause) }
         self.context?.close(promise: nil)
     }
 }

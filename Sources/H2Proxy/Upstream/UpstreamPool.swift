@@ -28,7 +28,6 @@ final class UpstreamPool {
     private var deadlineTimerAt: NIODeadline?
     private var waitLimitHit = false
     private(set) var isRetired = false
-    private var lastConnectError: String?
 
     init(loop: ProxyLoop, host: String, port: Int) {
         self.loop = loop
@@ -36,6 +35,7 @@ final class UpstreamPool {
         self.port = port
     }
 
+    /// Connections open or opening now (for tests and the pool's invariants).
     var openConnections: Int { self.connections.count }
 
     /// Streams waiting for a slot now.
@@ -124,7 +124,7 @@ final class UpstreamPool {
                 self.connecting -= 1
                 switch result {
                 case .success:
-                    self.lastConnectError = nil
+                    break
                 case .failure(let error):
                     self.connectFailed(connection, error: error)
                 }
@@ -155,23 +155,38 @@ final class UpstreamPool {
         self.loop.metrics.upstreamConnectErrors.increment()
         self.connections.removeAll { $0 === connection }
         self.idle.forget(connection)
-        let cause =
-            "upstream \(self.host):\(self.port) unreachable: \(Self.describe(error))"
-        if self.lastConnectError != cause {
-            self.loop.logger.warning("cannot connect to upstream", metadata: ["error": "\(cause)"])
-            self.lastConnectError = cause
-        }
+        let cause = "upstream \(self.host):\(self.port) unreachable: \(UpstreamFailure.describe(error))"
+        self.noteConnectFailure(cause)
         for stream in self.waiting.removeAll() { stream.failUnavailable(cause) }
         self.cancelDeadlineCheckIfNothingPending()
         self.releaseIfRetiredAndEmpty()
+    }
+
+    /// Logs a failure to connect once per distinct cause for the process, not once per
+    /// attempt or per loop.
+    private func noteConnectFailure(_ cause: String) {
+        guard self.loop.reachability.failed("\(self.host):\(self.port)", cause: cause) else { return }
+        self.loop.logger.warning("cannot connect to upstream", metadata: ["error": "\(cause)"])
+    }
+
+    /// A connection got the upstream's SETTINGS: if connecting had failed, say it works again.
+    func connectionReady(_ connection: UpstreamConnection) {
+        guard let previous = self.loop.reachability.succeeded("\(self.host):\(self.port)") else { return }
+        self.loop.logger.notice(
+            "upstream reachable again",
+            metadata: ["upstream": "\(self.host):\(self.port)", "previous_error": "\(previous)"])
     }
 
     /// Called by a connection's `channelInactive`.
     func connectionClosed(_ connection: UpstreamConnection, beforeReady: Bool, cause: String? = nil) {
         self.connections.removeAll { $0 === connection }
         self.idle.forget(connection)
+        if beforeReady {
+            self.noteConnectFailure(
+                cause ?? "upstream \(self.host):\(self.port) closed the connection before its SETTINGS")
+        }
         if beforeReady && self.connecting == 0 && !self.waiting.isEmpty {
-            let cause = cause ?? "upstream closed the connection before SETTINGS"
+            let cause = cause ?? "upstream \(self.host):\(self.port) closed the connection before its SETTINGS"
             for stream in self.waiting.removeAll() {
                 stream.failUnavailable(cause)
             }
@@ -182,8 +197,12 @@ final class UpstreamPool {
         self.releaseIfRetiredAndEmpty()
     }
 
-    func closeAll() {
-        for c in self.connections { c.close() }
+    /// Shutdown: streams waiting for a slot and streams on a connection end with `cause`, and
+    /// every connection closes.
+    func abandon(_ cause: String) {
+        for stream in self.waiting.removeAll() { stream.failUnavailable(cause) }
+        self.cancelDeadlineCheckIfNothingPending()
+        for c in self.connections { c.abandon(cause) }
     }
 
     // MARK: Deadlines
@@ -242,7 +261,7 @@ final class UpstreamPool {
             }
             let cause =
                 "no stream slot on upstream \(self.host):\(self.port) within "
-                + "\(Self.describe(configuration.upstreamWaitTimeout))"
+                + "\(UpstreamFailure.describe(configuration.upstreamWaitTimeout))"
             for stream in late { stream.upstreamWaitTimedOut(cause) }
         }
         for connection in self.idle.removeExpired(now: now, timeout: configuration.upstreamIdleTimeout)
@@ -295,15 +314,4 @@ final class UpstreamPool {
         self.loop.retiredPoolDone(self)
     }
 
-    static func describe(_ t: TimeAmount) -> String {
-        let ms = t.nanoseconds / 1_000_000
-        return ms % 1000 == 0 ? "\(ms / 1000)s" : "\(ms)ms"
-    }
-
-    static func describe(_ error: Error) -> String {
-        if let e = error as? NIOConnectionError, let first = e.connectionErrors.first {
-            return "\(first.error)"
-        }
-        return "\(error)"
-    }
 }
