@@ -323,3 +323,19 @@ def test_check_config_output_matches_configuration_md(tmp_path):
     out = run_bin("check-config", "--config", str(cfg))
     assert out.returncode == 0, out.stderr
     assert out.stdout == block
+
+
+def test_live_metric_families_are_documented(procs):
+    """Families a running sidecar exports after traffic are in Docs/metrics.md (the unit test
+    DocsMatchCodeTests checks the source's literals both ways, lazily registered ones included)."""
+    documented = set(re.findall(r"^\| `(insight_[a-z0-9_]+)`", (ROOT / "Docs/metrics.md").read_text(), re.M))
+    server = procs.grpc_server()
+    sc = procs.sidecar(server.port)
+    ch = make_channel(sc.addr)
+    ch.unary_unary(TEST_SERVICE + "Unary")(b"hi", timeout=5)
+    ch.close()
+    _, text = http_get(sc.admin_port, "/metrics")
+    text = text.decode() if isinstance(text, bytes) else text
+    exported = set(re.findall(r"^# TYPE (insight_[a-z0-9_]+) ", text, re.M))
+    assert len(exported) > 20, text[:500]
+    assert exported <= documented, f"exported but not in Docs/metrics.md: {sorted(exported - documented)}"
