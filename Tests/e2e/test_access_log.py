@@ -1,0 +1,120 @@
+"""The access log against its documentation (Docs/operations.md, "Access log").
+
+grpcio calls through a sidecar started with ``--access-log FILE``: an OK call carrying a
+W3C ``traceparent``, an error status, a call the client cancels at its deadline, and a call
+to a sidecar whose upstream is a closed port. Every line written is parsed and checked
+against the table in the docs: no field that is not documented, every ``always`` field
+present, fields in the documented order, the documented JSON types, an RFC 3339 UTC
+timestamp with milliseconds, and the documented words for ``end``.
+"""
+
+import datetime
+import json
+import re
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from conftest import TEST_SERVICE, free_port, make_channel
+
+DOCS = Path(__file__).resolve().parents[2] / "Docs" / "operations.md"
+RFC3339_MS_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+JSON_TYPES = {"string": str, "number": (int, float), "array": list}
+
+
+def documented_fields():
+    """[(field, type, present, meaning)] from the table under "## Access log"."""
+    text = DOCS.read_text()
+    section = text.split("\n## Access log\n", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        m = re.match(r"^\| `([a-z_]+)` \| (\w+) \| ([^|]+) \| (.+) \|$", line)
+        if m:
+            rows.append((m.group(1), m.group(2), m.group(3).strip(), m.group(4)))
+    assert len(rows) >= 10, f"no access log table in {DOCS}"
+    return rows
+
+
+def read_lines(path: Path, want: int, timeout: float = 10.0):
+    deadline = time.time() + timeout
+    while True:
+        lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+        if len(lines) >= want or time.time() > deadline:
+            return lines
+        time.sleep(0.1)
+
+
+def check_line(line: dict, rows) -> None:
+    names = [r[0] for r in rows]
+    undocumented = [k for k in line if k not in names]
+    assert not undocumented, f"fields not in Docs/operations.md: {undocumented} in {line}"
+    order = [names.index(k) for k in line]
+    assert order == sorted(order), f"fields out of the documented order: {list(line)}"
+    for name, typ, present, meaning in rows:
+        if present == "always":
+            assert name in line, f"documented always-present field {name!r} missing from {line}"
+        if name in line:
+            assert isinstance(line[name], JSON_TYPES[typ]), f"{name} is not a {typ}: {line}"
+    assert RFC3339_MS_UTC.match(line["time"]), line["time"]
+    t = datetime.datetime.strptime(line["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
+    assert abs(t.timestamp() - time.time()) < 60, f"time {line['time']} is not now (UTC)"
+    end_row = next(r for r in rows if r[0] == "end")
+    words = re.findall(r"`([a-z_]+)`", end_row[3])
+    assert line["end"] in words, f"end={line['end']!r} is not one of the documented {words}"
+    for name, _, present, _ in rows:
+        if present.startswith("with "):
+            conditions = re.findall(r"`([a-z_]+)`", present)
+            assert (name in line) == (line["end"] in conditions), f"{name} present iff end in {conditions}: {line}"
+    for seg in line.get("segments", []):
+        assert set(seg) == {"segment", "next", "ms"}, seg
+    for key in ("dur_ms", "ttfb_ms", "self_ms"):
+        if key in line:
+            assert line[key] >= 0
+
+
+def test_access_log_lines_match_the_docs(procs, tmp_path):
+    rows = documented_fields()
+    log = tmp_path / "access.jsonl"
+    server = procs.grpc_server()
+    sc = procs.sidecar(server.port, extra=["--access-log", str(log)])
+    ch = make_channel(sc.addr)
+    unary = ch.unary_unary(TEST_SERVICE + "Unary")
+    unary(b"hi", metadata=[("traceparent", TRACEPARENT)], timeout=5)
+    with pytest.raises(grpc.RpcError) as e:
+        unary(b"x", metadata=[("x-status-code", "5"), ("x-status-message", "nope")], timeout=5)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as e:
+        unary(b"x", metadata=[("x-sleep-ms", "3000")], timeout=0.3)
+    assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    ch.close()
+
+    dead = procs.sidecar(free_port(), extra=["--access-log", str(log)])
+    ch = make_channel(dead.addr)
+    with pytest.raises(grpc.RpcError) as e:
+        ch.unary_unary(TEST_SERVICE + "Unary")(b"x", timeout=5)
+    assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+    ch.close()
+
+    lines = read_lines(log, 4)
+    assert len(lines) == 4, lines
+    for line in lines:
+        check_line(line, rows)
+    ok, err, cancelled, unavailable = lines
+
+    assert ok["trace_id"] == TRACE_ID
+    assert (ok["code"], ok["end"], ok["hop"], ok["source"]) == ("OK", "completed", "test", "traffic")
+    assert (ok["service"], ok["method"], ok["http_method"]) == ("insight.test.v1.Test", "Unary", "POST")
+    assert {"dur_ms", "ttfb_ms", "self_ms", "segments"} <= set(ok), ok
+    assert ok["segments"] == [{"segment": "test", "next": "service", "ms": ok["dur_ms"]}]
+    assert re.fullmatch(r"[0-9a-f]{32}", err["trace_id"]) and err["trace_id"] != TRACE_ID
+    assert (err["code"], err["end"]) == ("NOT_FOUND", "completed")
+    assert (cancelled["end"], cancelled["reset_code"]) == ("client_reset", "CANCEL"), cancelled
+    assert (unavailable["code"], unavailable["end"]) == ("UNAVAILABLE", "upstream_unavailable")
+    assert unavailable["message"], unavailable
+    # Every documented field was seen on a real line (the table has no dead rows).
+    seen = set().union(*(set(x) for x in lines))
+    assert seen == {r[0] for r in rows}, f"documented but never written: {sorted({r[0] for r in rows} - seen)}"
