@@ -26,7 +26,7 @@ public final class TrafficMetrics: @unchecked Sendable {
     public static let overflowLabel = "other"
 
     public init(
-        registry: MetricsRegistry, hop: String, region: String, maxRoutes: Int = 256, maxSegments: Int = 256,
+        registry: MetricsRegistry, hop: String, region: String, maxRoutes: Int = 128, maxSegments: Int = 256,
         headerErrorReasons: [String]
     ) {
         self.registry = registry
