@@ -57,7 +57,9 @@ final class HopTimingObserver: StreamObserver {
     func requestHeadersWillForward(_ headers: inout HeaderBlock, receivedAt: NIODeadline, now: NIODeadline) {
         self.receivedAt = receivedAt
         if self.source.accessLog != nil { self.method = headers.first(":method") ?? "" }
-        if let i = headers.firstIndex(of: "grpc-timeout") { self.timeoutNanos = GRPCTimeout.nanoseconds(headers.value(at: i)) }
+        if let i = headers.firstIndex(of: "grpc-timeout") {
+            self.timeoutNanos = GRPCTimeout.nanoseconds(headers.value(at: i))
+        }
         var problems: [TimingHeaders.Problem] = []
         // Correlation id: traceparent's trace-id, else insight-id, else a new insight-id.
         self.correlationID = CorrelationID.find(in: headers)
