@@ -88,6 +88,10 @@ let package = Package(
             ]
         ),
         .testTarget(
+            name: "MetricsTests",
+            dependencies: ["Metrics"]
+        ),
+        .testTarget(
             name: "SidecarTests",
             dependencies: ["Sidecar", "Metrics"]
         ),

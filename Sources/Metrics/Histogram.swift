@@ -25,8 +25,14 @@ public final class Histogram: @unchecked Sendable {
     private let exemplarSecond: [ManagedAtomic<Int64>]
     private var exemplars: [Exemplar?]
     private let exemplarLock = NSLock()
+    /// Unix seconds, read only when an exemplar is offered.
+    private let clock: @Sendable () -> Double
 
-    public init(buckets: [Double] = Histogram.defaultBuckets) {
+    public init(
+        buckets: [Double] = Histogram.defaultBuckets,
+        clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }
+    ) {
+        self.clock = clock
         self.buckets = buckets.sorted()
         self.counts = (0...self.buckets.count).map { _ in ManagedAtomic<UInt64>(0) }
         self.exemplarSecond = (0...self.buckets.count).map { _ in ManagedAtomic<Int64>(0) }
@@ -45,7 +51,7 @@ public final class Histogram: @unchecked Sendable {
         self.total.wrappingIncrement(ordering: .relaxed)
         self.sumNanos.wrappingIncrement(by: UInt64(min(v, 1e9) * 1e9), ordering: .relaxed)
         if let (name, value) = exemplar {
-            let now = Date().timeIntervalSince1970
+            let now = self.clock()
             let second = Int64(now)
             let last = self.exemplarSecond[index].load(ordering: .relaxed)
             if last != second,
@@ -76,7 +82,8 @@ public final class Histogram: @unchecked Sendable {
             let le = i < self.buckets.count ? Self.format(self.buckets[i]) : "+Inf"
             out += "\(name)_bucket{\(inner)le=\"\(le)\"} \(cumulative)"
             if openMetrics, let e = exemplars[i] {
-                out += " # {\(e.labelName)=\"\(e.labelValue)\"} \(e.value) \(String(format: "%.3f", e.timestamp))"
+                out += " # \(MetricsRegistry.render(labels: [(e.labelName, e.labelValue)])) \(e.value) "
+                out += String(format: "%.3f", e.timestamp)
             }
             out += "\n"
         }

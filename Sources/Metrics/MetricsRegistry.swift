@@ -1,18 +1,38 @@
 import Foundation
 
-/// Owns every metric family and renders them in the Prometheus text format (version 0.0.4).
+/// Owns every metric family and renders them in the Prometheus text format (version 0.0.4)
+/// or OpenMetrics 1.0.
 ///
 /// Series are created at start-up or when a new label set first appears (under a lock); the
-/// data path only touches the atomics inside ``Counter`` and ``Gauge``. Label sets are
-/// rendered once, when the series is created.
+/// data path only touches the atomics inside ``Counter``, ``Gauge`` and ``Histogram``. Label
+/// sets are rendered once, when the series is created.
 public final class MetricsRegistry: @unchecked Sendable {
     public enum Kind: String, Sendable { case counter, gauge, histogram }
+
+    /// A family name registered again with another kind (a programming error: Prometheus
+    /// rejects a scrape with two `# TYPE` lines for one name).
+    public struct RegistrationError: Error, Equatable, CustomStringConvertible {
+        public var name: String
+        public var registered: Kind
+        public var requested: Kind
+        public var description: String {
+            "metric family \(self.name) is a \(self.registered.rawValue), cannot register it as a \(self.requested.rawValue)"
+        }
+    }
+
+    private struct Series {
+        /// `{a="x",b="y"}`, escaped, or empty.
+        var rendered: String
+        /// The label pairs, for ``MetricsRegistry/remove(_:matching:)``.
+        var labels: [(String, String)]
+        var metric: AnyObject
+    }
 
     private final class Family {
         let name: String
         let help: String
         let kind: Kind
-        var series: [(labels: String, metric: AnyObject)] = []
+        var series: [Series] = []
         var index: [String: Int] = [:]
         init(name: String, help: String, kind: Kind) {
             self.name = name
@@ -24,8 +44,17 @@ public final class MetricsRegistry: @unchecked Sendable {
     private let lock = NSLock()
     private var families: [Family] = []
     private var byName: [String: Family] = [:]
+    /// Unix seconds, for exemplar timestamps (tests pass a fixed clock).
+    let clock: @Sendable () -> Double
 
-    public init() {}
+    public init() {
+        self.clock = { Date().timeIntervalSince1970 }
+    }
+
+    /// A registry whose histograms stamp exemplars with `clock` (Unix seconds).
+    public init(clock: @escaping @Sendable () -> Double) {
+        self.clock = clock
+    }
 
     public func counter(_ name: String, help: String, labels: [(String, String)] = []) -> Counter {
         self.series(name, help: help, kind: .counter, labels: labels) { Counter() }
@@ -38,48 +67,74 @@ public final class MetricsRegistry: @unchecked Sendable {
     public func histogram(
         _ name: String, help: String, labels: [(String, String)] = [], buckets: [Double] = Histogram.defaultBuckets
     ) -> Histogram {
-        self.series(name, help: help, kind: .histogram, labels: labels) { Histogram(buckets: buckets) }
+        self.series(name, help: help, kind: .histogram, labels: labels) { [clock] in
+            Histogram(buckets: buckets, clock: clock)
+        }
     }
 
     /// Declares a family with no series yet, so `# HELP`/`# TYPE` appear from the start.
+    /// Declaring a name already registered with another kind stops the process.
     public func declare(_ name: String, help: String, kind: Kind) {
         self.lock.lock()
         defer { self.lock.unlock() }
-        _ = self.family(name, help: help, kind: kind)
+        _ = Self.required(self.family(name, help: help, kind: kind))
     }
 
-    private func family(_ name: String, help: String, kind: Kind) -> Family {
-        if let f = self.byName[name] { return f }
+    /// Registers family `name` (or finds it); throws if it exists with another kind.
+    public func register(_ name: String, help: String, kind: Kind) throws(RegistrationError) {
+        self.lock.lock()
+        defer { self.lock.unlock() }
+        _ = try self.family(name, help: help, kind: kind).get()
+    }
+
+    /// Caller holds the lock.
+    private func family(_ name: String, help: String, kind: Kind) -> Result<Family, RegistrationError> {
+        if let f = self.byName[name] {
+            guard f.kind == kind else {
+                return .failure(RegistrationError(name: name, registered: f.kind, requested: kind))
+            }
+            return .success(f)
+        }
         let f = Family(name: name, help: help, kind: kind)
         self.byName[name] = f
         self.families.append(f)
-        return f
+        return .success(f)
     }
 
+    private static func required(_ result: Result<Family, RegistrationError>) -> Family {
+        switch result {
+        case .success(let f): return f
+        case .failure(let error): preconditionFailure(error.description)
+        }
+    }
+
+    /// The one get-or-create step of every series: under the lock, the series of `labels` in
+    /// family `name`, made by `make` the first time.
     private func series<M: AnyObject>(
         _ name: String, help: String, kind: Kind, labels: [(String, String)], make: () -> M
     ) -> M {
         let rendered = Self.render(labels: labels)
         self.lock.lock()
         defer { self.lock.unlock() }
-        let f = self.family(name, help: help, kind: kind)
+        let f = Self.required(self.family(name, help: help, kind: kind))
         if let i = f.index[rendered], let existing = f.series[i].metric as? M { return existing }
         let m = make()
         f.index[rendered] = f.series.count
-        f.series.append((rendered, m))
+        f.series.append(Series(rendered: rendered, labels: labels, metric: m))
         return m
     }
 
-    /// Drops every series of family `name` whose labels include all of `matching` (for targets
-    /// that are gone, so their last value does not linger).
+    /// Drops every series of family `name` that has each label of `matching` with exactly that
+    /// value (for targets that are gone, so their last value does not linger).
     public func remove(_ name: String, matching: [(String, String)]) {
-        let needles = matching.map { MetricsRegistry.render(labels: [$0]).dropFirst().dropLast() }
         self.lock.lock()
         defer { self.lock.unlock() }
         guard let f = self.byName[name] else { return }
-        f.series.removeAll { series in needles.allSatisfy { series.labels.contains($0) } }
+        f.series.removeAll { series in
+            matching.allSatisfy { wanted in series.labels.contains { $0.0 == wanted.0 && $0.1 == wanted.1 } }
+        }
         f.index = [:]
-        for (i, s) in f.series.enumerated() { f.index[s.labels] = i }
+        for (i, s) in f.series.enumerated() { f.index[s.rendered] = i }
     }
 
     /// Number of series in family `name` (to bound label cardinality).
@@ -96,17 +151,23 @@ public final class MetricsRegistry: @unchecked Sendable {
             if i > 0 { out += "," }
             out += k
             out += "=\""
-            for ch in v.unicodeScalars {
-                switch ch {
-                case "\\": out += "\\\\"
-                case "\"": out += "\\\""
-                case "\n": out += "\\n"
-                default: out.unicodeScalars.append(ch)
-                }
-            }
+            Self.escape(v, quotes: true, into: &out)
             out += "\""
         }
         return out + "}"
+    }
+
+    /// Escapes `\` and newline (and `"` with `quotes`), as the exposition formats require
+    /// for label values (both formats) and HELP text (OpenMetrics also escapes `"` there).
+    static func escape(_ text: String, quotes: Bool, into out: inout String) {
+        for ch in text.unicodeScalars {
+            switch ch {
+            case "\\": out += "\\\\"
+            case "\"" where quotes: out += "\\\""
+            case "\n": out += "\\n"
+            default: out.unicodeScalars.append(ch)
+            }
+        }
     }
 
     /// The exposition text for every family: Prometheus text 0.0.4, or OpenMetrics 1.0
@@ -120,12 +181,14 @@ public final class MetricsRegistry: @unchecked Sendable {
         for (name, help, kind, series) in snapshot {
             // OpenMetrics names a counter family without its `_total` suffix.
             let family = openMetrics && kind == .counter && name.hasSuffix("_total") ? String(name.dropLast(6)) : name
-            out += "# HELP \(family) \(help)\n# TYPE \(family) \(kind.rawValue)\n"
-            for (labels, metric) in series {
-                switch metric {
-                case let c as Counter: out += "\(name)\(labels) \(c.value)\n"
-                case let g as Gauge: out += "\(name)\(labels) \(g.value)\n"
-                case let h as Histogram: h.render(name: name, labels: labels, openMetrics: openMetrics, into: &out)
+            out += "# HELP \(family) "
+            Self.escape(help, quotes: openMetrics, into: &out)
+            out += "\n# TYPE \(family) \(kind.rawValue)\n"
+            for s in series {
+                switch s.metric {
+                case let c as Counter: out += "\(name)\(s.rendered) \(c.value)\n"
+                case let g as Gauge: out += "\(name)\(s.rendered) \(g.value)\n"
+                case let h as Histogram: h.render(name: name, labels: s.rendered, openMetrics: openMetrics, into: &out)
                 default: break
                 }
             }

@@ -6,10 +6,9 @@ public final class ProbeMetrics: @unchecked Sendable {
     public let hop: String
     public let region: String
     public let echoAnswered: Counter
-    private let lock = NSLock()
-    private var targetSeries: [String: TargetSeries] = [:]
-    private var targetCounts: [String: Gauge] = [:]
-    private var discoveryErrors: [String: Counter] = [:]
+    private let targetSeries = SeriesCache<[String], TargetSeries>()
+    private let targetCounts = SeriesCache<String, Gauge>()
+    private let discoveryErrors = SeriesCache<[String], Counter>()
 
     /// The series of one target.
     public final class TargetSeries: @unchecked Sendable {
@@ -17,8 +16,7 @@ public final class ProbeMetrics: @unchecked Sendable {
         let labels: [(String, String)]
         public let duration: Histogram
         public let up: Gauge
-        private let lock = NSLock()
-        private var results: [String: Counter] = [:]
+        private let results = SeriesCache<[String], Counter>()
 
         init(registry: MetricsRegistry, labels: [(String, String)]) {
             self.registry = registry
@@ -31,15 +29,11 @@ public final class ProbeMetrics: @unchecked Sendable {
 
         /// `insight_probe_total` for a result and gRPC code.
         public func result(_ result: String, code: String) -> Counter {
-            let key = result + "|" + code
-            self.lock.lock()
-            defer { self.lock.unlock() }
-            if let c = self.results[key] { return c }
-            let c = self.registry.counter(
-                "insight_probe_total", help: "Probes by target and result.",
-                labels: self.labels + [("result", result), ("code", code)])
-            self.results[key] = c
-            return c
+            self.results.value(for: [result, code]) {
+                self.registry.counter(
+                    "insight_probe_total", help: "Probes by target and result.",
+                    labels: self.labels + [("result", result), ("code", code)])
+            }
         }
     }
 
@@ -55,54 +49,42 @@ public final class ProbeMetrics: @unchecked Sendable {
     }
 
     public func target(name: String, targetRegion: String, kind: String) -> TargetSeries {
-        let key = name + "|" + targetRegion + "|" + kind
-        self.lock.lock()
-        defer { self.lock.unlock() }
-        if let s = self.targetSeries[key] { return s }
-        let s = TargetSeries(
-            registry: self.registry,
-            labels: [
-                ("hop", self.hop), ("region", self.region), ("target", name), ("target_region", targetRegion),
-                ("kind", kind),
-            ])
-        self.targetSeries[key] = s
-        return s
+        self.targetSeries.value(for: [name, targetRegion, kind]) {
+            TargetSeries(
+                registry: self.registry,
+                labels: [
+                    ("hop", self.hop), ("region", self.region), ("target", name), ("target_region", targetRegion),
+                    ("kind", kind),
+                ])
+        }
     }
 
     /// Forgets a target that discovery removed: its series leave `/metrics`.
     public func removeTarget(name: String, targetRegion: String, kind: String) {
-        self.lock.lock()
-        self.targetSeries.removeValue(forKey: name + "|" + targetRegion + "|" + kind)
-        self.lock.unlock()
-        let labels = [("target", name), ("target_region", targetRegion), ("kind", kind)]
+        self.targetSeries.removeValue(forKey: [name, targetRegion, kind])
+        let labels = [
+            ("hop", self.hop), ("region", self.region), ("target", name), ("target_region", targetRegion),
+            ("kind", kind),
+        ]
         for family in ["insight_probe_total", "insight_probe_duration_seconds", "insight_probe_up"] {
             self.registry.remove(family, matching: labels)
         }
     }
 
     public func setTargetCount(source: String, _ count: Int) {
-        self.lock.lock()
-        let g =
-            self.targetCounts[source]
-            ?? self.registry.gauge(
+        self.targetCounts.value(for: source) {
+            self.registry.gauge(
                 "insight_probe_targets", help: "Probe targets by discovery source.", labels: [("source", source)])
-        self.targetCounts[source] = g
-        self.lock.unlock()
-        g.set(Int64(count))
+        }.set(Int64(count))
     }
 
     /// Counts a target discovery error (`source`: `consul` or `file`); the last good targets are kept.
     public func discoveryError(source: String, reason: String) {
-        let key = source + "|" + reason
-        self.lock.lock()
-        let c =
-            self.discoveryErrors[key]
-            ?? self.registry.counter(
+        self.discoveryErrors.value(for: [source, reason]) {
+            self.registry.counter(
                 "insight_discovery_errors_total",
                 help: "Probe target discovery errors, by source and reason (the last good targets are kept).",
                 labels: [("source", source), ("reason", reason)])
-        self.discoveryErrors[key] = c
-        self.lock.unlock()
-        c.increment()
+        }.increment()
     }
 }

@@ -1,3 +1,4 @@
+import Atomics
 import Foundation
 
 /// Passive (traffic) and active (probe) hop metrics of one sidecar.
@@ -25,7 +26,7 @@ public final class TrafficMetrics: @unchecked Sendable {
     public static let overflowLabel = "other"
 
     public init(
-        registry: MetricsRegistry, hop: String, region: String, maxRoutes: Int = 256, maxSegments: Int = 256,
+        registry: MetricsRegistry, hop: String, region: String, maxRoutes: Int = 128, maxSegments: Int = 256,
         headerErrorReasons: [String]
     ) {
         self.registry = registry
@@ -98,7 +99,11 @@ public final class TrafficMetrics: @unchecked Sendable {
     }
 }
 
-/// Series for one service/method pair.
+/// Series for one service/method pair, each made the first time a call needs it.
+///
+/// A route only has the series of what happened on it: no `source="probe"` series without
+/// probes, no streaming histogram for a unary method, no message counter without messages.
+/// The first use makes the series under the registry's lock; after that it is one atomic load.
 public final class RouteMetrics: Sendable {
     public let service: String
     public let method: String
@@ -108,12 +113,44 @@ public final class RouteMetrics: Sendable {
     let hop: String
     let region: String
 
-    /// Index 0: traffic, 1: probe.
-    public let upstreamDuration: [Histogram]
-    public let upstreamTTFB: [Histogram]
-    public let streamDuration: [Histogram]
-    /// [source][direction: 0 request, 1 response]
-    public let messages: [[Counter]]
+    /// Where a call came from: the `source` label.
+    public enum Source: Int, Sendable, CaseIterable {
+        case traffic, probe
+        public var label: String { self == .traffic ? "traffic" : "probe" }
+    }
+
+    /// The per-route histogram families.
+    public enum HistogramKind: Int, Sendable, CaseIterable {
+        /// `insight_upstream_duration_seconds`: unary-shaped calls, request headers sent → end.
+        case upstreamDuration
+        /// `insight_stream_duration_seconds`: the same for streaming calls.
+        case streamDuration
+        /// `insight_upstream_ttfb_seconds`: request headers sent → response headers received.
+        case upstreamTTFB
+
+        var name: String {
+            switch self {
+            case .upstreamDuration: "insight_upstream_duration_seconds"
+            case .streamDuration: "insight_stream_duration_seconds"
+            case .upstreamTTFB: "insight_upstream_ttfb_seconds"
+            }
+        }
+
+        var help: String {
+            switch self {
+            case .upstreamDuration:
+                "Unary-shaped calls, however they ended: request headers sent upstream to the end of the call."
+            case .streamDuration:
+                "Streaming calls, however they ended: request headers sent upstream to the end of the call."
+            case .upstreamTTFB: "Request headers sent upstream to response headers received."
+            }
+        }
+    }
+
+    /// Indexed by `HistogramKind.rawValue * 2 + Source.rawValue`.
+    private let histograms: [ManagedAtomicLazyReference<Histogram>]
+    /// Indexed by `Source.rawValue * 2 + StreamDirection` (0 request, 1 response).
+    private let messageCounters: [ManagedAtomicLazyReference<Counter>]
 
     init(metrics: TrafficMetrics, service: String, method: String, overflow: Bool) {
         self.service = service
@@ -122,33 +159,31 @@ public final class RouteMetrics: Sendable {
         self.registry = metrics.registry
         self.hop = metrics.hop
         self.region = metrics.region
-        let r = metrics.registry
-        let sources = ["traffic", "probe"]
-        func labels(_ source: String) -> [(String, String)] {
-            [("hop", metrics.hop), ("service", service), ("method", method), ("source", source)]
-        }
-        self.upstreamDuration = sources.map {
-            r.histogram(
-                "insight_upstream_duration_seconds",
-                help: "Unary-shaped calls: request headers sent upstream to response end received.", labels: labels($0))
-        }
-        self.upstreamTTFB = sources.map {
-            r.histogram(
-                "insight_upstream_ttfb_seconds", help: "Request headers sent upstream to response headers received.",
-                labels: labels($0))
-        }
-        self.streamDuration = sources.map {
-            r.histogram(
-                "insight_stream_duration_seconds",
-                help: "Streaming calls: request headers sent upstream to response end received.", labels: labels($0))
-        }
-        self.messages = sources.map { source in
-            ["request", "response"].map { direction in
-                r.counter(
-                    "insight_messages_total", help: "gRPC messages, counted from their length prefixes.",
-                    labels: labels(source) + [("direction", direction)])
-            }
-        }
+        self.histograms = (0..<(HistogramKind.allCases.count * 2)).map { _ in ManagedAtomicLazyReference() }
+        self.messageCounters = (0..<4).map { _ in ManagedAtomicLazyReference() }
+    }
+
+    private func labels(_ source: Source) -> [(String, String)] {
+        [("hop", self.hop), ("service", self.service), ("method", self.method), ("source", source.label)]
+    }
+
+    /// The histogram `kind` of calls from `source`, made on first use.
+    public func histogram(_ kind: HistogramKind, _ source: Source) -> Histogram {
+        let slot = self.histograms[kind.rawValue * 2 + source.rawValue]
+        if let h = slot.load() { return h }
+        // The registry returns the same object for the same labels, so a race stores one histogram.
+        return slot.storeIfNilThenLoad(
+            self.registry.histogram(kind.name, help: kind.help, labels: self.labels(source)))
+    }
+
+    /// `insight_messages_total` for `source` and direction (`response` when `response`).
+    public func messages(_ source: Source, response: Bool) -> Counter {
+        let slot = self.messageCounters[source.rawValue * 2 + (response ? 1 : 0)]
+        if let c = slot.load() { return c }
+        return slot.storeIfNilThenLoad(
+            self.registry.counter(
+                "insight_messages_total", help: "gRPC messages, counted from their length prefixes.",
+                labels: self.labels(source) + [("direction", response ? "response" : "request")]))
     }
 
     /// `insight_requests_total` for a status code and source.

@@ -26,7 +26,13 @@ public struct SidecarConfig: Sendable, Equatable {
     /// Remove `insight-timing`/`insight-chain` before the client sees them.
     public var stripResponseTiming = false
     /// Distinct service/method pairs with their own metric series; the rest are `other`.
-    public var maxRoutes = 256
+    /// A route used by ordinary unary traffic has 43 series, about 7 KB of `/metrics`
+    /// (Docs/metrics.md, "Series per route"), so the default keeps a full scrape under 1 MB.
+    public var maxRoutes = SidecarConfig.defaultMaxRoutes
+    /// The default `max_routes`.
+    public static let defaultMaxRoutes = 128
+    /// The largest `max_routes` accepted: about 7 MB per scrape when every route is used.
+    public static let maxRoutesLimit = 1024
     /// Access log destination: nil (off), `stdout`, `stderr` or a file path.
     public var accessLog: String?
     /// Synthetic probes (`probes:`).
@@ -114,7 +120,7 @@ public struct SidecarConfig: Sendable, Equatable {
             throw ConfigError(field: "limits.upstream_idle_timeout", reason: "must be at least 1s")
         }
         try Self.range(self.hopLimit, 1...64, "hop_limit")
-        try Self.range(self.maxRoutes, 1...100_000, "max_routes")
+        try Self.range(self.maxRoutes, 1...Self.maxRoutesLimit, "max_routes")
         if let log = self.accessLog, log.isEmpty {
             throw ConfigError(field: "access_log", reason: "must be stdout, stderr or a file path")
         }
@@ -158,6 +164,12 @@ public struct SidecarConfig: Sendable, Equatable {
                 "limits.connection_window_size (\(l.connectionWindowSize)) is smaller than max_concurrent_streams × "
                     + "initial_window_size (\(streamsWorth.partialValue)): a few streams that stop reading can fill it "
                     + "and stall every other stream on the connection; the default (2147483647) avoids this")
+        }
+        if self.maxRoutes > Self.defaultMaxRoutes {
+            let megabytes = Double(self.maxRoutes) * 7 / 1000
+            out.append(
+                "max_routes (\(self.maxRoutes)) is above the default (\(Self.defaultMaxRoutes)): with every route in use "
+                    + "a /metrics scrape is about \(String(format: "%.1f", megabytes)) MB (about 7 KB per route)")
         }
         return out
     }

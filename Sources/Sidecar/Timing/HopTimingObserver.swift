@@ -31,6 +31,10 @@ final class HopTimingObserver: StreamObserver {
     private var ownEntry: TimingEntry?
     private var expectedChainLength = 0
     private var failureMessage: String?
+    /// The request's `grpc-timeout` in nanoseconds, counted from `receivedAt`.
+    private var timeoutNanos: Int64?
+    /// When the call ended on both sides (``streamEnded(_:at:)``).
+    private var endedAt: NIODeadline?
     /// For probes: the target the prober named (keeps probe paths to different targets apart).
     var probeTarget: String?
 
@@ -53,6 +57,9 @@ final class HopTimingObserver: StreamObserver {
     func requestHeadersWillForward(_ headers: inout HeaderBlock, receivedAt: NIODeadline, now: NIODeadline) {
         self.receivedAt = receivedAt
         if self.source.accessLog != nil { self.method = headers.first(":method") ?? "" }
+        if let i = headers.firstIndex(of: "grpc-timeout") {
+            self.timeoutNanos = GRPCTimeout.nanoseconds(headers.value(at: i))
+        }
         var problems: [TimingHeaders.Problem] = []
         // Correlation id: traceparent's trace-id, else insight-id, else a new insight-id.
         self.correlationID = CorrelationID.find(in: headers)
@@ -166,6 +173,7 @@ final class HopTimingObserver: StreamObserver {
     }
 
     func streamEnded(_ reason: StreamEndReason, at: NIODeadline) {
+        self.endedAt = at
         switch reason {
         case .completed: break
         case .upstreamUnavailable: self.code = self.isGRPC ? "UNAVAILABLE" : "502"
@@ -174,18 +182,33 @@ final class HopTimingObserver: StreamObserver {
         case .downstreamClosed:
             if self.responseEndAt == nil { self.code = self.isGRPC ? "CANCELLED" : "reset" }
         }
+        // Cut short (no response end from the upstream, or a CANCELLED status) at or after the
+        // client's deadline: what the client saw was DEADLINE_EXCEEDED.
+        if self.isGRPC, let timeout = self.timeoutNanos, self.responseEndAt == nil || self.code == "CANCELLED",
+            GRPCTimeout.reached(elapsed: nanos(from: self.receivedAt, to: at), timeout: timeout)
+        {
+            self.code = "DEADLINE_EXCEEDED"
+        }
         let s = self.sourceIndex
+        let source: RouteMetrics.Source = s == 1 ? .probe : .traffic
         self.source.requests(self.route, code: self.code, sourceIndex: s).increment()
-        if self.requestMessages > 0 { self.route.messages[s][0].increment(by: UInt64(self.requestMessages)) }
-        if self.responseMessages > 0 { self.route.messages[s][1].increment(by: UInt64(self.responseMessages)) }
+        if self.requestMessages > 0 {
+            self.route.messages(source, response: false).increment(by: UInt64(self.requestMessages))
+        }
+        if self.responseMessages > 0 {
+            self.route.messages(source, response: true).increment(by: UInt64(self.responseMessages))
+        }
         let exemplar = self.correlationID.map { ("trace_id", $0) }
-        if let sent = self.sentAt, let end = self.responseEndAt {
-            let seconds = Double(nanos(from: sent, to: end)) / 1e9
-            let unary = self.requestMessages <= 1 && self.responseMessages <= 1
-            (unary ? self.route.upstreamDuration[s] : self.route.streamDuration[s]).observe(seconds, exemplar: exemplar)
-            if let h = self.responseHeadersAt {
-                self.route.upstreamTTFB[s].observe(Double(nanos(from: sent, to: h)) / 1e9, exemplar: exemplar)
-            }
+        // Every call that ends is timed, however it ended: a call cut short by a deadline, a
+        // reset or a lost connection counts until the moment it ended.
+        let start = self.sentAt ?? self.receivedAt
+        let end = self.responseEndAt ?? at
+        let seconds = Double(max(0, nanos(from: start, to: end))) / 1e9
+        let unary = self.requestMessages <= 1 && self.responseMessages <= 1
+        self.route.histogram(unary ? .upstreamDuration : .streamDuration, source).observe(seconds, exemplar: exemplar)
+        if let h = self.responseHeadersAt {
+            self.route.histogram(.upstreamTTFB, source).observe(
+                Double(nanos(from: start, to: h)) / 1e9, exemplar: exemplar)
         }
         if let own = self.ownEntry {
             self.metrics.proxyOverhead.observe(own.selfTime / 1000, exemplar: exemplar)
@@ -195,6 +218,11 @@ final class HopTimingObserver: StreamObserver {
                 self.source.segmentHistogram(segment: segment.hop, next: segment.next, sourceIndex: s)
                     .observe(segment.milliseconds / 1000, exemplar: exemplar)
             }
+        } else if self.responseEndAt == nil {
+            // No response end, so no timing chain: the time from this hop on belongs to no
+            // known next hop, and is recorded as such rather than left out of the segment SLO.
+            self.source.segmentHistogram(segment: self.options.hop, next: Self.unknownNext, sourceIndex: s)
+                .observe(seconds, exemplar: exemplar)
         }
         self.source.accessLog?.write(self, reason: reason)
         let now = Double(Self.epochMicros()) / 1e6
@@ -205,7 +233,7 @@ final class HopTimingObserver: StreamObserver {
         self.source.recent.add(
             StreamSample(
                 time: now, service: self.route.service, method: self.route.method,
-                isProbe: s == 1, target: self.probeTarget, code: self.code, duration: self.ownEntry?.duration,
+                isProbe: s == 1, target: self.probeTarget, code: self.code, duration: self.durationMilliseconds,
                 selfTime: self.ownEntry?.selfTime,
                 segments: self.chain?.segments ?? [], failure: self.code == "OK" ? nil : failure))
     }
@@ -251,11 +279,22 @@ final class HopTimingObserver: StreamObserver {
         return Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1000
     }
 
+    /// The `next` label of the segment of a call that ended without a response end.
+    static let unknownNext = "unknown"
+
+    /// This hop's `dur` in milliseconds: from its own timing entry, or for a call cut short,
+    /// request headers sent (or received, if never sent) until it ended.
+    var durationMilliseconds: Double? {
+        if let own = self.ownEntry { return own.duration }
+        guard let end = self.endedAt else { return nil }
+        return Double(max(0, nanos(from: self.sentAt ?? self.receivedAt, to: end))) / 1e6
+    }
+
     var summary:
         (dur: Double?, ttfb: Double?, selfTime: Double?, segments: [TimingChain.Segment], code: String, method: String)
     {
         (
-            self.ownEntry?.duration, self.ownEntry?.ttfb, self.ownEntry?.selfTime, self.chain?.segments ?? [],
+            self.durationMilliseconds, self.ownEntry?.ttfb, self.ownEntry?.selfTime, self.chain?.segments ?? [],
             self.code, self.method
         )
     }

@@ -9,7 +9,7 @@ public struct TimingOptions: Sendable, Equatable {
     /// Remove `insight-timing` (and `insight-chain`) before the client sees them.
     public var stripResponseTiming = false
     /// Distinct service/method pairs with their own series.
-    public var maxRoutes = 256
+    public var maxRoutes = SidecarConfig.defaultMaxRoutes
 
     public init(hop: String, region: String) {
         self.hop = hop

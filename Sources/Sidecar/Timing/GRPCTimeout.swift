@@ -1,0 +1,38 @@
+/// The `grpc-timeout` request header: how long the client gives the call.
+///
+/// Grammar (gRPC over HTTP/2, "Requests"): 1 to 8 ASCII digits, then one unit:
+/// `H` hours, `M` minutes, `S` seconds, `m` milliseconds, `u` microseconds, `n` nanoseconds.
+enum GRPCTimeout {
+    /// The timeout in nanoseconds, or nil when `value` does not follow the grammar.
+    static func nanoseconds<Bytes: BidirectionalCollection>(_ value: Bytes) -> Int64? where Bytes.Element == UInt8 {
+        guard let unit = value.last, value.count >= 2, value.count <= 9 else { return nil }
+        var amount: Int64 = 0
+        for byte in value.dropLast() {
+            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+            amount = amount * 10 + Int64(byte - UInt8(ascii: "0"))
+        }
+        let nanosPerUnit: Int64
+        switch unit {
+        case UInt8(ascii: "H"): nanosPerUnit = 3_600_000_000_000
+        case UInt8(ascii: "M"): nanosPerUnit = 60_000_000_000
+        case UInt8(ascii: "S"): nanosPerUnit = 1_000_000_000
+        case UInt8(ascii: "m"): nanosPerUnit = 1_000_000
+        case UInt8(ascii: "u"): nanosPerUnit = 1000
+        case UInt8(ascii: "n"): nanosPerUnit = 1
+        default: return nil
+        }
+        // 99,999,999 hours overflows Int64 nanoseconds: such a call has no practical deadline.
+        let (product, overflow) = amount.multipliedReportingOverflow(by: nanosPerUnit)
+        return overflow ? Int64.max : product
+    }
+
+    /// Whether a call that ran `elapsed` nanoseconds (since the sidecar received its request
+    /// headers) and was cut short ended at its timeout of `timeout` nanoseconds.
+    ///
+    /// Allows 5 % of the timeout (at least 5 ms) early: clients round the header up when they
+    /// encode it, and count from before the request reached this sidecar.
+    static func reached(elapsed: Int64, timeout: Int64) -> Bool {
+        let slack = max(5_000_000, timeout / 20)
+        return elapsed >= timeout - min(slack, timeout)
+    }
+}

@@ -1,0 +1,143 @@
+import Testing
+
+@testable import Metrics
+
+@Suite struct MetricsRegistryTests {
+    /// A registry with one family of each kind, an exemplar at a fixed time, and text that
+    /// needs escaping in HELP and in a label value.
+    private func sample() -> MetricsRegistry {
+        let registry = MetricsRegistry(clock: { 1_700_000_000.25 })
+        registry.counter(
+            "insight_x_total", help: "Calls\\done.\nSecond \"line\".", labels: [("code", "OK")]
+        ).increment(by: 3)
+        registry.gauge("insight_open", help: "Open now.", labels: [("path", "a\"b\\c\nd")]).set(-2)
+        let h = registry.histogram(
+            "insight_latency_seconds", help: "Latency.", labels: [("hop", "h")], buckets: [0.1, 1])
+        h.observe(0.05, exemplar: ("trace_id", "abc"))
+        h.observe(0.5)
+        h.observe(2)
+        registry.declare("insight_empty_total", help: "Declared only.", kind: .counter)
+        return registry
+    }
+
+    @Test func prometheusTextGolden() {
+        let expected = """
+            # HELP insight_x_total Calls\\\\done.\\nSecond "line".
+            # TYPE insight_x_total counter
+            insight_x_total{code="OK"} 3
+            # HELP insight_open Open now.
+            # TYPE insight_open gauge
+            insight_open{path="a\\"b\\\\c\\nd"} -2
+            # HELP insight_latency_seconds Latency.
+            # TYPE insight_latency_seconds histogram
+            insight_latency_seconds_bucket{hop="h",le="0.1"} 1
+            insight_latency_seconds_bucket{hop="h",le="1.0"} 2
+            insight_latency_seconds_bucket{hop="h",le="+Inf"} 3
+            insight_latency_seconds_sum{hop="h"} 2.55
+            insight_latency_seconds_count{hop="h"} 3
+            # HELP insight_empty_total Declared only.
+            # TYPE insight_empty_total counter
+
+            """
+        #expect(self.sample().render() == expected)
+    }
+
+    @Test func openMetricsGoldenWithExemplars() {
+        let expected = """
+            # HELP insight_x Calls\\\\done.\\nSecond \\"line\\".
+            # TYPE insight_x counter
+            insight_x_total{code="OK"} 3
+            # HELP insight_open Open now.
+            # TYPE insight_open gauge
+            insight_open{path="a\\"b\\\\c\\nd"} -2
+            # HELP insight_latency_seconds Latency.
+            # TYPE insight_latency_seconds histogram
+            insight_latency_seconds_bucket{hop="h",le="0.1"} 1 # {trace_id="abc"} 0.05 1700000000.250
+            insight_latency_seconds_bucket{hop="h",le="1.0"} 2
+            insight_latency_seconds_bucket{hop="h",le="+Inf"} 3
+            insight_latency_seconds_sum{hop="h"} 2.55
+            insight_latency_seconds_count{hop="h"} 3
+            # HELP insight_empty Declared only.
+            # TYPE insight_empty counter
+            # EOF
+
+            """
+        #expect(self.sample().render(openMetrics: true) == expected)
+    }
+
+    @Test func aNameRegisteredWithAnotherKindIsAnError() throws {
+        let registry = MetricsRegistry()
+        _ = registry.counter("insight_a_total", help: "A.")
+        try registry.register("insight_a_total", help: "A.", kind: .counter)
+        #expect(
+            throws: MetricsRegistry.RegistrationError(name: "insight_a_total", registered: .counter, requested: .gauge)
+        ) {
+            try registry.register("insight_a_total", help: "A.", kind: .gauge)
+        }
+        // Nothing was added: one family, one TYPE line.
+        #expect(registry.render().components(separatedBy: "# TYPE insight_a_total").count == 2)
+    }
+
+    @Test func makingASeriesOfAnotherKindStopsTheProcess() async {
+        await #expect(processExitsWith: .failure) {
+            let registry = MetricsRegistry()
+            _ = registry.counter("insight_a_total", help: "A.")
+            _ = registry.gauge("insight_a_total", help: "A.")
+        }
+    }
+
+    @Test func removeMatchesLabelsExactly() {
+        let registry = MetricsRegistry()
+        let family = "insight_probe_up"
+        let keep1 = [("region", "eu"), ("target", "ab"), ("target_region", "us")]
+        let keep2 = [("region", "eu"), ("target", "a"), ("target_region", "us")]
+        let gone = [("region", "us"), ("target", "a"), ("target_region", "us")]
+        for labels in [keep1, keep2, gone] { registry.gauge(family, help: "Up.", labels: labels).set(1) }
+        // `target="a"` is not `target="ab"`, and `region="eu"` is not `target_region="eu"`.
+        registry.remove(family, matching: [("target", "a"), ("region", "us"), ("target_region", "us")])
+        let text = registry.render()
+        #expect(text.contains(#"target="ab""#))
+        #expect(text.contains(#"region="eu",target="a",target_region="us""#))
+        #expect(!text.contains(#"region="us",target="a",target_region="us""#))
+        // The removed series is made again from scratch on next use.
+        #expect(registry.gauge(family, help: "Up.", labels: gone).value == 0)
+    }
+
+    @Test func seriesCacheMakesEachValueOnce() {
+        let cache = SeriesCache<String, Counter>()
+        var made = 0
+        let a = cache.value(for: "a") {
+            made += 1
+            return Counter()
+        }
+        let again = cache.value(for: "a") {
+            made += 1
+            return Counter()
+        }
+        #expect(a === again)
+        #expect(made == 1)
+        cache.removeValue(forKey: "a")
+        #expect(cache.count == 0)
+    }
+}
+
+@Suite struct RouteMetricsTests {
+    @Test func aRouteHasOnlyTheSeriesOfWhatHappenedOnIt() {
+        let registry = MetricsRegistry()
+        let metrics = TrafficMetrics(registry: registry, hop: "h", region: "r", headerErrorReasons: [])
+        let before = registry.render().split(separator: "\n").filter { !$0.hasPrefix("#") }.count
+        let route = metrics.route(service: "pkg.S", method: "M")
+        #expect(registry.render().split(separator: "\n").filter { !$0.hasPrefix("#") }.count == before)
+        route.histogram(.upstreamDuration, .traffic).observe(0.01)
+        route.histogram(.upstreamTTFB, .traffic).observe(0.01)
+        route.messages(.traffic, response: false).increment()
+        route.messages(.traffic, response: true).increment()
+        route.requests(code: "OK", source: "traffic").increment()
+        let lines = registry.render().split(separator: "\n").filter { !$0.hasPrefix("#") }
+        // 2 histograms x (17 buckets + +Inf + sum + count) + 2 message counters + 1 request counter.
+        #expect(lines.count - before == 43)
+        #expect(!lines.contains { $0.contains(#"source="probe""#) })
+        #expect(!lines.contains { $0.hasPrefix("insight_stream_duration_seconds") })
+        #expect(route.histogram(.upstreamDuration, .traffic) === route.histogram(.upstreamDuration, .traffic))
+    }
+}

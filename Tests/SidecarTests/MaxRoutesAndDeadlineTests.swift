@@ -1,0 +1,51 @@
+import Testing
+
+@testable import Sidecar
+
+@Suite struct MaxRoutesTests {
+    private let base = "upstream: 127.0.0.1:1\nhop: a\nregion: b\n"
+
+    @Test(arguments: [0, 1025, 100_000])
+    func outOfRangeNamesTheField(value: Int) {
+        #expect {
+            _ = try SidecarConfig.load(yaml: self.base + "max_routes: \(value)").validated()
+        } throws: { error in
+            (error as? ConfigError)?.field == "max_routes"
+        }
+    }
+
+    @Test func defaultAndLimitAreAccepted() throws {
+        let c = try SidecarConfig.load(yaml: self.base).validated()
+        #expect(c.maxRoutes == 128)
+        #expect(c.timingOptions.maxRoutes == 128)
+        #expect(!c.warnings.contains { $0.hasPrefix("max_routes") })
+        let big = try SidecarConfig.load(yaml: self.base + "max_routes: 1024").validated()
+        #expect(big.warnings.contains { $0.hasPrefix("max_routes (1024)") && $0.contains("7.2 MB") })
+    }
+}
+
+@Suite struct GRPCTimeoutTests {
+    @Test(
+        arguments: [
+            ("300m", 300_000_000), ("1H", 3_600_000_000_000), ("2M", 120_000_000_000), ("5S", 5_000_000_000),
+            ("7u", 7000), ("99999999n", 99_999_999), ("0m", 0), ("99999999H", Int64.max),
+        ] as [(String, Int64)])
+    func validValues(text: String, nanos: Int64) {
+        #expect(GRPCTimeout.nanoseconds(Array(text.utf8)) == nanos)
+    }
+
+    @Test(arguments: ["", "m", "300", "300ms", "3.5S", "-1S", "123456789m", "10s", " 1S"])
+    func invalidValues(text: String) {
+        #expect(GRPCTimeout.nanoseconds(Array(text.utf8)) == nil)
+    }
+
+    @Test func reachedAllowsTheEncodingSlack() {
+        let ms: Int64 = 1_000_000
+        #expect(GRPCTimeout.reached(elapsed: 300 * ms, timeout: 300 * ms))
+        #expect(GRPCTimeout.reached(elapsed: 290 * ms, timeout: 300 * ms))
+        #expect(!GRPCTimeout.reached(elapsed: 280 * ms, timeout: 300 * ms))
+        #expect(!GRPCTimeout.reached(elapsed: 100 * ms, timeout: 300 * ms))
+        #expect(GRPCTimeout.reached(elapsed: 996 * ms, timeout: 1000 * ms))
+        #expect(!GRPCTimeout.reached(elapsed: 940 * ms, timeout: 1000 * ms))
+    }
+}

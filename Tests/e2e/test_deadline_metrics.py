@@ -1,0 +1,103 @@
+"""Calls that end at their deadline are DEADLINE_EXCEEDED and are timed like every other call.
+
+grpcio clients with a `grpc-timeout` against grpc_server.py handlers that sleep past it: the
+client resets the stream when its deadline passes, and the sidecar must count the call as
+DEADLINE_EXCEEDED (not CANCELLED), observe it in the duration and segment histograms with the
+time it took, and write `dur_ms` for it in the access log (Docs/metrics.md, "How calls that
+ended are observed").
+"""
+
+import json
+import time
+from concurrent import futures
+
+import grpc
+
+from conftest import LOG_DIR, TEST_SERVICE, make_channel, metric_sum, metrics_text
+
+UNARY = TEST_SERVICE + "Unary"
+LABELS = {"service": "insight.test.v1.Test", "method": "Unary", "source": "traffic"}
+
+
+def _call(ch, sleep_ms, timeout):
+    fn = ch.unary_unary(UNARY)
+    try:
+        fn(b"x", metadata=[("x-sleep-ms", str(sleep_ms))], timeout=timeout)
+        return grpc.StatusCode.OK
+    except grpc.RpcError as e:
+        return e.code()
+
+
+def _burst(addr, calls):
+    """Runs (sleep_ms, timeout) calls in parallel on one channel; returns their client-side codes."""
+    ch = make_channel(addr)
+    try:
+        with futures.ThreadPoolExecutor(max_workers=len(calls)) as pool:
+            return list(pool.map(lambda c: _call(ch, *c), calls))
+    finally:
+        ch.close()
+
+
+def _settled(sc):
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        text = metrics_text(sc)
+        if metric_sum(text, "insight_streams_active") == 0:
+            return text
+        time.sleep(0.05)
+    raise AssertionError("streams still active 5 s after the burst")
+
+
+def _codes(text):
+    return {code: metric_sum(text, "insight_requests_total", code=code, **LABELS) or 0
+            for code in ("OK", "DEADLINE_EXCEEDED", "CANCELLED")}
+
+
+def test_deadline_calls_are_counted_and_timed(procs):
+    server = procs.grpc_server()
+    log = LOG_DIR / f"access-deadline-{time.time_ns()}.log"
+    sc = procs.sidecar(server.port, extra=["--access-log", str(log)])
+    calls = [(2000, 0.3)] * 10 + [(0, 5.0)] * 10
+    got = _burst(sc.addr, calls)
+    assert got.count(grpc.StatusCode.DEADLINE_EXCEEDED) == 10, got
+    assert got.count(grpc.StatusCode.OK) == 10, got
+    text = _settled(sc)
+
+    assert _codes(text) == {"OK": 10, "DEADLINE_EXCEEDED": 10, "CANCELLED": 0}
+    assert metric_sum(text, "insight_upstream_duration_seconds_count", **LABELS) == 20
+    # The 10 deadline calls each took at least ~300 ms (the 5 % allowance is the sidecar's).
+    assert metric_sum(text, "insight_upstream_duration_seconds_sum", **LABELS) >= 10 * 0.28
+    # Time to first byte only where a first byte came: grpcio sends the headers of a unary
+    # response with the response, so the deadline calls have none.
+    assert metric_sum(text, "insight_upstream_ttfb_seconds_count", **LABELS) == 10
+    seg = "insight_segment_duration_seconds_count"
+    assert metric_sum(text, seg, hop="test", segment="test", next="service", source="traffic") == 10
+    assert metric_sum(text, seg, hop="test", segment="test", next="unknown", source="traffic") == 10
+    # Every deadline call is in the +Inf bucket but none is under the 250 ms SLO threshold.
+    assert metric_sum(text, "insight_segment_duration_seconds_bucket", next="unknown", le="0.25") == 0
+
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and len(log.read_text().splitlines()) < 20:
+        time.sleep(0.05)
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(lines) == 20, lines
+    assert all("dur_ms" in line for line in lines), [line for line in lines if "dur_ms" not in line]
+    late = [line for line in lines if line["code"] == "DEADLINE_EXCEEDED"]
+    assert len(late) == 10, lines
+    assert all(line["dur_ms"] >= 280 for line in late), late
+
+
+def test_mixed_burst_timeouts_are_never_cancelled(procs):
+    """Every call the client saw time out is DEADLINE_EXCEEDED at the sidecar, in a burst."""
+    server = procs.grpc_server()
+    sc = procs.sidecar(server.port)
+    calls = [(2000, 0.3) if i % 4 == 0 else (20, 5.0) for i in range(120)]
+    got = _burst(sc.addr, calls)
+    timeouts = got.count(grpc.StatusCode.DEADLINE_EXCEEDED)
+    assert timeouts >= 30, got
+    text = _settled(sc)
+    codes = _codes(text)
+    assert codes["CANCELLED"] == 0, codes
+    assert codes["DEADLINE_EXCEEDED"] == timeouts, (codes, timeouts)
+    assert codes["OK"] == got.count(grpc.StatusCode.OK), codes
+    assert metric_sum(text, "insight_upstream_duration_seconds_count", **LABELS) == 120
