@@ -10,6 +10,7 @@ public final class ProbeMetrics: @unchecked Sendable {
     private var targetSeries: [String: TargetSeries] = [:]
     private var targetCounts: [String: Gauge] = [:]
     private var discoveryErrors: [String: Counter] = [:]
+    private var unmappedTargets: [String: Counter] = [:]
 
     /// The series of one target.
     public final class TargetSeries: @unchecked Sendable {
@@ -102,6 +103,22 @@ public final class ProbeMetrics: @unchecked Sendable {
                 help: "Probe target discovery errors, by source and reason (the last good targets are kept).",
                 labels: [("source", source), ("reason", reason)])
         self.discoveryErrors[key] = c
+        self.lock.unlock()
+        c.increment()
+    }
+
+    /// Counts a discovered target left out because its datacenter maps to no region (once per
+    /// appearance in discovery, not per probe round).
+    public func unmappedTarget(source: String, datacenter: String) {
+        let key = source + "|" + datacenter
+        self.lock.lock()
+        let c =
+            self.unmappedTargets[key]
+            ?? self.registry.counter(
+                "insight_probe_unmapped_targets_total",
+                help: "Discovered probe targets not probed because their datacenter maps to no region.",
+                labels: [("source", source), ("datacenter", datacenter)])
+        self.unmappedTargets[key] = c
         self.lock.unlock()
         c.increment()
     }

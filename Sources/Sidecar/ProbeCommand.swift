@@ -94,7 +94,7 @@ public struct ProbeCommand: AsyncParsableCommand {
             host: address.host, port: address.port, request: headers, body: body, timeout: timeout,
             on: group.next()
         ).get()
-        let outcome = ProbeOutcome(call, kind: probeTarget.kind)
+        let outcome = ProbeOutcome(call, kind: probeTarget.kind, address: address)
         await proxy.drain(timeout: .zero)
         try? await group.shutdownGracefully()
         self.print(outcome, target: target, via: via)
