@@ -7,8 +7,8 @@ import NIOCore
 import NIOPosix
 
 /// `insight-sidecar probe`: one probe, printed with its per-hop breakdown; the exit code is
-/// grpc_health_probe's (0 success, 2 connect failure, 3 RPC error or timeout, 4 not serving),
-/// so it serves as a Kubernetes exec probe.
+/// grpc_health_probe's (0 success, 1 invalid arguments, 2 connect failure, 3 RPC error or
+/// timeout, 4 not serving), so it serves as a Kubernetes exec probe.
 public struct ProbeCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "probe", abstract: "Run one health or echo probe and print the per-hop breakdown.")
