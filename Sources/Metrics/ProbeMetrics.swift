@@ -9,6 +9,7 @@ public final class ProbeMetrics: @unchecked Sendable {
     private let targetSeries = SeriesCache<[String], TargetSeries>()
     private let targetCounts = SeriesCache<String, Gauge>()
     private let discoveryErrors = SeriesCache<[String], Counter>()
+    private let unmappedTargets = SeriesCache<[String], Counter>()
 
     /// The series of one target.
     public final class TargetSeries: @unchecked Sendable {
@@ -85,6 +86,17 @@ public final class ProbeMetrics: @unchecked Sendable {
                 "insight_discovery_errors_total",
                 help: "Probe target discovery errors, by source and reason (the last good targets are kept).",
                 labels: [("source", source), ("reason", reason)])
+        }.increment()
+    }
+
+    /// Counts a discovered target left out because its datacenter maps to no region (once per
+    /// appearance in discovery, not per probe round).
+    public func unmappedTarget(source: String, datacenter: String) {
+        self.unmappedTargets.value(for: [source, datacenter]) {
+            self.registry.counter(
+                "insight_probe_unmapped_targets_total",
+                help: "Discovered probe targets not probed because their datacenter maps to no region.",
+                labels: [("source", source), ("datacenter", datacenter)])
         }.increment()
     }
 }

@@ -6,6 +6,7 @@ public struct InsightCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "insight-sidecar",
         abstract: "HTTP/2 and gRPC sidecar that times every hop of a cross-region call.",
+        version: BuildInfo.versionLine,
         subcommands: [
             RunCommand.self, CheckConfigCommand.self, ProbeCommand.self, DemoCommand.self, DiagnoseCommand.self,
         ],
@@ -14,7 +15,13 @@ public struct InsightCommand: AsyncParsableCommand {
 
     public init() {}
 
-    /// Parses and runs; usage and configuration errors print one line and exit with 2.
+    /// The exit code of a command-line usage error: 1 for `probe` (grpc_health_probe's, so that
+    /// 2 keeps meaning "cannot connect"), 2 for every other command.
+    static func usageExitCode(arguments: [String] = CommandLine.arguments) -> Int32 {
+        arguments.dropFirst().first == "probe" ? 1 : 2
+    }
+
+    /// Parses and runs; usage and configuration errors print one line and exit with 2 (1 for `probe`).
     public static func entry() async -> Never {
         do {
             var command = try Self.parseAsRoot()
@@ -44,7 +51,7 @@ public struct InsightCommand: AsyncParsableCommand {
             let message = Self.message(for: error).replacingNewlines()
             FileHandle.standardError.write(Data("insight-sidecar: \(message) (see --help)\n".utf8))
             if error is ExitCode { Foundation.exit(code.rawValue) }
-            Foundation.exit(2)
+            Foundation.exit(Self.usageExitCode())
         }
     }
 }

@@ -7,8 +7,8 @@ import NIOCore
 import NIOPosix
 
 /// `insight-sidecar probe`: one probe, printed with its per-hop breakdown; the exit code is
-/// grpc_health_probe's (0 success, 2 connect failure, 3 RPC error or timeout, 4 not serving),
-/// so it serves as a Kubernetes exec probe.
+/// grpc_health_probe's (0 success, 1 invalid arguments, 2 connect failure, 3 RPC error or
+/// timeout, 4 not serving), so it serves as a Kubernetes exec probe.
 public struct ProbeCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "probe", abstract: "Run one health or echo probe and print the per-hop breakdown.")
@@ -94,7 +94,7 @@ public struct ProbeCommand: AsyncParsableCommand {
             host: address.host, port: address.port, request: headers, body: body, timeout: timeout,
             on: group.next()
         ).get()
-        let outcome = ProbeOutcome(call, kind: probeTarget.kind)
+        let outcome = ProbeOutcome(call, kind: probeTarget.kind, address: address)
         await proxy.drain(timeout: .zero)
         try? await group.shutdownGracefully()
         self.print(outcome, target: target, via: via)

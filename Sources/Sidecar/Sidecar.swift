@@ -132,6 +132,7 @@ final class SidecarInstance: Sendable {
         demoControl: (@Sendable ([String: String]) -> String?)? = nil
     ) async throws -> SidecarInstance {
         let metrics = ProxyMetrics(registry: registry)
+        BuildInfo.register(in: registry)
         let timing = config.timingOptions
         let traffic = TrafficMetrics(
             registry: registry, hop: timing.hop, region: timing.region, maxRoutes: timing.maxRoutes,

@@ -1,4 +1,5 @@
 import Logging
+import NIOCore
 import Yams
 
 extension SidecarConfig {
@@ -14,6 +15,7 @@ extension SidecarConfig {
         }
         var config = SidecarConfig()
         guard let node else { return config }
+        try YAMLLimits.checkDuplicateKeys(node, field: "")
         guard let map = node.mapping else { throw ConfigError(field: "config", reason: "top level must be a mapping") }
         for (keyNode, value) in map {
             let key = keyNode.string ?? ""
@@ -25,7 +27,7 @@ extension SidecarConfig {
             case "admin": config.admin = try HostPort(parsing: try value.yamlText(key), field: key)
             case "event_loops": config.eventLoops = try value.yamlInteger(key)
             case "drain_timeout": config.drainTimeout = try DurationValue.parse(try value.yamlText(key), field: key)
-            case "connect_timeout": config.connectTimeout = try DurationValue.parse(try value.yamlText(key), field: key)
+            case "connect_timeout": config.connectTimeout = try Self.connectTimeout(try value.yamlText(key), field: key)
             case "log_level": config.logLevel = try parseLogLevel(try value.yamlText(key), field: key)
             case "timing": config.timing = try value.yamlBoolean(key)
             case "receiver": config.receiver = try value.yamlBoolean(key)
@@ -75,6 +77,15 @@ extension SidecarConfig {
             }
         }
         return config
+    }
+}
+
+extension SidecarConfig {
+    /// `connect_timeout` from a flag or YAML: a duration above zero (a zero timeout fails every connect).
+    static func connectTimeout(_ text: String, field: String) throws(ConfigError) -> TimeAmount {
+        let t = try DurationValue.parse(text, field: field)
+        guard t > .zero else { throw ConfigError(field: field, reason: "must be more than 0, got \"\(text)\"") }
+        return t
     }
 }
 

@@ -1,3 +1,5 @@
+import Yams
+
 /// Bounds on YAML text before it reaches the parser: libyaml recurses once per nesting level,
 /// so deep nesting overflows the stack (found by the config fuzzer with thousands of `{`).
 /// Flow nesting (`[`, `{`), block indicators stacked on one line (`- - - x`, `? ? x`) and
@@ -68,6 +70,28 @@ enum YAMLLimits {
                 }
             case 0x5D, 0x7D: depth = max(0, depth - 1)  // ] }
             default: break
+            }
+        }
+    }
+
+    /// Rejects a mapping that repeats a key, at any depth: the YAML spec requires unique keys,
+    /// but the parser keeps the last one, so a second `limits:` block would silently replace
+    /// the first. `field` is the path of `node` (`""` at the top); the error names the key's path.
+    static func checkDuplicateKeys(_ node: Node, field: String) throws(ConfigError) {
+        if let mapping = node.mapping {
+            var seen = Set<String>()
+            for (key, value) in mapping {
+                let name = key.string ?? "?"
+                let path = field.isEmpty ? name : "\(field).\(name)"
+                if !seen.insert(name).inserted {
+                    throw ConfigError(
+                        field: path, reason: "duplicate key (a second \(name): would replace the first)")
+                }
+                try Self.checkDuplicateKeys(value, field: path)
+            }
+        } else if let sequence = node.sequence {
+            for (i, item) in sequence.enumerated() {
+                try Self.checkDuplicateKeys(item, field: "\(field)[\(i)]")
             }
         }
     }

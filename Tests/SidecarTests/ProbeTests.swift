@@ -1,4 +1,5 @@
 import NIOCore
+import NIOPosix
 import Testing
 
 @testable import Sidecar
@@ -138,11 +139,11 @@ import Testing
         return c
     }()
 
-    func body(_ entries: [(String, String, String, Int)]) -> ByteBuffer {
+    func body(_ entries: [(String, String, String, Int)], datacenter: String = "dc2") -> ByteBuffer {
         // (id, node address, service address, port)
         let json = entries.map { id, node, svc, port in
             """
-            {"Node":{"Node":"n-\(id)","Address":"\(node)","Datacenter":"dc2"},
+            {"Node":{"Node":"n-\(id)","Address":"\(node)","Datacenter":"\(datacenter)"},
              "Service":{"ID":"\(id)","Service":"gateway","Address":"\(svc)","Port":\(port),"Tags":["insight"]},
              "Checks":[]}
             """
@@ -153,10 +154,11 @@ import Testing
     }
 
     @Test func blockingQueryIndexAndContents() {
-        var w = ConsulWatch(service: self.config.services[0], datacenter: "dc2", config: self.config)
+        var w = ConsulWatch(
+            service: self.config.services[0], datacenter: "dc2", config: self.config, localRegion: "a")
         #expect(w.path == "/v1/health/service/gateway?passing&dc=dc2&tag=insight")
         guard
-            case .publish(let targets) = w.received(
+            case .publish(let targets, unmapped: []) = w.received(
                 status: 200, indexHeader: "10", body: self.body([("g1", "10.0.0.1", "", 8080)]))
         else {
             Issue.record("expected publish")
@@ -171,7 +173,7 @@ import Testing
             w.received(status: 200, indexHeader: "11", body: self.body([("g1", "10.0.0.1", "", 8080)])) == .unchanged)
         // Service.Address wins over Node.Address.
         guard
-            case .publish(let moved) = w.received(
+            case .publish(let moved, unmapped: []) = w.received(
                 status: 200, indexHeader: "12", body: self.body([("g1", "10.0.0.1", "10.9.9.9", 9090)]))
         else {
             Issue.record("expected publish")
@@ -181,7 +183,7 @@ import Testing
     }
 
     @Test func faultsKeepTheLastGoodSetAndBackOff() {
-        var w = ConsulWatch(service: self.config.services[0], datacenter: nil, config: self.config)
+        var w = ConsulWatch(service: self.config.services[0], datacenter: nil, config: self.config, localRegion: "a")
         _ = w.received(status: 200, indexHeader: "50", body: self.body([("g1", "10.0.0.1", "", 1)]))
         let good = w.lastGood
         guard case .retry(let a1, "http_5xx", _, true) = w.received(status: 500, indexHeader: nil, body: self.body([]))
@@ -213,6 +215,83 @@ import Testing
         else {
             Issue.record("expected publish after recovery")
             return
+        }
+    }
+
+    /// The issue-15 case: no `datacenters`, no `region_for_datacenter`. The local agent's
+    /// instances are in this sidecar's region (probed at their own address), not in a region
+    /// named after the datacenter (which sent the probe to the upstream instead).
+    @Test func localAgentsDatacenterIsThisRegion() {
+        var w = ConsulWatch(service: self.config.services[0], datacenter: nil, config: ConsulConfig(), localRegion: "a")
+        guard
+            case .publish(let targets, unmapped: []) = w.received(
+                status: 200, indexHeader: "3", body: self.body([("g1", "10.0.0.1", "", 1)], datacenter: "dc1"))
+        else {
+            Issue.record("expected publish")
+            return
+        }
+        #expect(targets.map(\.region) == ["a"])
+        var probes = ProbeConfig()
+        probes.consul = ConsulConfig()
+        let request = ProbeRequest(
+            hop: "h", region: "a", upstream: HostPort(host: "127.0.0.9", port: 9), config: probes)
+        #expect(targets.map(request.address(for:)) == [HostPort(host: "10.0.0.1", port: 1)])
+    }
+
+    /// A listed datacenter with no mapping and no region of that name is left out, reported once
+    /// while it stays; a datacenter named like a route_headers region is that region.
+    @Test func unmappedDatacentersAreReportedOnceAndNotProbed() {
+        var c = self.config
+        c.regionForDatacenter = [:]
+        var w = ConsulWatch(
+            service: c.services[0], datacenter: "dc2", config: c, localRegion: "a", knownRegions: ["b"])
+        #expect(w.region(ofDatacenter: "dc2") == nil)
+        #expect(w.region(ofDatacenter: "b") == "b")
+        #expect(w.region(ofDatacenter: "a") == "a")
+        let one = self.body([("g1", "10.0.0.1", "", 1)])
+        let expected = ConsulWatch.Unmapped(
+            target: "gateway/g1", address: HostPort(host: "10.0.0.1", port: 1), datacenter: "dc2")
+        #expect(w.received(status: 200, indexHeader: "3", body: one) == .publish([], unmapped: [expected]))
+        // The same answer again: not reported again.
+        #expect(w.received(status: 200, indexHeader: "4", body: one) == .unchanged)
+        // A second instance: only it is new.
+        let two = self.body([("g1", "10.0.0.1", "", 1), ("g2", "10.0.0.2", "", 2)])
+        guard case .publish([], let unmapped) = w.received(status: 200, indexHeader: "5", body: two) else {
+            Issue.record("expected publish")
+            return
+        }
+        #expect(unmapped.map(\.target) == ["gateway/g2"])
+        // Mapped (region_for_datacenter wins over everything).
+        c.regionForDatacenter = ["dc2": "b"]
+        var mapped = ConsulWatch(service: c.services[0], datacenter: "dc2", config: c, localRegion: "a")
+        guard case .publish(let targets, unmapped: []) = mapped.received(status: 200, indexHeader: "3", body: one)
+        else {
+            Issue.record("expected publish")
+            return
+        }
+        #expect(targets.map(\.region) == ["b"])
+    }
+
+    @Test func connectFailuresReadAsPlainWords() {
+        let cause = "upstream 127.0.0.1:1 unreachable: connection reset (error set): Connection refused (errno: 111)"
+        #expect(
+            ProbeOutcome.connectFailure(to: HostPort(host: "127.0.0.1", port: 1), cause: cause)
+                == "connect to 127.0.0.1:1 failed: Connection refused")
+        #expect(
+            ProbeOutcome.connectFailure(to: HostPort(host: "h", port: 2), cause: "upstream h:2 unreachable: timed out")
+                == "connect to h:2 failed: timed out")
+    }
+
+    /// Consul's connect errors named as such, in plain words ("SingleConnectionFailure(…)" before).
+    @Test func consulConnectErrorsReadAsPlainWords() async throws {
+        let group = MultiThreadedEventLoopGroup.singleton
+        // Port 1 on loopback: nothing listens there.
+        await #expect {
+            _ = try await HTTPGet.get(
+                group: group, host: "127.0.0.1", port: 1, path: "/", headers: [], timeout: .seconds(2))
+        } throws: { error in
+            let failure = error as? HTTPGet.Failure
+            return failure?.kind == .connect && failure?.detail == "connect to 127.0.0.1:1 failed: Connection refused"
         }
     }
 }

@@ -54,12 +54,61 @@ import Testing
         ("x: \"{{{{\"\n" + String(repeating: "[", count: 65), "config"),
         ("x:\n" + String(repeating: "- ", count: 200) + "y", "config"),
         ("x:\n" + String(repeating: " ", count: 300) + "y: 1", "config"),
+        // Zero would fail every connect at once.
+        ("upstream: 127.0.0.1:1\nhop: a\nregion: b\nconnect_timeout: 0", "connect_timeout"),
+        ("upstream: 127.0.0.1:1\nhop: a\nregion: b\nconnect_timeout: 0ms", "connect_timeout"),
+        // Duplicate keys: the parser keeps the last one, so the first would vanish silently.
+        (
+            "upstream: 127.0.0.1:1\nhop: a\nregion: b\nlimits:\n  max_connections: 5\nlimits:\n  idle_timeout: 5s",
+            "limits"
+        ),
+        ("upstream: 127.0.0.1:1\nhop: a\nregion: b\nhop: c", "hop"),
+        (
+            "upstream: 127.0.0.1:1\nhop: a\nregion: b\nlimits:\n  max_connections: 5\n  max_connections: 6",
+            "limits.max_connections"
+        ),
+        (
+            "upstream: 127.0.0.1:1\nhop: a\nregion: b\nprobes:\n  targets:\n  - {address: '1.2.3.4:5', region: a, region: b}",
+            "probes.targets[0].region"
+        ),
     ])
     func invalidConfigNamesTheField(yaml: String, field: String) {
         #expect {
             _ = try SidecarConfig.load(yaml: yaml).validated()
         } throws: { error in
             (error as? ConfigError)?.field == field
+        }
+    }
+
+    @Test func connectTimeoutFlagMustBePositive() throws {
+        let options = try ConfigOptions.parse([
+            "--upstream", "127.0.0.1:5", "--hop", "h", "--region", "r", "--connect-timeout", "0",
+        ])
+        #expect(throws: ConfigError(field: "connect_timeout", reason: "must be more than 0, got \"0\"")) {
+            _ = try options.resolve()
+        }
+    }
+
+    /// `-1` is a value, not an unknown flag: the range check explains it.
+    @Test func negativeEventLoopsReachTheRangeCheck() throws {
+        let options = try ConfigOptions.parse([
+            "--upstream", "127.0.0.1:5", "--hop", "h", "--region", "r", "--event-loops", "-1",
+        ])
+        #expect(throws: ConfigError(field: "event_loops", reason: "must be 0 (one per core) to 256, got -1")) {
+            _ = try options.resolve()
+        }
+    }
+
+    @Test func aDirectoryAsConfigIsNamedInPlainWords() throws {
+        let options = try ConfigOptions.parse(["--config", "/tmp"])
+        #expect(throws: ConfigError(field: "config", reason: "cannot read /tmp: it is a directory, not a file")) {
+            _ = try options.resolve()
+        }
+    }
+
+    @Test func targetsFileDuplicateKeysAreRejected() {
+        #expect(throws: ConfigError.self) {
+            _ = try TargetDiscovery.parseTargetsFile("- {address: '1.2.3.4:5', region: a, name: x, name: y}")
         }
     }
 

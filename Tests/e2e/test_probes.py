@@ -12,7 +12,7 @@ import time
 import grpc
 import pytest
 
-from conftest import (TEST_SERVICE, free_port, make_channel, metric_sum, metrics_text,
+from conftest import (TEST_SERVICE, free_port, http_get, make_channel, metric_sum, metrics_text,
                       parse_metrics, run_probe_cli, server_counts, set_server_health, tail,
                       wait_for)
 from fake_consul import FakeConsul, entry
@@ -469,6 +469,125 @@ def test_consul_slow_answer_is_a_timeout(consul_env):
 
 
 # --------------------------------------------------------------------------
+# 4b. Consul without a datacenter mapping (issue 15): probes reach the instances
+# --------------------------------------------------------------------------
+
+UNMAPPED = "insight_probe_unmapped_targets_total"
+
+
+def _probe_statuses(sc):
+    status, body = http_get(sc.admin_port, "/api/v1/hops")
+    assert status == 200, body
+    return {p["target"]: p for p in json.loads(body)["probes"]}
+
+
+def test_consul_local_datacenter_probes_instances_not_the_upstream(probe_procs):
+    """No ``datacenters`` and no ``region_for_datacenter``: the local agent's instances are in
+    the sidecar's region and are probed at their own address. Before, their region was the
+    datacenter's name ("dc1" != "a"), the probes went to the upstream, and an instance on a
+    closed port showed insight_probe_up 1."""
+    u = probe_procs.grpc_server()
+    p1 = probe_procs.grpc_server()
+    dead = free_port()
+    fake = FakeConsul().start()
+    try:
+        fake.set_service("api", [entry("api", "live", p1.port), entry("api", "dead", dead)])
+        sc = probe_procs.sidecar({
+            "upstream": u.port, "hop": "prober", "region": "a", "log_level": "info",
+            "probes": {"interval": "200ms", "timeout": "500ms", "consul": {
+                "address": fake.address, "wait": "1s", "services": [{"name": "api"}]}}},
+            name="sidecar-consul-local")
+
+        def settled():
+            t = metrics_text(sc)
+            live, down = series(t, UP, target="api/live"), series(t, UP, target="api/dead")
+            if live and down and live[0][1] == 1 and down[0][1] == 0:
+                return t
+            return None
+        text = wait_for(settled, 6, "api/live up 1 and api/dead up 0")
+        assert {lab["target_region"] for lab, _ in series(text, UP)} == {"a"}
+        assert results_of(text, "api/dead").keys() == {("connect_error", "UNAVAILABLE")}, results_of(text, "api/dead")
+        assert health_checks(u.port) == 0, "probes went through the upstream instead of to the instances"
+        assert health_checks(p1.port) >= 1
+        # The result names the address it reached, and a connect failure says so in plain words.
+        st = _probe_statuses(sc)
+        assert st["api/dead"]["address"] == f"127.0.0.1:{dead}", st["api/dead"]
+        assert st["api/dead"]["target_address"] == f"127.0.0.1:{dead}", st["api/dead"]
+        assert st["api/dead"]["message"] == f"connect to 127.0.0.1:{dead} failed: Connection refused", st
+        assert st["api/live"]["address"] == f"127.0.0.1:{p1.port}", st["api/live"]
+        log = tail(sc.log, 400)
+        changed = [ln for ln in log.splitlines() if "probe result changed" in ln and "api/dead" in ln]
+        assert changed and f"address=127.0.0.1:{dead}" in changed[0] and "connect_error" in changed[0] \
+            and "Connection refused" in changed[0], log
+
+        # Consul goes away: the warning names the failure in plain words, not a type dump.
+        fake.refuse()
+        wait_for(lambda: "consul query failed" in tail(sc.log, 400), 8, "consul failure logged")
+        failed = [ln for ln in tail(sc.log, 400).splitlines() if "consul query failed" in ln]
+        assert f"connect to {fake.address} failed: Connection refused" in failed[0], failed
+        assert "SingleConnectionFailure" not in failed[0] and "NIOConnectionError" not in failed[0], failed
+    finally:
+        fake.stop()
+
+
+def test_consul_unmapped_datacenter_is_logged_once_counted_and_not_probed(probe_procs):
+    """A listed datacenter with no region: its instances are not probed (through the upstream
+    they would report the upstream's health), each is logged once and counted."""
+    u = probe_procs.grpc_server()
+    p1 = probe_procs.grpc_server()
+    fake = FakeConsul().start()
+    try:
+        fake.set_service("api", [entry("api", "one", p1.port)], dc="dc1")
+        fake.set_service("api", [entry("api", "far", p1.port)], dc="dc2")
+        sc = probe_procs.sidecar({
+            "upstream": u.port, "hop": "prober", "region": "a", "log_level": "info",
+            "probes": {"interval": "200ms", "timeout": "500ms", "consul": {
+                "address": fake.address, "wait": "1s", "services": [{"name": "api"}],
+                "datacenters": ["dc1", "dc2"], "region_for_datacenter": {"dc1": "a"}}}},
+            name="sidecar-consul-unmapped")
+        wait_for(lambda: value(metrics_text(sc), TOTAL, target="api/one", result="success") >= 1, 6, "api/one probed")
+        wait_for(lambda: value(metrics_text(sc), UNMAPPED, source="consul", datacenter="dc2") == 1, 4,
+                 "api/far counted as unmapped")
+        # Several blocking-query rounds (wait 1s) with the same answer: still logged and counted once.
+        time.sleep(2.5)
+        text = metrics_text(sc)
+        assert value(text, UNMAPPED, source="consul", datacenter="dc2") == 1
+        assert not series(text, TOTAL, target="api/far"), "an unmapped target was probed"
+        assert health_checks(u.port) == 0
+        lines = [ln for ln in tail(sc.log, 400).splitlines() if "maps to no region" in ln]
+        assert len(lines) == 1 and "api/far" in lines[0] and "dc2" in lines[0], lines
+        # A second instance there: it alone is new.
+        fake.set_service("api", [entry("api", "far", p1.port), entry("api", "far2", p1.port)], dc="dc2")
+        wait_for(lambda: value(metrics_text(sc), UNMAPPED, source="consul", datacenter="dc2") == 2, 4,
+                 "api/far2 counted")
+        lines = [ln for ln in tail(sc.log, 400).splitlines() if "maps to no region" in ln]
+        assert len(lines) == 2 and "api/far2" in lines[1], lines
+    finally:
+        fake.stop()
+
+
+def test_consul_shutdown_logs_no_false_query_failure(probe_procs):
+    """SIGTERM while a blocking query is waiting: the query ends because of the shutdown, which
+    is not a Consul failure."""
+    u = probe_procs.grpc_server()
+    fake = FakeConsul().start()
+    try:
+        fake.set_service("api", [entry("api", "one", u.port)])
+        sc = probe_procs.sidecar({
+            "upstream": u.port, "hop": "prober", "region": "a", "log_level": "info",
+            "probes": {"interval": "200ms", "timeout": "500ms", "consul": {
+                "address": fake.address, "wait": "30s", "services": [{"name": "api"}]}}},
+            name="sidecar-consul-stop")
+        wait_for(lambda: "consul targets updated" in tail(sc.log, 100), 6, "consul targets loaded")
+        wait_for(lambda: any("index" in r["query"] for r in fake.requests_for("api")), 4, "a blocking query")
+        assert sc.stop(10) == 0
+        log = tail(sc.log, 200)
+        assert "stopped" in log and "consul query failed" not in log, log
+    finally:
+        fake.stop()
+
+
+# --------------------------------------------------------------------------
 # 5. targets file
 # --------------------------------------------------------------------------
 
@@ -536,6 +655,10 @@ def test_targets_file_reload_invalid_and_json(probe_procs, tmp_path):
     _write_atomic(path, f"- {{name: t9, address: \"{a}\"}}\n")
     wait_for(lambda: value(metrics_text(sc), DISCOVERY_ERRORS, source="file", reason="invalid") >= 2,
              2.5, "second invalid file counted")
+    # ... and logged too, not only counted: each rejected edit has its own line and cause.
+    new_log = "\n".join(tail(sc.log, 10000).splitlines()[log_lines:])
+    rejected = [ln for ln in new_log.splitlines() if "targets file rejected" in ln]
+    assert len(rejected) == 2 and "region" in rejected[1], new_log
     assert value(metrics_text(sc), TARGETS, source="file") == 2
     assert not series(metrics_text(sc), TOTAL, target="t9")
 

@@ -6,10 +6,23 @@ import NIOCore
 /// Follows Consul's blocking-query rules: send the last `X-Consul-Index` back as `index`;
 /// if it goes backwards, start again from 0; publish only when the contents changed; on
 /// errors keep the last good targets and back off exponentially.
+///
+/// Each instance's region comes from its datacenter (see ``region(ofDatacenter:)``); an
+/// instance whose datacenter has no region is not probed but reported once in
+/// ``Action/publish(_:unmapped:)``: probing it through the upstream would report whatever
+/// the upstream answers, not the instance.
 struct ConsulWatch {
+    /// An instance left out because its datacenter maps to no region.
+    struct Unmapped: Equatable, Hashable {
+        var target: String
+        var address: HostPort
+        var datacenter: String
+    }
+
     enum Action: Equatable {
-        /// New targets for this watch.
-        case publish([ProbeTarget])
+        /// New targets for this watch, and the instances newly left out (each reported once
+        /// while it stays in Consul's answer).
+        case publish([ProbeTarget], unmapped: [Unmapped])
         /// Nothing changed; query again at once (the query itself blocks).
         case unchanged
         /// Query again after `after`; `reason` is the metric reason, `logNow` true on a state change.
@@ -19,15 +32,38 @@ struct ConsulWatch {
     let service: ConsulConfig.Service
     let datacenter: String?
     let config: ConsulConfig
+    /// The sidecar's own region (`region`): where the local agent's instances are.
+    let localRegion: String
+    /// Regions the sidecar can route probes to by name: its own and those in `probes.route_headers`.
+    let knownRegions: Set<String>
     private(set) var index: UInt64 = 0
     private(set) var lastGood: [ProbeTarget]?
     private var failures = 0
     private var lastFailureReason: String?
+    /// Unmapped instances already reported, as of the last answer.
+    private(set) var reportedUnmapped: Set<Unmapped> = []
 
-    init(service: ConsulConfig.Service, datacenter: String?, config: ConsulConfig) {
+    init(
+        service: ConsulConfig.Service, datacenter: String?, config: ConsulConfig, localRegion: String,
+        knownRegions: Set<String> = []
+    ) {
         self.service = service
         self.datacenter = datacenter
         self.config = config
+        self.localRegion = localRegion
+        self.knownRegions = knownRegions.union([localRegion])
+    }
+
+    /// The region of an instance in `datacenter` (Consul's `Node.Datacenter`), nil if none.
+    ///
+    /// In order: `region_for_datacenter`; without `datacenters` (the watch asks the local
+    /// agent for its own datacenter) the sidecar's own region; a datacenter named like a
+    /// known region (the sidecar's own or a `route_headers` key) is that region; else nil.
+    func region(ofDatacenter datacenter: String) -> String? {
+        if let region = self.config.regionForDatacenter[datacenter] { return region }
+        if self.datacenter == nil { return self.localRegion }
+        if self.knownRegions.contains(datacenter) { return datacenter }
+        return nil
     }
 
     /// The request path for the next query.
@@ -45,8 +81,9 @@ struct ConsulWatch {
             return self.failed(reason: "malformed", detail: "missing or invalid X-Consul-Index")
         }
         let targets: [ProbeTarget]
+        let unmapped: [Unmapped]
         do {
-            targets = try self.parse(body)
+            (targets, unmapped) = try self.parse(body)
         } catch {
             return self.failed(reason: "malformed", detail: "\(error)")
         }
@@ -60,9 +97,13 @@ struct ConsulWatch {
         let recovered = self.lastFailureReason != nil
         self.failures = 0
         self.lastFailureReason = nil
-        if let last = self.lastGood, Set(last) == Set(targets), !recovered { return .unchanged }
+        let newlyUnmapped = unmapped.filter { !self.reportedUnmapped.contains($0) }
+        self.reportedUnmapped = Set(unmapped)
+        if let last = self.lastGood, Set(last) == Set(targets), !recovered, newlyUnmapped.isEmpty {
+            return .unchanged
+        }
         self.lastGood = targets
-        return .publish(targets)
+        return .publish(targets, unmapped: newlyUnmapped)
     }
 
     mutating func failed(reason: String, detail: String) -> Action {
@@ -89,22 +130,29 @@ struct ConsulWatch {
         var Service: Service
     }
 
-    func parse(_ body: ByteBuffer) throws -> [ProbeTarget] {
+    /// The instances in a health answer: those with a region, and those without one.
+    func parse(_ body: ByteBuffer) throws -> (targets: [ProbeTarget], unmapped: [Unmapped]) {
         let entries = try JSONDecoder().decode([Entry].self, from: Data(body.readableBytesView))
-        return try entries.map { e in
+        var targets: [ProbeTarget] = []
+        var unmapped: [Unmapped] = []
+        for e in entries {
             let host = (e.Service.Address?.isEmpty == false ? e.Service.Address : nil) ?? e.Node.Address
             guard !host.isEmpty, (1...65535).contains(e.Service.Port) else {
                 throw ConfigError(field: "consul", reason: "entry \(e.Service.ID) has no usable address")
             }
-            let dc = e.Node.Datacenter ?? self.datacenter ?? ""
-            let region = self.config.regionForDatacenter[dc] ?? dc
-            var t = ProbeTarget(
-                name: "\(e.Service.Service)/\(e.Service.ID)", address: HostPort(host: host, port: e.Service.Port),
-                region: region, kind: self.service.kind)
+            let name = "\(e.Service.Service)/\(e.Service.ID)"
+            let address = HostPort(host: host, port: e.Service.Port)
+            let dc = (e.Node.Datacenter?.isEmpty == false ? e.Node.Datacenter : nil) ?? self.datacenter ?? ""
+            guard let region = self.region(ofDatacenter: dc) else {
+                unmapped.append(Unmapped(target: name, address: address, datacenter: dc))
+                continue
+            }
+            var t = ProbeTarget(name: name, address: address, region: region, kind: self.service.kind)
             t.service = self.service.healthService
             t.source = "consul"
-            return t
+            targets.append(t)
         }
+        return (targets, unmapped)
     }
 
     static func escape(_ s: String) -> String {

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -31,7 +32,7 @@ enum HTTPGet {
                 .connectTimeout(.seconds(3))
                 .connect(host: host, port: port).get()
         } catch {
-            throw Failure(kind: .connect, detail: "\(error)")
+            throw Failure(kind: .connect, detail: "connect to \(host):\(port) failed: \(Self.plainCause(error))")
         }
         let promise = channel.eventLoop.makePromise(of: Response.self)
         let timer = channel.eventLoop.scheduleTask(in: timeout) {
@@ -51,7 +52,12 @@ enum HTTPGet {
                 channel.write(HTTPClientRequestPart.head(head), promise: nil)
                 channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
             }.get()
-            let response = try await promise.futureResult.get()
+            // Cancelled (shutdown): close now rather than wait out a blocking query.
+            let response = try await withTaskCancellationHandler {
+                try await promise.futureResult.get()
+            } onCancel: {
+                channel.close(promise: nil)
+            }
             timer.cancel()
             try? await channel.close()
             return response
@@ -60,6 +66,20 @@ enum HTTPGet {
             try? await channel.close()
             throw error
         }
+    }
+
+    /// A connect error in plain words ("Connection refused"), not NIO's type dump.
+    static func plainCause(_ error: Error) -> String {
+        if let e = error as? NIOConnectionError {
+            if let first = e.connectionErrors.first { return Self.plainCause(first.error) }
+            if let dns = e.dnsAError ?? e.dnsAAAAError { return "cannot resolve \(e.host): \(dns)" }
+            return "no address for \(e.host)"
+        }
+        if let io = error as? IOError { return String(cString: strerror(io.errnoCode)) }
+        if case .connectTimeout(let t)? = error as? ChannelError {
+            return "no answer within \(t.nanoseconds / 1_000_000) ms"
+        }
+        return "\(error)"
     }
 
     private final class Collector: ChannelInboundHandler {
@@ -95,7 +115,8 @@ enum HTTPGet {
         }
 
         func errorCaught(context: ChannelHandlerContext, error: Error) {
-            self.promise.fail(Failure(kind: .protocolError, detail: "\(error)"))
+            let cause = error is HTTPParserError ? "not an HTTP response (\(error))" : HTTPGet.plainCause(error)
+            self.promise.fail(Failure(kind: .protocolError, detail: cause))
             context.close(promise: nil)
         }
     }

@@ -1,3 +1,4 @@
+import Foundation
 import H2Proxy
 import NIOCore
 
@@ -68,19 +69,37 @@ public struct ProbeOutcome: Sendable {
     public var receiverHop: String?
     public var receiverRegion: String?
 
+    /// A connect failure in plain words: `connect to ADDRESS failed: Connection refused`.
+    ///
+    /// `cause` is the pool's text; its `(errno: N)` becomes the system's words for N.
+    static func connectFailure(to address: HostPort, cause: String) -> String {
+        var reason = cause
+        if let range = cause.range(of: #"\(errno: ([0-9]+)\)"#, options: .regularExpression),
+            let errno = Int32(cause[range].dropFirst(8).dropLast())
+        {
+            reason = String(cString: strerror(errno))
+        } else if let range = cause.range(of: "unreachable: ") {
+            reason = String(cause[range.upperBound...])
+        }
+        return "connect to \(address) failed: \(reason)"
+    }
+
     init(failure message: String) {
         (self.result, self.code, self.message, self.seconds, self.segments) = (
             .connectError, "UNAVAILABLE", message, 0, []
         )
     }
 
-    init(_ call: LocalCallResult, kind: ProbeTarget.Kind) {
+    /// Classifies a finished call; `address` is where the probe connected (named in a connect failure).
+    init(_ call: LocalCallResult, kind: ProbeTarget.Kind, address: HostPort) {
         self.seconds = Double(call.endedAt.uptimeNanoseconds &- call.startedAt.uptimeNanoseconds) / 1e9
         self.segments = []
         self.message = ""
         switch call.outcome {
         case .connectFailed(let cause):
-            (self.result, self.code, self.message) = (.connectError, "UNAVAILABLE", cause)
+            (self.result, self.code, self.message) = (
+                .connectError, "UNAVAILABLE", Self.connectFailure(to: address, cause: cause)
+            )
             return
         case .timedOut:
             (self.result, self.code, self.message) = (.timeout, "DEADLINE_EXCEEDED", "no response within the timeout")

@@ -104,7 +104,7 @@ public final class Prober: Sendable {
             .whenComplete { result in
                 let outcome: ProbeOutcome
                 switch result {
-                case .success(let call): outcome = ProbeOutcome(call, kind: target.kind)
+                case .success(let call): outcome = ProbeOutcome(call, kind: target.kind, address: address)
                 case .failure(let error): outcome = ProbeOutcome(failure: "\(error)")
                 }
                 self.record(target, outcome)
@@ -118,14 +118,18 @@ public final class Prober: Sendable {
         let box = self.box
         let hop = self.request.hop
         let region = self.request.region
+        let request = self.request
         return
             (try? await self.loop.submit {
                 (box.value?.history ?? [:]).values.map { h in
-                    ProbeStatus(
+                    var status = ProbeStatus(
                         hop: hop, sourceRegion: region, target: h.target.name, targetRegion: h.target.region,
                         kind: h.target.kind.rawValue, result: h.last.result.rawValue, code: h.last.code,
                         message: h.last.message, lastMilliseconds: h.last.seconds * 1000,
                         successRatio: h.successRatio, p50Milliseconds: h.p50 * 1000, count: h.total)
+                    status.address = request.address(for: h.target).description
+                    status.targetAddress = h.target.address.description
+                    return status
                 }
             }.get()) ?? []
     }
@@ -151,6 +155,7 @@ public final class Prober: Sendable {
                 level: level, "probe result changed",
                 metadata: [
                     "target": "\(target.name)", "target_region": "\(target.region)", "kind": "\(target.kind.rawValue)",
+                    "target_address": "\(target.address)", "address": "\(self.request.address(for: target))",
                     "result": "\(outcome.result.rawValue)", "code": "\(outcome.code)", "message": "\(outcome.message)",
                 ])
         }
@@ -195,9 +200,14 @@ public struct ProbeStatus: Codable, Sendable {
     public var successRatio: Double
     public var p50Milliseconds: Double
     public var count: Int
+    /// Where the probe connected: the target itself (same region) or the upstream that routes to it.
+    public var address: String?
+    /// The target's own address (from its config, targets file or Consul).
+    public var targetAddress: String?
 
     enum CodingKeys: String, CodingKey {
-        case hop, target, kind, result, code, message, count
+        case hop, target, kind, result, code, message, count, address
+        case targetAddress = "target_address"
         case sourceRegion = "source_region"
         case targetRegion = "target_region"
         case lastMilliseconds = "last_ms"

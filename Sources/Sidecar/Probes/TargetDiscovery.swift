@@ -17,6 +17,7 @@ enum TargetDiscovery {
             throw ConfigError(field: "targets_file", reason: "not valid JSON or YAML: \(error)".replacingNewlines())
         }
         guard let node else { return [] }
+        try YAMLLimits.checkDuplicateKeys(node, field: "targets_file")
         let list: Node.Sequence
         if let s = node.sequence {
             list = s
@@ -74,12 +75,11 @@ enum TargetDiscovery {
                             "targets file loaded", metadata: ["path": "\(path)", "targets": "\(targets.count)"])
                         failing = false
                     } catch {
+                        // Each rejected edit is logged: a second, different mistake is news too.
                         metrics.discoveryError(source: "file", reason: "invalid")
-                        if !failing {
-                            logger.error(
-                                "targets file rejected, keeping the previous targets",
-                                metadata: ["path": "\(path)", "error": "\(error)"])
-                        }
+                        logger.error(
+                            "targets file rejected, keeping the previous targets",
+                            metadata: ["path": "\(path)", "error": "\(error)"])
                         failing = true
                     }
                 }
@@ -99,7 +99,9 @@ enum TargetDiscovery {
                 for service in config.services {
                     for dc in dcs {
                         tasks.addTask {
-                            var watch = ConsulWatch(service: service, datacenter: dc, config: config)
+                            var watch = ConsulWatch(
+                                service: service, datacenter: dc, config: config, localRegion: prober.request.region,
+                                knownRegions: Set(prober.request.config.routeHeaders.keys))
                             let key = "\(service.name)|\(dc ?? "")"
                             while !Task.isCancelled {
                                 var headers: [(String, String)] = [("accept", "application/json")]
@@ -117,8 +119,10 @@ enum TargetDiscovery {
                                 } catch {
                                     action = watch.failed(reason: "connect", detail: "\(error)")
                                 }
+                                // Shutting down: the query ended because of it, not a Consul failure.
+                                if Task.isCancelled { break }
                                 switch action {
-                                case .publish(let targets):
+                                case .publish(let targets, let unmapped):
                                     let all = await merged.set(key, targets)
                                     prober.setTargets(source: "consul", all)
                                     logger.info(
@@ -127,6 +131,16 @@ enum TargetDiscovery {
                                             "service": "\(service.name)", "dc": "\(dc ?? "-")",
                                             "targets": "\(targets.count)",
                                         ])
+                                    for u in unmapped {
+                                        metrics.unmappedTarget(source: "consul", datacenter: u.datacenter)
+                                        logger.warning(
+                                            "consul target not probed: its datacenter maps to no region",
+                                            metadata: [
+                                                "target": "\(u.target)", "address": "\(u.address)",
+                                                "datacenter": "\(u.datacenter)",
+                                                "fix": "add the datacenter to probes.consul.region_for_datacenter",
+                                            ])
+                                    }
                                 case .unchanged:
                                     break
                                 case .retry(let after, let reason, let detail, let logNow):
@@ -136,7 +150,8 @@ enum TargetDiscovery {
                                             "consul query failed, keeping the last good targets",
                                             metadata: [
                                                 "service": "\(service.name)", "dc": "\(dc ?? "-")",
-                                                "reason": "\(reason)", "error": "\(detail)",
+                                                "consul": "\(config.address)", "reason": "\(reason)",
+                                                "error": "\(detail)",
                                             ])
                                     }
                                     try? await Task.sleep(nanoseconds: UInt64(after.nanoseconds))
