@@ -45,7 +45,7 @@ def test_probe_usage_errors_exit_1():
     # A refused connect is still 2.
     r = cli(["probe", "--target", f"127.0.0.1:{free_port()}"])
     assert r.returncode == 2, (r.returncode, r.stdout)
-    assert "connect to 127.0.0.1:" in r.stdout and "failed: Connection refused" in r.stdout, r.stdout
+    assert "connect to 127.0.0.1:" in r.stdout and "failed: connection refused" in r.stdout, r.stdout
 
 
 def test_other_commands_usage_errors_exit_2():

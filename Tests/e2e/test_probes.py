@@ -513,18 +513,18 @@ def test_consul_local_datacenter_probes_instances_not_the_upstream(probe_procs):
         st = _probe_statuses(sc)
         assert st["api/dead"]["address"] == f"127.0.0.1:{dead}", st["api/dead"]
         assert st["api/dead"]["target_address"] == f"127.0.0.1:{dead}", st["api/dead"]
-        assert st["api/dead"]["message"] == f"connect to 127.0.0.1:{dead} failed: Connection refused", st
+        assert st["api/dead"]["message"] == f"connect to 127.0.0.1:{dead} failed: connection refused", st
         assert st["api/live"]["address"] == f"127.0.0.1:{p1.port}", st["api/live"]
         log = tail(sc.log, 400)
         changed = [ln for ln in log.splitlines() if "probe result changed" in ln and "api/dead" in ln]
         assert changed and f"address=127.0.0.1:{dead}" in changed[0] and "connect_error" in changed[0] \
-            and "Connection refused" in changed[0], log
+            and "connection refused" in changed[0], log
 
         # Consul goes away: the warning names the failure in plain words, not a type dump.
         fake.refuse()
         wait_for(lambda: "consul query failed" in tail(sc.log, 400), 8, "consul failure logged")
         failed = [ln for ln in tail(sc.log, 400).splitlines() if "consul query failed" in ln]
-        assert f"connect to {fake.address} failed: Connection refused" in failed[0], failed
+        assert f"connect to {fake.address} failed: connection refused" in failed[0], failed
         assert "SingleConnectionFailure" not in failed[0] and "NIOConnectionError" not in failed[0], failed
     finally:
         fake.stop()

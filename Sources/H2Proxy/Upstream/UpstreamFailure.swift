@@ -10,10 +10,10 @@ import NIOPosix
 /// Why a connection to a hop failed, in the words an operator reads in `grpc-message`, a 502/503
 /// body or a log line ("connection refused", "TLS handshake failed: certificate has expired"),
 /// never a dump of a Swift error type.
-enum UpstreamFailure {
+public enum UpstreamFailure {
     /// One plain phrase for `error`: an errno's text for socket errors, the timeout for a
     /// connect that took too long, the reason for a failed TLS handshake.
-    static func describe(_ error: Error) -> String {
+    public static func describe(_ error: Error) -> String {
         switch error {
         case let e as NIOConnectionError:
             if let first = e.connectionErrors.first { return Self.describe(first.error) }
@@ -43,7 +43,7 @@ enum UpstreamFailure {
     }
 
     /// `1s`, `1500ms`: how durations appear in messages (the same as in the configuration).
-    static func describe(_ t: TimeAmount) -> String {
+    public static func describe(_ t: TimeAmount) -> String {
         let ms = t.nanoseconds / 1_000_000
         return ms % 1000 == 0 ? "\(ms / 1000)s" : "\(ms)ms"
     }

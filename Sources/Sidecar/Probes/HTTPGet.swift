@@ -1,4 +1,5 @@
 import Foundation
+import H2Proxy
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -68,19 +69,8 @@ enum HTTPGet {
         }
     }
 
-    /// A connect error in plain words ("Connection refused"), not NIO's type dump.
-    static func plainCause(_ error: Error) -> String {
-        if let e = error as? NIOConnectionError {
-            if let first = e.connectionErrors.first { return Self.plainCause(first.error) }
-            if let dns = e.dnsAError ?? e.dnsAAAAError { return "cannot resolve \(e.host): \(dns)" }
-            return "no address for \(e.host)"
-        }
-        if let io = error as? IOError { return String(cString: strerror(io.errnoCode)) }
-        if case .connectTimeout(let t)? = error as? ChannelError {
-            return "no answer within \(t.nanoseconds / 1_000_000) ms"
-        }
-        return "\(error)"
-    }
+    /// A connect error in plain words ("connection refused"), the same words as the proxy's.
+    static func plainCause(_ error: Error) -> String { UpstreamFailure.describe(error) }
 
     private final class Collector: ChannelInboundHandler {
         typealias InboundIn = HTTPClientResponsePart

@@ -69,16 +69,13 @@ public struct ProbeOutcome: Sendable {
     public var receiverHop: String?
     public var receiverRegion: String?
 
-    /// A connect failure in plain words: `connect to ADDRESS failed: Connection refused`.
+    /// A connect failure in plain words: `connect to ADDRESS failed: connection refused`.
     ///
-    /// `cause` is the pool's text; its `(errno: N)` becomes the system's words for N.
+    /// `cause` is the pool's text (`upstream ADDRESS unreachable: connection refused`); the
+    /// words after `unreachable: ` are the cause.
     static func connectFailure(to address: HostPort, cause: String) -> String {
         var reason = cause
-        if let range = cause.range(of: #"\(errno: ([0-9]+)\)"#, options: .regularExpression),
-            let errno = Int32(cause[range].dropFirst(8).dropLast())
-        {
-            reason = String(cString: strerror(errno))
-        } else if let range = cause.range(of: "unreachable: ") {
+        if let range = cause.range(of: "unreachable: ") {
             reason = String(cause[range.upperBound...])
         }
         return "connect to \(address) failed: \(reason)"
