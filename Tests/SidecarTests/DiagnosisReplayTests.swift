@@ -94,7 +94,8 @@ import Testing
             #expect(first.time - step <= 5, "seed \(seed): blamed only after \(first.time - step) s")
             #expect(blame.segment == "mediary-a" && blame.next == "mediary-b", "seed \(seed)")
             #expect(abs(blame.deltaP50 - 100) < 15, "seed \(seed): \(blame)")
-            #expect(blame.confidence >= 0.999, "seed \(seed): \(blame)")
+            #expect(blame.confidence >= 0.999 && blame.moved, "seed \(seed): \(blame)")
+            #expect(first.verdict.segments.filter(\.moved).count == 1, "seed \(seed): \(first.verdict.segments)")
             #expect(first.verdict.verdict.hasPrefix("segment mediary-a moved +"), "seed \(seed)")
             // And it stays blamed.
             let later = verdicts.filter { $0.time >= first.time }

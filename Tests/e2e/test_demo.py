@@ -484,6 +484,8 @@ def test_status_page_renders_in_chromium(demos):
     assert blamed == [(v["data-blame-segment"], v["data-blame-next"]) for v in dom.verdicts
                       if v.get("data-blame-segment")], (blamed, dom.verdicts)
     print(f"page: blamed rows on the traffic path: {blamed}")
+    # The Δp50 cell is marked up where the diagnosis says the segment moved (the blamed one at least).
+    assert dom.count.get("td.up", 0) >= 1, dom.count
     assert TRAFFIC[1] in dom.texts.get("diagnosis", ""), dom.texts.get("diagnosis")
 
     # The demo box: settings and the plain statement of what is a stand-in.

@@ -41,6 +41,8 @@ enum Diagnosis {
         var superiority: Double
         /// 1 − `pValue`, rounded to 4 decimals.
         var confidence: Double
+        /// Whether the segment moved over `recentSeconds` (``Diagnosis/moved(_:)``).
+        var moved = false
 
         enum CodingKeys: String, CodingKey {
             case segment, next
@@ -54,7 +56,7 @@ enum Diagnosis {
             case deltaP99 = "delta_p99_ms"
             case recentSeconds = "recent_seconds"
             case pValue = "p_value"
-            case superiority, confidence
+            case superiority, confidence, moved
         }
     }
 
@@ -148,7 +150,10 @@ enum Diagnosis {
                 recentSeconds: span, pValue: p, superiority: (test.superiority * 1000).rounded() / 1000,
                 confidence: ((1 - p) * 10000).rounded() / 10000)
             if reported == nil { reported = shift }
-            if Self.moved(shift) && shift.superiority > (strongest?.superiority ?? 0) { strongest = shift }
+            if Self.moved(shift) && shift.superiority > (strongest?.superiority ?? 0) {
+                strongest = shift
+                strongest?.moved = true
+            }
         }
         return strongest ?? reported
     }
@@ -191,7 +196,7 @@ enum Diagnosis {
             }
             let blame =
                 shifts
-                .filter(Self.moved)
+                .filter(\.moved)
                 .max { $0.deltaP50 < $1.deltaP50 }
             let failed = recent.filter { $0.code != "OK" }
             var failures: Failures?

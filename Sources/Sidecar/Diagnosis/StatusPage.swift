@@ -338,7 +338,7 @@ enum StatusPage {
             const shift = shifts[segKey(s)];
             const blamed = blameKey === segKey(s);
             const delta = shift ? shift.delta_p50_ms : null;
-            const up = shift && delta > Math.max(1, 0.2 * shift.baseline_p50_ms);
+            const up = shift && shift.moved;
             html += '<tr class="segment-row' + (blamed ? ' blamed' : '') + '" data-segment="' + esc(s.segment) +
               '" data-next="' + esc(s.next) + '"><td class="name"><span class="swatch" style="background:' +
               PALETTE[i % PALETTE.length] + '"></span>' + esc(segLabel(s)) + '</td><td class="num p50" data-ms="' +
