@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @testable import Sidecar
@@ -76,5 +77,35 @@ import Testing
         #expect(v.verdict.contains("first seen at gateway-b"))
         #expect(Diagnosis.faultHop("upstream 127.0.0.1:1 unreachable: x") == nil)
         #expect(Diagnosis.faultHop("svc error: bad thing") == nil)
+    }
+
+    /// Probes of several targets through the same method are separate paths, each naming its
+    /// target (from `insight-probe-target`), in the report, the diagnosis and the CLI's table.
+    @Test func probePathsNameTheirTarget() throws {
+        var samples: [StreamSample] = []
+        for i in 0..<20 {
+            for target in ["service-a", "service-b"] {
+                var s = self.sample(at: Double(i), wan: 60, service: 5)
+                (s.service, s.method, s.isProbe, s.target) = ("grpc.health.v1.Health", "Check", true, target)
+                samples.append(s)
+            }
+        }
+        samples.append(self.sample(at: 19, wan: 60, service: 5))
+        let report = HopsReport(
+            hop: "mediary-a", region: "a", samples: samples, probes: [], now: 20, window: 30, demo: nil)
+        let probes = report.paths.filter { $0.source == "probe" }
+        #expect(probes.map(\.target) == ["service-a", "service-b"])
+        #expect(probes.allSatisfy { $0.count == 20 && $0.method == "Check" })
+        #expect(report.paths.first { $0.source == "traffic" }?.target == nil)
+        let json = try #require(String(data: JSONEncoder().encode(report), encoding: .utf8))
+        #expect(json.contains(#""target":"service-b""#))
+
+        let verdicts = Diagnosis.analyze(samples: samples, now: 20, window: 10)
+        #expect(verdicts.filter { $0.source == "probe" }.map(\.target) == ["service-a", "service-b"])
+        #expect(
+            verdicts.map(DiagnoseCommand.title) == [
+                "demo.Svc/Call [traffic]", "grpc.health.v1.Health/Check [probe → service-a]",
+                "grpc.health.v1.Health/Check [probe → service-b]",
+            ])
     }
 }

@@ -17,6 +17,13 @@ public struct DiagnoseCommand: AsyncParsableCommand {
 
     public init() {}
 
+    /// How a path is named in the table: `service/method [traffic]`, or for a probe
+    /// `service/method [probe → target]`, so that probes of several targets are told apart.
+    static func title(_ path: Diagnosis.PathVerdict) -> String {
+        let source = path.target.map { "\(path.source) → \($0)" } ?? path.source
+        return "\(path.service)/\(path.method) [\(source)]"
+    }
+
     public func run() async throws {
         let admin = try HostPort(parsing: self.admin, field: "admin")
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -40,7 +47,7 @@ public struct DiagnoseCommand: AsyncParsableCommand {
         let report = try JSONDecoder().decode(DiagnoseReport.self, from: Data(response.body.readableBytesView))
         print("diagnosis from \(report.hop), recent \(Int(report.windowSeconds)) s vs baseline before it")
         for path in report.paths {
-            print("\n\(path.service)/\(path.method) [\(path.source)]: \(path.verdict)")
+            print("\n\(Self.title(path)): \(path.verdict)")
             guard !path.segments.isEmpty else { continue }
             print(
                 "  " + "segment".padding(toLength: 26, withPad: " ", startingAt: 0)

@@ -1,14 +1,24 @@
 import Foundation
 
-/// Names the hop to blame: for each path, compares each segment's recent window with its
-/// baseline (the hour before the window, or since start) and says which segment moved, by how
-/// much, and how sure it is. Pure: samples in, verdicts out.
+/// Names the hop to blame: for each path, compares each segment's recent samples with its
+/// baseline (the samples before the recent window, up to an hour back) and says which segment
+/// moved, by how much, and how sure it is. Pure: samples in, verdicts out.
 ///
-/// Confidence combines how consistent the shift is (the share of recent samples above the
-/// baseline's median plus three median absolute deviations, at least 0.5 ms: a few percent
-/// when nothing changed) with how much data there is (full at 20 samples on each side). The
-/// median and MAD keep a step change visible until it fills half of the baseline. A segment
-/// is blamed when its p50 moved by more than 2 ms and 25% with confidence at least 0.6.
+/// "Recent" is tried at several spans ending now: the window, half of it, a quarter, … down to
+/// ``minimumSpan`` (``spans(window:)``), so that a step is seen as soon as it fills the
+/// shortest span instead of half of the whole window. For each span a one-sided
+/// ``MannWhitneyTest`` asks whether the recent samples are larger than the baseline ones; its
+/// p-value is multiplied by the number of spans tried (Bonferroni). A segment **moved** over a
+/// span when all three hold:
+/// - the adjusted p-value is at most ``maximumPValue`` (it is not chance),
+/// - the effect size (probability that a recent sample is larger than a baseline one) is at least
+///   ``minimumSuperiority`` (most recent calls are slower, not a few),
+/// - the p50 rose by at least ``minimumShift`` ms and ``minimumRelativeShift`` of the baseline
+///   p50 (it matters).
+/// Of the spans over which it moved, the one with the largest effect size is reported (the
+/// longest of equals): right after a step, the span that holds mostly new samples. A segment
+/// that did not move reports the whole window. Confidence is 1 − the adjusted p-value. The blamed segment is the moved one
+/// with the largest p50 increase.
 enum Diagnosis {
     struct SegmentShift: Codable, Equatable {
         var segment: String
@@ -21,7 +31,18 @@ enum Diagnosis {
         var baselineCount: Int
         var deltaP50: Double
         var deltaP99: Double
+        /// How far back the recent samples reach, in seconds: the span over which the segment
+        /// moved the most clearly, else the whole window.
+        var recentSeconds: Double
+        /// One-sided Mann–Whitney p-value of "recent is slower than baseline", multiplied by the
+        /// number of spans tried, at most 1.
+        var pValue: Double
+        /// Probability that a recent sample is larger than a baseline one, ties half (0.5: no change).
+        var superiority: Double
+        /// 1 − `pValue`, rounded to 4 decimals.
         var confidence: Double
+        /// Whether the segment moved over `recentSeconds` (``Diagnosis/moved(_:)``).
+        var moved = false
 
         enum CodingKeys: String, CodingKey {
             case segment, next
@@ -33,7 +54,9 @@ enum Diagnosis {
             case baselineCount = "baseline_count"
             case deltaP50 = "delta_p50_ms"
             case deltaP99 = "delta_p99_ms"
-            case confidence
+            case recentSeconds = "recent_seconds"
+            case pValue = "p_value"
+            case superiority, confidence, moved
         }
     }
 
@@ -78,7 +101,68 @@ enum Diagnosis {
         }
     }
 
+    /// Samples needed on each side before a segment is compared.
     static let minimumSamples = 5
+    /// The shortest recent span tried, in seconds.
+    static let minimumSpan = 2.0
+    /// Largest adjusted p-value that counts as a shift.
+    static let maximumPValue = 0.001
+    /// Smallest effect size that counts as a shift. Right after a step, 0.8 means that 60 % of
+    /// the span is new, so that its p50 is already at the new level.
+    static let minimumSuperiority = 0.8
+    /// Smallest p50 increase that counts, in milliseconds.
+    static let minimumShift = 2.0
+    /// Smallest p50 increase that counts, as a share of the baseline p50.
+    static let minimumRelativeShift = 0.2
+
+    /// The recent spans tried, in seconds, longest first: `window`, `window / 2`, … while at
+    /// least ``minimumSpan`` (the window alone if it is shorter).
+    static func spans(window: Double) -> [Double] {
+        var spans = [window]
+        while spans[spans.count - 1] / 2 >= Self.minimumSpan { spans.append(spans[spans.count - 1] / 2) }
+        return spans
+    }
+
+    /// Compares one segment's recent samples with its baseline; nil without
+    /// ``minimumSamples`` on each side.
+    /// - Parameters:
+    ///   - recent: (Unix seconds, milliseconds) of the samples in the window.
+    ///   - baseline: milliseconds before the window.
+    static func shift(
+        segment: String, next: String, recent: [(time: Double, ms: Double)], baseline: [Double], now: Double,
+        window: Double
+    ) -> SegmentShift? {
+        guard recent.count >= Self.minimumSamples, baseline.count >= Self.minimumSamples else { return nil }
+        let b = baseline.sorted()
+        let (bp50, bp99) = (Self.percentile(sorted: b, 0.5), Self.percentile(sorted: b, 0.99))
+        let spans = Self.spans(window: window)
+        var reported: SegmentShift?
+        var strongest: SegmentShift?
+        for span in spans {
+            let r = recent.filter { $0.time >= now - span }.map(\.ms).sorted()
+            guard r.count >= Self.minimumSamples else { break }
+            let test = MannWhitneyTest(sortedRecent: r, sortedBaseline: b)
+            let p = min(1, test.pValue * Double(spans.count))
+            let (rp50, rp99) = (Self.percentile(sorted: r, 0.5), Self.percentile(sorted: r, 0.99))
+            let shift = SegmentShift(
+                segment: segment, next: next, recentP50: rp50, recentP99: rp99, baselineP50: bp50, baselineP99: bp99,
+                recentCount: r.count, baselineCount: b.count, deltaP50: rp50 - bp50, deltaP99: rp99 - bp99,
+                recentSeconds: span, pValue: p, superiority: (test.superiority * 1000).rounded() / 1000,
+                confidence: ((1 - p) * 10000).rounded() / 10000)
+            if reported == nil { reported = shift }
+            if Self.moved(shift) && shift.superiority > (strongest?.superiority ?? 0) {
+                strongest = shift
+                strongest?.moved = true
+            }
+        }
+        return strongest ?? reported
+    }
+
+    /// Whether a compared segment moved (the rule in the type's summary).
+    static func moved(_ s: SegmentShift) -> Bool {
+        s.pValue <= Self.maximumPValue && s.superiority >= Self.minimumSuperiority
+            && s.deltaP50 >= max(Self.minimumShift, Self.minimumRelativeShift * s.baselineP50)
+    }
 
     static func analyze(samples: [StreamSample], now: Double, window: Double, baselineSpan: Double = 3600)
         -> [PathVerdict]
@@ -92,29 +176,27 @@ enum Diagnosis {
             let first = list[0]
             let recent = list.filter { $0.time >= now - window }
             let baseline = list.filter { $0.time < now - window }
+            let order = Self.segmentOrder(list)
+            var timed = [[(time: Double, ms: Double)]](repeating: [], count: order.count)
+            for s in list {
+                for seg in s.segments {
+                    if let k = order.firstIndex(where: { $0.0 == seg.hop && $0.1 == seg.next }) {
+                        timed[k].append((s.time, seg.milliseconds))
+                    }
+                }
+            }
             var shifts: [SegmentShift] = []
-            for (segment, next) in Self.segmentOrder(list) {
-                let r = Self.values(recent, segment, next)
-                let b = Self.values(baseline, segment, next)
-                guard r.count >= Self.minimumSamples, b.count >= Self.minimumSamples else { continue }
-                // Robust to a baseline that already holds some of the new level: its median and
-                // median absolute deviation stay put until half of it has moved.
-                let bp50 = Self.percentile(b, 0.5)
-                let mad = Self.percentile(b.map { abs($0 - bp50) }, 0.5)
-                let threshold = bp50 + max(0.5, 3 * mad)
-                let above = Double(r.filter { $0 > threshold }.count) / Double(r.count)
-                let consistency = min(1, max(0, (above - 0.1) / 0.8))
-                let support = min(1, Double(min(r.count, b.count)) / 20)
-                let (rp50, rp99, bp99) = (Self.percentile(r, 0.5), Self.percentile(r, 0.99), Self.percentile(b, 0.99))
-                shifts.append(
-                    SegmentShift(
-                        segment: segment, next: next, recentP50: rp50, recentP99: rp99, baselineP50: bp50,
-                        baselineP99: bp99, recentCount: r.count, baselineCount: b.count, deltaP50: rp50 - bp50,
-                        deltaP99: rp99 - bp99, confidence: (consistency * support * 100).rounded() / 100))
+            for (k, (segment, next)) in order.enumerated() {
+                if let shift = Self.shift(
+                    segment: segment, next: next, recent: timed[k].filter { $0.time >= now - window },
+                    baseline: timed[k].filter { $0.time < now - window }.map(\.ms), now: now, window: window)
+                {
+                    shifts.append(shift)
+                }
             }
             let blame =
                 shifts
-                .filter { $0.deltaP50 > max(2, 0.25 * $0.baselineP50) && $0.confidence >= 0.6 }
+                .filter(\.moved)
                 .max { $0.deltaP50 < $1.deltaP50 }
             let failed = recent.filter { $0.code != "OK" }
             var failures: Failures?
@@ -130,8 +212,11 @@ enum Diagnosis {
             if let b = blame {
                 let name = b.next == "service" ? "\(b.segment) → service" : b.segment
                 verdict = String(
-                    format: "segment %@ moved %+.1f ms (p50 %.1f → %.1f ms, p99 %.1f → %.1f ms), confidence %.2f", name,
-                    b.deltaP50, b.baselineP50, b.recentP50, b.baselineP99, b.recentP99, b.confidence)
+                    format:
+                        "segment %@ moved %+.1f ms (p50 %.1f → %.1f ms, p99 %.1f → %.1f ms) over the last %.0f s,"
+                        + " confidence %.4f (rank test p %.1g, %.0f%% of pairs slower)", name, b.deltaP50,
+                    b.baselineP50, b.recentP50, b.baselineP99, b.recentP99, b.recentSeconds, b.confidence, b.pValue,
+                    b.superiority * 100)
             } else if baseline.count < Self.minimumSamples {
                 verdict = "collecting a baseline (\(baseline.count) samples before the recent window)"
             } else {
@@ -162,10 +247,11 @@ enum Diagnosis {
     /// Segments in chain order (outermost first), as the most complete recent sample has them.
     static func segmentOrder(_ samples: [StreamSample]) -> [(String, String)] {
         var order: [(String, String)] = []
-        var seen = Set<String>()
-        for s in samples.sorted(by: { $0.segments.count > $1.segments.count }) {
-            for seg in s.segments where seen.insert(seg.hop + "\u{0}" + seg.next).inserted {
-                order.append((seg.hop, seg.next))
+        for length in Set(samples.map(\.segments.count)).sorted(by: >) {
+            for s in samples where s.segments.count == length {
+                for seg in s.segments where !order.contains(where: { $0.0 == seg.hop && $0.1 == seg.next }) {
+                    order.append((seg.hop, seg.next))
+                }
             }
         }
         return order
@@ -181,8 +267,12 @@ enum Diagnosis {
 
     /// Nearest-rank percentile.
     static func percentile(_ values: [Double], _ q: Double) -> Double {
-        guard !values.isEmpty else { return 0 }
-        let sorted = values.sorted()
+        Self.percentile(sorted: values.sorted(), q)
+    }
+
+    /// Nearest-rank percentile of values sorted ascending; 0 when there are none.
+    static func percentile(sorted: [Double], _ q: Double) -> Double {
+        guard !sorted.isEmpty else { return 0 }
         let rank = Int((q * Double(sorted.count)).rounded(.up)) - 1
         return sorted[max(0, min(sorted.count - 1, rank))]
     }

@@ -4,7 +4,10 @@
 /// error rate, this sidecar's overhead, the diagnosis verdicts, the region × region probe matrix
 /// and, in the demo, the demo's settings and what its stand-ins are.
 ///
-/// Stable hooks for tests: `article.path[data-service][data-method][data-source]`,
+/// Probe paths are told apart by their target (the `insight-probe-target` header), shown as
+/// `span.probe-target` after the method.
+///
+/// Stable hooks for tests: `article.path[data-service][data-method][data-source][data-target]`,
 /// `tr.segment-row[data-segment][data-next]` with `td.p50`/`td.p99` (`data-ms`),
 /// `td.matrix-cell[data-source-region][data-target-region][data-success][data-latency-ms]`,
 /// `.verdict[data-blame-segment][data-blame-next]`, `.overhead[data-p50-ms][data-p99-ms]`,
@@ -56,6 +59,7 @@ enum StatusPage {
         ul.verdicts { list-style: none; margin: 0; padding: 0; }
         ul.verdicts li { padding: 3px 0; border-bottom: 1px solid var(--line); }
         ul.verdicts li:last-child { border-bottom: 0; }
+        .probe-target { color: var(--accent); font-weight: 600; }
         .tag {
           display: inline-block; font-size: 11px; padding: 0 6px; border-radius: 8px;
           background: #e8ecf2; color: var(--muted); margin-right: 4px;
@@ -174,7 +178,12 @@ enum StatusPage {
         }
         function segLabel(s) { return s.segment + ' → ' + s.next; }
         function segKey(s) { return s.segment + '|' + s.next; }
-        function pathKey(p) { return p.source + '|' + p.service + '|' + p.method; }
+        function pathKey(p) { return p.source + '|' + p.service + '|' + p.method + '|' + (p.target || ''); }
+        function targetLabel(p) {
+          return p.target ? ' <span class="probe-target" data-target="' + esc(p.target) + '">→ ' + esc(p.target) +
+            '</span>' : '';
+        }
+        function targetAttr(p) { return p.target ? ' data-target="' + esc(p.target) + '"' : ''; }
         function clock(t) { return new Date(t * 1000).toLocaleTimeString(); }
 
         async function getJSON(url) {
@@ -255,8 +264,8 @@ enum StatusPage {
           ul.innerHTML = list.map(v => {
             const cls = verdictClass(v);
             return '<li class="verdict-row" data-service="' + esc(v.service) + '" data-method="' + esc(v.method) +
-              '" data-source="' + esc(v.source) + '"' + blameAttrs(v) + '><span class="tag">' + esc(v.source) +
-              '</span><b>' + esc(v.service) + '/' + esc(v.method) + '</b>: <span class="verdict-text ' + cls + '">' +
+              '" data-source="' + esc(v.source) + '"' + targetAttr(v) + blameAttrs(v) + '><span class="tag">' +
+              esc(v.source) + '</span><b>' + esc(v.service) + '/' + esc(v.method) + '</b>' + targetLabel(v) + ': <span class="verdict-text ' + cls + '">' +
               esc(v.verdict) + '</span></li>';
           }).join('');
         }
@@ -314,8 +323,8 @@ enum StatusPage {
           for (const s of (v && v.segments) || []) shifts[segKey(s)] = s;
           const blameKey = v && v.blame ? segKey(v.blame) : null;
           let html = '<article class="card path" data-service="' + esc(p.service) + '" data-method="' + esc(p.method) +
-            '" data-source="' + esc(p.source) + '"><header><h3>' + esc(p.service) + '/<span>' + esc(p.method) +
-            '</span></h3><span class="muted count" data-count="' + p.count + '">' + p.count +
+            '" data-source="' + esc(p.source) + '"' + targetAttr(p) + '><header><h3>' + esc(p.service) + '/<span>' +
+            esc(p.method) + '</span>' + targetLabel(p) + '</h3><span class="muted count" data-count="' + p.count + '">' + p.count +
             ' calls in window</span></header>';
           if (v) {
             html += '<div class="verdict ' + verdictClass(v) + '"' + blameAttrs(v) + '>' + esc(v.verdict) + '</div>';
@@ -329,7 +338,7 @@ enum StatusPage {
             const shift = shifts[segKey(s)];
             const blamed = blameKey === segKey(s);
             const delta = shift ? shift.delta_p50_ms : null;
-            const up = shift && delta > Math.max(1, 0.2 * shift.baseline_p50_ms);
+            const up = shift && shift.moved;
             html += '<tr class="segment-row' + (blamed ? ' blamed' : '') + '" data-segment="' + esc(s.segment) +
               '" data-next="' + esc(s.next) + '"><td class="name"><span class="swatch" style="background:' +
               PALETTE[i % PALETTE.length] + '"></span>' + esc(segLabel(s)) + '</td><td class="num p50" data-ms="' +
