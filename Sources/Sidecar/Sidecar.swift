@@ -139,9 +139,8 @@ final class SidecarInstance: Sendable {
             group: group, registry: registry,
             readiness: {
                 guard proxy.isListening else { return (false, "proxy listener closed") }
-                let up = await proxy.checkUpstream()
-                let upstream = "\(proxy.configuration.upstreamHost):\(proxy.configuration.upstreamPort)"
-                return up ? (true, "upstream reachable") : (false, "upstream \(upstream) unreachable")
+                let answer = await proxy.checkReadiness()
+                return (answer.isReady, answer.detail)
             }, status: status)
         let adminChannel: Channel
         do {

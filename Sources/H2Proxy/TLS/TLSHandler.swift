@@ -248,6 +248,8 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         self.plaintext = nil
         self.failPromises(ChannelError.ioOnClosedChannel)
+        // The connection handler learns why (an upstream connection tells `/readyz`).
+        context.fireErrorCaught(failure)
         if context.channel.isActive {
             self.sendOutput(context: context)
             context.close(promise: nil)

@@ -75,6 +75,7 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
             self.loop.logger.warning("upstream connection error", metadata: ["error": "\(error)"])
         }
         self.processEvents()
+        self.pool.settingsAcknowledged(on: self)
         self.loop.markDirty(self)
     }
 
@@ -104,6 +105,9 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if self.state == .connecting, self.closeCause == nil, let failure = error as? TLSHandshakeFailure {
+            self.closeCause = "upstream \(self.pool.host):\(self.pool.port): \(failure)"
+        }
         self.loop.logger.debug("upstream connection I/O error", metadata: ["error": "\(error)"])
         context.close(promise: nil)
     }
