@@ -46,7 +46,7 @@ def test_healthy_upstream_ready(procs):
     ch = make_channel(sc.addr)
     assert unary(ch) == b"hello"
     ch.close()
-    # Checks on a connection without calls, as a kubelet makes them: grpcio answers three
+    # Checks on a connection without calls, as a kubelet makes them: grpcio answers four
     # PINGs like that with GOAWAY ENHANCE_YOUR_CALM (too_many_pings); SETTINGS it acknowledges.
     for _ in range(8):
         assert readyz(sc)[0] == 200

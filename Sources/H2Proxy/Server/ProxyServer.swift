@@ -133,7 +133,7 @@ public final class ProxyServer: Sendable {
     /// callers share one check, so they share its round trip and at most one new connection.
     ///
     /// SETTINGS rather than PING: gRPC servers count a PING on a connection without calls as
-    /// abuse (grpc-core: the third within 5 minutes gets GOAWAY `ENHANCE_YOUR_CALM`,
+    /// abuse (grpcio here answers the fourth PING on an idle connection with GOAWAY `ENHANCE_YOUR_CALM`,
     /// "too_many_pings"), so a readiness PING every few seconds would cut the connection.
     public func checkReadiness(deadline: TimeAmount? = nil) async -> UpstreamReadiness {
         let deadline = deadline ?? self.readinessDeadline
