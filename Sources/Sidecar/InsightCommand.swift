@@ -83,6 +83,7 @@ public struct CheckConfigCommand: AsyncParsableCommand {
         let c = try self.options.resolve()
         _ = try c.makeTLSContexts()
         for warning in c.warnings { print("warning: \(warning)") }
+        for warning in CertificateExpiry(config: c).warnings() { print("warning: \(warning)") }
         print("configuration ok")
         print("listen: \(c.listen)")
         print("upstream: \(c.upstream.map { "\($0)" } ?? "-")")

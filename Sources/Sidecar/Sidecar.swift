@@ -50,7 +50,8 @@ public final class Sidecar: Sendable {
         let startCheck = Task { [proxy = instance.proxy, upstream = self.config.upstream!] in
             var warned = false
             while !Task.isCancelled {
-                if await proxy.checkUpstream() {
+                let readiness = await proxy.checkReadiness()
+                if readiness.isReady {
                     if warned { logger.notice("upstream reachable", metadata: ["upstream": "\(upstream)"]) }
                     return
                 }
@@ -58,7 +59,7 @@ public final class Sidecar: Sendable {
                     warned = true
                     logger.warning(
                         "upstream unreachable at start: calls fail with UNAVAILABLE until it is up",
-                        metadata: ["upstream": "\(upstream)"])
+                        metadata: ["upstream": "\(upstream)", "error": "\(readiness.detail)"])
                 }
                 try? await Task.sleep(for: .seconds(1))
             }
@@ -175,9 +176,8 @@ final class SidecarInstance: Sendable {
             group: group, registry: registry,
             readiness: {
                 guard proxy.isListening else { return (false, "proxy listener closed") }
-                let up = await proxy.checkUpstream()
-                let upstream = "\(proxy.configuration.upstreamHost):\(proxy.configuration.upstreamPort)"
-                return up ? (true, "upstream reachable") : (false, "upstream \(upstream) unreachable")
+                let answer = await proxy.checkReadiness()
+                return (answer.isReady, answer.detail)
             }, status: status)
         let adminChannel: Channel
         do {

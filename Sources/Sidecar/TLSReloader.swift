@@ -14,6 +14,7 @@ final class TLSReloader: @unchecked Sendable {
     private let interval: Duration
     private let reloaded: Counter
     private let failed: Counter
+    private let registry: MetricsRegistry
     private let signalSource: DispatchSourceSignal
     private var task: Task<Void, Never>?
 
@@ -31,6 +32,7 @@ final class TLSReloader: @unchecked Sendable {
         self.client = client
         self.logger = logger
         self.interval = interval
+        self.registry = registry
         let name = "insight_tls_reloads_total"
         let help = "Certificate reloads (SIGHUP or file change), by result."
         self.reloaded = registry.counter(name, help: help, labels: [("result", "ok")])
@@ -76,6 +78,7 @@ final class TLSReloader: @unchecked Sendable {
             self.reloaded.increment()
             self.logger.info(
                 "TLS certificates reloaded; new connections use them", metadata: ["trigger": "\(trigger.rawValue)"])
+            Self.checkExpiry(config: self.config, registry: self.registry, logger: self.logger)
         } catch {
             self.failed.increment()
             self.logger.error(
@@ -113,6 +116,7 @@ extension TLSReloader {
         let contexts = try config.makeTLSContexts()
         let metrics = TLSMetrics(registry: registry)
         proxy.tlsMetrics = metrics
+        checkExpiry(config: config, registry: registry, logger: logger)
         guard contexts.server != nil || contexts.client != nil else {
             // SIGHUP means "reload certificates"; with none to reload it must not end the process.
             Foundation.signal(SIGHUP, SIG_IGN)
@@ -151,5 +155,14 @@ extension TLSReloader {
             logger: logger)
         reloader.start()
         return reloader
+    }
+
+    /// Logs a warning for each certificate that is expired or expires within 14 days, and sets
+    /// `insight_tls_certificate_expiry_timestamp_seconds`.
+    static func checkExpiry(config: SidecarConfig, registry: MetricsRegistry, logger: Logger) {
+        guard config.tls != nil || config.upstreamTLS != nil else { return }
+        let expiry = CertificateExpiry(config: config)
+        expiry.export(to: registry)
+        for warning in expiry.warnings() { logger.warning("\(warning)") }
     }
 }

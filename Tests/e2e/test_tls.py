@@ -497,3 +497,85 @@ def test_check_config_reports_bad_files(pki, tmp_path):
         r = check_config(write_config(tmp_path, tls=tls, upstream_tls=up))
         assert r.returncode == code, (tls, up, r.stdout, r.stderr)
         assert text in (r.stdout + r.stderr), (tls, up, r.stdout, r.stderr)
+
+
+# --------------------------------------------------------------------------
+# certificate expiry: warnings and insight_tls_certificate_expiry_timestamp_seconds
+# --------------------------------------------------------------------------
+
+def openssl_time(seconds_from_now: float) -> str:
+    return time.strftime("%Y%m%d%H%M%SZ", time.gmtime(time.time() + seconds_from_now))
+
+
+def not_after(path: Path) -> int:
+    out = subprocess.run(["openssl", "x509", "-noout", "-enddate", "-dateopt", "iso_8601", "-in", str(path)],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    import calendar
+    return calendar.timegm(time.strptime(out.split("=", 1)[1], "%Y-%m-%d %H:%M:%SZ"))
+
+
+def expiry_gauge(sc, **labels):
+    return metric_sum(metrics_text(sc), "insight_tls_certificate_expiry_timestamp_seconds", **labels)
+
+
+@pytest.fixture(scope="session")
+def soon(pki):
+    """A serving certificate that expires in 5 days, and a client certificate in 3."""
+    local = "DNS:localhost,IP:127.0.0.1"
+    return (pki.ca.issue("soon", "soon.localhost", local, end=openssl_time(5 * 86400 + 600)),
+            pki.ca.issue("soon-client", "soon-client", usage="clientAuth", end=openssl_time(3 * 86400 + 600)))
+
+
+def test_check_config_warns_on_expired_and_expiring_certificates(pki, soon, tmp_path):
+    soon_server, soon_client = soon
+    r = check_config(write_config(tmp_path, tls=server_tls(pki, pki.expired)))
+    assert r.returncode == 0, r.stderr
+    assert f"warning: tls.cert ({pki.expired.cert}): certificate CN=localhost expired on 2001-01-01T00:00:00Z" \
+        in r.stdout, r.stdout
+    r = check_config(write_config(tmp_path, tls=server_tls(pki, soon_server), upstream_tls={
+        "ca": pki.ca.cert, "cert": soon_client.cert, "key": soon_client.key}))
+    assert r.returncode == 0, r.stderr
+    assert "warning: tls.cert" in r.stdout and "CN=soon.localhost expires on" in r.stdout and "in 5 days" in r.stdout, \
+        r.stdout
+    assert "warning: upstream_tls.cert" in r.stdout and "in 3 days" in r.stdout, r.stdout
+    r = check_config(write_config(tmp_path, tls=server_tls(pki)))
+    assert "warning" not in r.stdout, r.stdout
+
+
+def test_expired_serving_certificate_warned_at_start_and_exported(pki, soon, tls_procs, tmp_path):
+    procs, started = tls_procs
+    server = start_tls_grpc_server(started, pki.server)
+    cert, key = tmp_path / "live.pem", tmp_path / "live.key"
+    shutil.copy(pki.expired.cert, cert)
+    shutil.copy(pki.expired.key, key)
+    soon_server, soon_client = soon
+    config = write_config(tmp_path, tls={"cert": cert, "key": key},
+                          upstream_tls={"ca": pki.ca.cert, "cert": soon_client.cert, "key": soon_client.key})
+    sc = procs.sidecar(server.port, extra=["--config", str(config)])
+    log = sc.log.read_text()
+    assert "warning" in log and "tls.cert" in log and "expired on 2001-01-01T00:00:00Z" in log, log
+    assert "upstream_tls.cert" in log and "in 3 days" in log, log
+    assert expiry_gauge(sc, side="downstream", field="tls.cert", subject="localhost") == not_after(pki.expired.cert)
+    assert expiry_gauge(sc, side="upstream", field="upstream_tls.cert", subject="soon-client") == \
+        not_after(soon_client.cert)
+    assert expiry_gauge(sc, side="upstream", field="upstream_tls.ca", subject="ca") == not_after(pki.ca.cert)
+
+    # Reload with a certificate that expires in 5 days: the gauge follows and the reload warns.
+    shutil.copy(soon_server.key, key)
+    shutil.copy(soon_server.cert, cert)
+    sc.signal(signal.SIGHUP)
+    wait_for(lambda: expiry_gauge(sc, field="tls.cert", subject="soon.localhost") == not_after(soon_server.cert),
+             timeout=10, what="expiry gauge after reload")
+    assert expiry_gauge(sc, field="tls.cert", subject="localhost") is None
+    wait_for(lambda: "CN=soon.localhost expires on" in sc.log.read_text(), what="reload warning")
+
+    # A renewed certificate: no further warning for tls.cert.
+    shutil.copy(pki.server.key, key)
+    shutil.copy(pki.server.cert, cert)
+    mark = len(sc.log.read_text())
+    sc.signal(signal.SIGHUP)
+    wait_for(lambda: expiry_gauge(sc, field="tls.cert") == not_after(pki.server.cert), timeout=10,
+             what="expiry gauge after renewal")
+    time.sleep(0.2)
+    assert "] tls.cert (" not in sc.log.read_text()[mark:]
+    assert "] upstream_tls.cert (" in sc.log.read_text()[mark:]

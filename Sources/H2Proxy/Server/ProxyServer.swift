@@ -137,18 +137,23 @@ public final class ProxyServer: Sendable {
     /// The event loops, for spreading calls over them.
     public var eventLoops: [EventLoop] { self.loops.map(\.eventLoop) }
 
-    /// Whether a TCP connection to the upstream can be made now (for `/readyz`).
-    public func checkUpstream(timeout: TimeAmount = .seconds(1)) async -> Bool {
-        do {
-            let channel = try await ClientBootstrap(group: self.group)
-                .connectTimeout(timeout)
-                .connect(host: self.configuration.upstreamHost, port: self.configuration.upstreamPort)
-                .get()
-            try? await channel.close()
-            return true
-        } catch {
-            return false
-        }
+    /// How long `/readyz` waits for the upstream: 1 s, or `connect_timeout` if shorter.
+    public var readinessDeadline: TimeAmount { min(.seconds(1), self.configuration.connectTimeout) }
+
+    /// Whether the upstream takes calls now (for `/readyz`): an empty HTTP/2 SETTINGS frame,
+    /// sent on a ready connection of the first event loop's upstream pool (the pool opens one,
+    /// TLS and SETTINGS included, if it has none), acknowledged within `deadline`. Concurrent
+    /// callers share one check, so they share its round trip and at most one new connection.
+    ///
+    /// SETTINGS rather than PING: gRPC servers count a PING on a connection without calls as
+    /// abuse (grpcio here answers the fourth PING on an idle connection with GOAWAY `ENHANCE_YOUR_CALM`,
+    /// "too_many_pings"), so a readiness PING every few seconds would cut the connection.
+    public func checkReadiness(deadline: TimeAmount? = nil) async -> UpstreamReadiness {
+        let deadline = deadline ?? self.readinessDeadline
+        let bound = self.loops[0]
+        let answer = bound.eventLoop.flatSubmit { bound.value.pool.checkReadiness(deadline: deadline) }
+        return (try? await answer.get())
+            ?? UpstreamReadiness(isReady: false, detail: "event loop unavailable (shutting down)")
     }
 
     public var isListening: Bool { self.channelBox.withLockedValue { $0?.isActive ?? false } }

@@ -173,7 +173,9 @@ public final class H2Session {
             entries.append(
                 nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_ENABLE_PUSH.rawValue), value: 0))
         }
-        _ = nghttp2_submit_settings(self.session, UInt8(NGHTTP2_FLAG_NONE.rawValue), entries, entries.count)
+        if nghttp2_submit_settings(self.session, UInt8(NGHTTP2_FLAG_NONE.rawValue), entries, entries.count) == 0 {
+            self.settingsSent += 1
+        }
         if self.settings.connectionWindowSize > 65535 {
             _ = nghttp2_session_set_local_window_size(
                 self.session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, self.settings.connectionWindowSize)
@@ -442,6 +444,20 @@ public final class H2Session {
         _ = nghttp2_submit_rst_stream(self.session, UInt8(NGHTTP2_FLAG_NONE.rawValue), streamID, errorCode)
     }
 
+    /// SETTINGS frames this side sent (the initial one included) and SETTINGS ACKs the peer
+    /// sent back. The peer acknowledges in order, so the SETTINGS that made ``settingsSent``
+    /// equal `n` is acknowledged once ``settingsAcksReceived`` reaches `n`.
+    public private(set) var settingsSent = 0
+    public private(set) var settingsAcksReceived = 0
+
+    /// Queues an empty SETTINGS frame, which the peer must acknowledge (RFC 9113 section 6.5.3):
+    /// a round trip that proves the peer reads and answers, changing no setting. Unlike a PING,
+    /// gRPC servers do not count it as abuse on a connection without calls.
+    public func submitEmptySettings() {
+        guard nghttp2_submit_settings(self.session, UInt8(NGHTTP2_FLAG_NONE.rawValue), nil, 0) == 0 else { return }
+        self.settingsSent += 1
+    }
+
     /// First step of a graceful shutdown: GOAWAY with the maximum stream ID.
     public func submitShutdownNotice() {
         _ = nghttp2_submit_shutdown_notice(self.session)
@@ -513,7 +529,11 @@ public final class H2Session {
             self.pendingEvents.append(
                 .goAway(lastStreamID: frame.pointee.goaway.last_stream_id, errorCode: frame.pointee.goaway.error_code))
         case Int(NGHTTP2_SETTINGS.rawValue):
-            if hd.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) == 0 { self.pendingEvents.append(.remoteSettings) }
+            if hd.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) == 0 {
+                self.pendingEvents.append(.remoteSettings)
+            } else {
+                self.settingsAcksReceived += 1
+            }
         default:
             break
         }

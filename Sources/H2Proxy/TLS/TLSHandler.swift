@@ -248,12 +248,11 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         self.plaintext = nil
         self.failPromises(ChannelError.ioOnClosedChannel)
-        // The upstream connection names the cause to the streams that waited for it.
-        if self.endpoint.side == .upstream { context.fireErrorCaught(failure) }
-        if context.channel.isActive {
-            self.sendOutput(context: context)
-            context.close(promise: nil)
-        }
+        if context.channel.isActive { self.sendOutput(context: context) }
+        // The connection handler learns why (an upstream connection tells `/readyz`), after the
+        // alert is written: the handler closes the channel.
+        context.fireErrorCaught(failure)
+        if context.channel.isActive { context.close(promise: nil) }
     }
 
     func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {

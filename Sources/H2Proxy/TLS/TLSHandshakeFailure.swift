@@ -1,5 +1,5 @@
 /// Why a TLS handshake failed: a metric label and a line for the log.
-struct TLSHandshakeFailure: Equatable, Error {
+struct TLSHandshakeFailure: Error, Equatable, CustomStringConvertible {
     enum Reason: String, CaseIterable {
         case noApplicationProtocol = "no_alpn"
         case certificateExpired = "cert_expired"
@@ -24,4 +24,7 @@ struct TLSHandshakeFailure: Equatable, Error {
 
     var reason: Reason
     var detail: String
+
+    /// How an upstream connection that failed this way explains itself (to `/readyz`).
+    var description: String { "TLS handshake failed (\(self.reason.rawValue)): \(self.detail)" }
 }

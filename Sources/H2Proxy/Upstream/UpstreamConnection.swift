@@ -75,6 +75,7 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
             self.loop.logger.warning("upstream connection error", metadata: ["error": "\(error)"])
         }
         self.processEvents()
+        self.pool.settingsAcknowledged(on: self)
         self.loop.markDirty(self)
     }
 

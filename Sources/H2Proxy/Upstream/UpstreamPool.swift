@@ -20,7 +20,7 @@ final class UpstreamPool {
     unowned let loop: ProxyLoop
     let host: String
     let port: Int
-    private var connections: [UpstreamConnection] = []
+    private(set) var connections: [UpstreamConnection] = []
     private var connecting = 0
     private var waiting = WaitQueue<UpstreamStream>()
     private var idle = IdleConnections<UpstreamConnection>()
@@ -28,6 +28,10 @@ final class UpstreamPool {
     private var deadlineTimerAt: NIODeadline?
     private var waitLimitHit = false
     private(set) var isRetired = false
+    /// `/readyz`: the check in progress and its deadline (``UpstreamPool/checkReadiness(deadline:)``).
+    var readinessCheck = ReadinessCheck<UpstreamConnection, EventLoopPromise<UpstreamReadiness>>()
+    var readinessTimer: Scheduled<Void>?
+    var readinessStarted = NIODeadline.uptimeNanoseconds(0)
 
     init(loop: ProxyLoop, host: String, port: Int) {
         self.loop = loop
@@ -70,6 +74,7 @@ final class UpstreamPool {
     /// A connection became ready, finished a stream, or got GOAWAY: hand it waiting streams.
     /// Called after a finished stream has left `connection.streams`.
     func capacityChanged(_ connection: UpstreamConnection) {
+        if connection.state == .ready { self.readinessEvent(self.readinessCheck.connectionReady(connection)) }
         self.dispatchWaiting()
         if connection.streams.isEmpty {
             if self.isRetired {
@@ -98,10 +103,10 @@ final class UpstreamPool {
         self.cancelDeadlineCheckIfNothingPending()
     }
 
-    private func connectIfNeeded() {
+    func connectIfNeeded() {
         // One handshake at a time: a connection counts as connecting until its SETTINGS arrive,
         // not only until TCP connects (streams queued meanwhile used to open a second one).
-        guard !self.waiting.isEmpty, self.connecting == 0,
+        guard !self.waiting.isEmpty || self.readinessCheck.wantsConnection, self.connecting == 0,
             !self.connections.contains(where: { $0.state == .connecting })
         else { return }
         // Drop connections that can take nothing more and are done.
@@ -158,6 +163,7 @@ final class UpstreamPool {
         let cause = "upstream \(self.host):\(self.port) unreachable: \(UpstreamFailure.describe(error))"
         self.noteConnectFailure(cause)
         for stream in self.waiting.removeAll() { stream.failUnavailable(cause) }
+        self.readinessEvent(self.readinessCheck.connectionFailed(connection, beforeReady: true, cause: cause))
         self.cancelDeadlineCheckIfNothingPending()
         self.releaseIfRetiredAndEmpty()
     }
@@ -181,10 +187,12 @@ final class UpstreamPool {
     func connectionClosed(_ connection: UpstreamConnection, beforeReady: Bool, cause: String? = nil) {
         self.connections.removeAll { $0 === connection }
         self.idle.forget(connection)
-        if beforeReady {
-            self.noteConnectFailure(
-                cause ?? "upstream \(self.host):\(self.port) closed the connection before its SETTINGS")
-        }
+        let closedCause =
+            cause ?? "upstream \(self.host):\(self.port) closed the connection"
+            + (beforeReady ? " before its SETTINGS" : "")
+        if beforeReady { self.noteConnectFailure(closedCause) }
+        self.readinessEvent(
+            self.readinessCheck.connectionFailed(connection, beforeReady: beforeReady, cause: closedCause))
         if beforeReady && self.connecting == 0 && !self.waiting.isEmpty {
             let cause = cause ?? "upstream \(self.host):\(self.port) closed the connection before its SETTINGS"
             for stream in self.waiting.removeAll() {
