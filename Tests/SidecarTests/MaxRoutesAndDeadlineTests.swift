@@ -42,10 +42,10 @@ import Testing
     @Test func reachedAllowsTheEncodingSlack() {
         let ms: Int64 = 1_000_000
         #expect(GRPCTimeout.reached(elapsed: 300 * ms, timeout: 300 * ms))
-        #expect(GRPCTimeout.reached(elapsed: 290 * ms, timeout: 300 * ms))
-        #expect(!GRPCTimeout.reached(elapsed: 280 * ms, timeout: 300 * ms))
+        #expect(GRPCTimeout.reached(elapsed: 275 * ms, timeout: 300 * ms))
+        #expect(!GRPCTimeout.reached(elapsed: 265 * ms, timeout: 300 * ms))
         #expect(!GRPCTimeout.reached(elapsed: 100 * ms, timeout: 300 * ms))
-        #expect(GRPCTimeout.reached(elapsed: 996 * ms, timeout: 1000 * ms))
-        #expect(!GRPCTimeout.reached(elapsed: 940 * ms, timeout: 1000 * ms))
+        #expect(GRPCTimeout.reached(elapsed: 920 * ms, timeout: 1000 * ms))
+        #expect(!GRPCTimeout.reached(elapsed: 880 * ms, timeout: 1000 * ms))
     }
 }

@@ -205,6 +205,16 @@ class Scenarios:
         finally:
             s.close()
 
+    def check_config_expired_cert(self):
+        """check-config warns about an expired serving certificate and still exits 0."""
+        from tls_certs import PKI
+        pki = PKI(self.tmp / "pki")
+        cfg = self.tmp / "expired.yaml"
+        cfg.write_text(f"tls:\n  cert: {pki.expired.cert}\n  key: {pki.expired.key}\n")
+        out = run_bin("check-config", *self.base(), "--config", str(cfg))
+        assert "warning: " in out.stdout + out.stderr and "expired" in out.stdout + out.stderr, out
+        return out.returncode
+
     def invalid_config(self):
         cfg = self.tmp / "bad.yaml"
         cfg.write_text("limits:\n  max_concurrent_streams: 0\n")
@@ -268,6 +278,7 @@ SCENARIOS = [
      ["invalid_config", "invalid_config_run"]),
     ("run", r"[Cc]ommand-line usage|unknown flag|invalid flag", ["usage_error"]),
     ("run", r"access log", ["access_log_unopenable"]),
+    ("run", r"still exits 0", ["check_config_expired_cert"]),
     ("probe", r"success", ["probe_success"]),
     ("probe", r"connect", ["probe_connect_error"]),
     ("probe", r"[Rr][Pp][Cc][ _]error", ["probe_rpc_error"]),

@@ -155,7 +155,8 @@ def _write_atomic(path, text):
 def test_dropped_probe_target_pool_is_closed(probe_procs, tmp_path):
     """Two probe targets in this region, each probed over its own pool; when the targets file
     drops one, its connection closes while the other's stays and keeps being probed. (The
-    upstream gets no traffic, so every upstream connection here is a probe pool's.)"""
+    upstream gets no traffic: besides the probe pools' connections there is only the one the
+    start-up readiness check opened, idle in the upstream's pool for upstream_idle_timeout.)"""
     upstream = probe_procs.grpc_server()
     kept = probe_procs.grpc_server()
     dropped = probe_procs.grpc_server()
@@ -173,13 +174,14 @@ def test_dropped_probe_target_pool_is_closed(probe_procs, tmp_path):
         return value(sc, "insight_probe_total", target=name, result="success")
 
     wait_for(lambda: successes("kept") >= 1 and successes("dropped") >= 1, 5, "both targets probed")
-    assert value(sc, "insight_upstream_connections_active") == 2
+    wait_for(lambda: value(sc, "insight_upstream_connections_active") == 3, 5,
+             "two probe connections and the start-up check's")
     _write_atomic(path, f'- {{name: kept, address: "127.0.0.1:{kept.port}", region: a}}\n')
-    wait_for(lambda: value(sc, "insight_upstream_connections_active") == 1, 5,
+    wait_for(lambda: value(sc, "insight_upstream_connections_active") == 2, 5,
              "the dropped target's connection closed")
     before = successes("kept")
     wait_for(lambda: successes("kept") >= before + 3, 5, "the kept target still probed")
-    assert value(sc, "insight_upstream_connections_active") == 1
+    assert value(sc, "insight_upstream_connections_active") == 2
     # Neither deadline did it.
     assert value(sc, LIMIT_HITS, limit="upstream_idle_timeout") == 0
     # The target comes back: a new pool, probed again.
@@ -187,7 +189,7 @@ def test_dropped_probe_target_pool_is_closed(probe_procs, tmp_path):
 - {{name: kept, address: "127.0.0.1:{kept.port}", region: a}}
 - {{name: dropped, address: "127.0.0.1:{dropped.port}", region: a}}
 """)
-    wait_for(lambda: successes("dropped") >= 1 and value(sc, "insight_upstream_connections_active") == 2, 5,
+    wait_for(lambda: successes("dropped") >= 1 and value(sc, "insight_upstream_connections_active") == 3, 5,
              "the returning target probed on a new connection")
     assert sc.alive()
 

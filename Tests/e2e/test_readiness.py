@@ -56,7 +56,8 @@ def test_healthy_upstream_ready(procs):
     assert (status, body) == (200, "ok\n")
 
 
-@pytest.mark.parametrize("which,words", [("untrusted", "cert_untrusted"), ("expired", "cert_expired")])
+@pytest.mark.parametrize("which,words", [("untrusted", "the certificate is not trusted"),
+                                         ("expired", "the certificate has expired")])
 def test_bad_upstream_certificate_not_ready(which, words, pki, tls_procs, tmp_path):  # noqa: F811
     procs, started = tls_procs
     server = start_tls_grpc_server(started, getattr(pki, which))

@@ -29,10 +29,11 @@ enum GRPCTimeout {
     /// Whether a call that ran `elapsed` nanoseconds (since the sidecar received its request
     /// headers) and was cut short ended at its timeout of `timeout` nanoseconds.
     ///
-    /// Allows 5 % of the timeout (at least 5 ms) early: clients round the header up when they
-    /// encode it, and count from before the request reached this sidecar.
+    /// Allows 10 % of the timeout (at least 20 ms) early: clients round the header up when they
+    /// encode it, and count from before the request reached this sidecar, which under load is
+    /// tens of milliseconds earlier (5 % misclassified 1 call in 30 on a busy 2-core machine).
     static func reached(elapsed: Int64, timeout: Int64) -> Bool {
-        let slack = max(5_000_000, timeout / 20)
+        let slack = max(20_000_000, timeout / 10)
         return elapsed >= timeout - min(slack, timeout)
     }
 }
