@@ -98,7 +98,7 @@ import Testing
             ])
     }
 
-    /// A call refused before any response is replayed, like a proxied stream, up to `max_retries`.
+    /// A call refused before any response is replayed, like a proxied stream, up to `maxRetries` times.
     @Test(arguments: [(maxRetries: 1, attempts: 2, completed: true), (maxRetries: 0, attempts: 1, completed: false)])
     func aRefusedLocalCallIsRetriedWithinMaxRetries(maxRetries: Int, attempts: Int, completed: Bool) throws {
         let h = BridgeHarness { $0.maxRetries = maxRetries }

@@ -57,8 +57,8 @@ public final class StreamClock {
     /// request side begin here when the request was never sent.
     public func requestReceived() -> NIODeadline { self.now() }
 
-    /// **Sent**: the request's HEADERS were queued on the upstream stream (first attempt:
-    /// a retry does not move it). This hop's `dur` and `ttfb` are counted from here.
+    /// **Sent**: the request's HEADERS were queued on the upstream stream (read again for each
+    /// retry; the timing observer keeps the first). This hop's `dur` and `ttfb` count from here.
     public func requestSent() -> NIODeadline { self.now() }
 
     /// A DATA frame arrived, in either direction.
