@@ -49,15 +49,21 @@ final class BridgeHarness {
         init(_ object: AnyObject) { self.object = object }
     }
 
-    init(_ configure: (inout ProxyConfiguration) -> Void = { _ in }) {
+    /// `clock` and `observerFactory` are the loop's (a manual clock makes every stream
+    /// timestamp the test's to set).
+    init(
+        clock: StreamClock = StreamClock(), observerFactory: StreamObserverFactory? = nil,
+        _ configure: (inout ProxyConfiguration) -> Void = { _ in }
+    ) {
         var configuration = ProxyConfiguration(
             listenHost: "127.0.0.1", listenPort: 0, upstreamHost: "upstream.test", upstreamPort: 50051)
         configure(&configuration)
         self.configuration = configuration
         self.metrics = ProxyMetrics(registry: self.registry)
         self.loop = ProxyLoop(
-            eventLoop: self.eventLoop, configuration: configuration, metrics: self.metrics, observerFactory: nil,
-            localResponder: nil, logger: Logger(label: "bridge-harness"))
+            eventLoop: self.eventLoop, configuration: configuration, metrics: self.metrics,
+            observerFactory: observerFactory, localResponder: nil, logger: Logger(label: "bridge-harness"), clock: clock
+        )
         self.loop.upstreamConnector = { [unowned self] connection, _, _ in self.connectUpstream(connection) }
     }
 

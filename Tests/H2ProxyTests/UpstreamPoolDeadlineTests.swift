@@ -26,7 +26,7 @@ private final class WaitingStream: UpstreamStream {
     func upstreamWaitTimedOut(_ cause: String) { self.waitTimeouts.append((cause, self.loop.now)) }
     func responseHeaders(_ headers: HeaderBlock, kind: HeadersKind, endStream: Bool) {}
     func responseData(_ chunk: ByteBuffer) {}
-    func responseEnd(trailers: HeaderBlock?, at: NIODeadline) {}
+    func responseDataEnded() {}
     func requestDataWritten(_ bytes: Int) {}
     func upstreamDidClose(errorCode: UInt32) {}
     func upstreamConnectionLost(_ cause: String) {}

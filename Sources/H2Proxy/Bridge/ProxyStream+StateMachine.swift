@@ -28,13 +28,9 @@ extension ProxyStream {
             case closed
         }
 
-        enum ResponsePhase: Equatable {
-            case notStarted
-            /// Final response HEADERS forwarded; DATA may follow.
-            case started
-            /// END_STREAM forwarded to the client (or a fault written in its place).
-            case ended
-        }
+        /// Final response HEADERS forwarded (`started`); END_STREAM forwarded to the client, or
+        /// a fault written in its place (`ended`).
+        typealias ResponsePhase = ResponseProgress.Phase
 
         /// What the proxy writes to the client in place of an upstream answer.
         enum Fault: Equatable {
@@ -113,7 +109,9 @@ extension ProxyStream {
         let isGRPC: Bool
         let maxRetries: Int
         private(set) var state: State = .waitingForUpstream
-        private(set) var response: ResponsePhase = .notStarted
+        /// The response's phase and the meaning of each HEADERS block, shared with ``LocalCall``.
+        private var progress = ResponseProgress()
+        var response: ResponsePhase { self.progress.phase }
 
         /// The request as forwarded, kept for a replay until the response starts or more than
         /// ``retainedForRetryLimit`` bytes were written.
@@ -264,21 +262,20 @@ extension ProxyStream {
         // MARK: Response direction
 
         mutating func responseHeaders(kind: HeadersKind, endStream: Bool) -> ResponseHeadersAction {
-            guard self.downstreamOpen, self.response != .ended else { return .none }
-            switch kind {
-            case .informational:
-                return self.response == .notStarted ? .interim : .none
-            case .response where self.response == .notStarted:
-                self.response = endStream ? .ended : .started
+            guard self.downstreamOpen else { return .none }
+            switch self.progress.headers(kind: kind, endStream: endStream) {
+            case .interim:
+                return .interim
+            case .response(let endStream):
                 self.stopRetaining()
                 return .response(endStream: endStream)
-            case .trailers where self.response == .started, .response:
-                self.response = .ended
+            case .trailers:
                 return .trailers
-            case .trailers, .request:
+            case .protocolError:
                 self.resetDownstreamByProxy = true
-                self.response = .ended
                 return .resetDownstream(H2ErrorCode.protocolError)
+            case .ignore:
+                return .none
             }
         }
 
@@ -290,9 +287,8 @@ extension ProxyStream {
 
         /// END_STREAM on a DATA frame from upstream. Returns whether to end the client stream.
         mutating func responseEnd() -> Bool {
-            guard self.downstreamOpen, self.response == .started else { return false }
-            self.response = .ended
-            return true
+            guard self.downstreamOpen else { return false }
+            return self.progress.dataEnded()
         }
 
         /// The client session wrote `bytes` of this stream's response DATA. Returns the bytes
@@ -346,7 +342,7 @@ extension ProxyStream {
             var effects = Effects()
             switch self.state {
             case .open:
-                if errorCode == H2ErrorCode.refusedStream, self.canRetry {
+                if self.mayReplay(closedWith: errorCode) {
                     self.prepareReplay()
                     effects.retry = true
                     return effects
@@ -360,7 +356,7 @@ extension ProxyStream {
                     self.writeFault("upstream refused stream", status: 502, into: &effects)
                     self.noteReason(.upstreamUnavailable("upstream refused stream"))
                 } else if self.response != .ended {
-                    self.response = .ended
+                    self.progress.end()
                     self.resetDownstreamByProxy = true
                     if errorCode == 0 {
                         // Closed without ending the response: the client must not take it as whole.
@@ -416,9 +412,11 @@ extension ProxyStream {
 
         // MARK: Helpers
 
-        private var canRetry: Bool {
-            self.request != nil && self.response == .notStarted && self.downstreamOpen
-                && self.retries < self.maxRetries
+        /// Replayable by ``ResponseProgress/mayReplay(closedWith:retries:maxRetries:)``, with the
+        /// request still retained and the client still there.
+        private func mayReplay(closedWith errorCode: UInt32) -> Bool {
+            self.request != nil && self.downstreamOpen
+                && self.progress.mayReplay(closedWith: errorCode, retries: self.retries, maxRetries: self.maxRetries)
         }
 
         private mutating func prepareReplay() {
@@ -449,7 +447,7 @@ extension ProxyStream {
         private mutating func writeFault(_ cause: String, status: Int, into effects: inout Effects) {
             guard self.downstreamOpen, self.response != .ended else { return }
             let started = self.response == .started
-            self.response = .ended
+            self.progress.end()
             if self.isGRPC {
                 effects.fault = started ? .grpcTrailers(cause) : .grpcTrailersOnly(cause)
             } else if !started {

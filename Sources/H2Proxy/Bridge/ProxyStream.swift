@@ -37,7 +37,7 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
         var forwarded = request
         HopByHopHeaders.strip(&forwarded)
         if let observer = self.observer {
-            observer.requestHeadersWillForward(&forwarded, receivedAt: receivedAt, now: .now())
+            observer.requestHeadersWillForward(&forwarded, receivedAt: receivedAt)
         }
         self.machine = StateMachine(
             request: forwarded, endStream: endStream, isGRPC: isGRPC,
@@ -64,7 +64,7 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
         self.upstream = connection
         self.upstreamID = id
         connection.streams[id] = self
-        self.observer?.requestHeadersSent(at: .now())
+        self.observer?.requestHeadersSent(at: self.loop.clock.requestSent())
         for chunk in opened.pending { connection.session.sendData(streamID: id, chunk) }
         if opened.end { connection.session.endStream(streamID: id, trailers: opened.trailers) }
         self.loop.markDirty(connection)
@@ -77,7 +77,7 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
         self.loop.metrics.requestBytes.increment(by: UInt64(n))
         if let observer = self.observer {
             let messages = self.isGRPC ? self.requestFramer.consume(chunk) : 0
-            observer.dataReceived(.request, bytes: n, messages: messages, at: .now())
+            observer.dataReceived(.request, bytes: n, messages: messages, at: self.loop.clock.dataReceived())
         }
         switch self.machine.requestData(chunk) {
         case .forward:
@@ -118,16 +118,18 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
         if case .none = action { return }
         var headers = headers
         HopByHopHeaders.strip(&headers)
-        let now = NIODeadline.now()
         let session = self.downstream.session
         switch action {
         case .interim:
             try? session.submitInterimHeaders(streamID: self.downstreamID, headers)
         case .response(let endStream):
-            if endStream {
-                self.observer?.trailersWillForward(&headers, trailersOnly: true, receivedAt: now)
-            } else {
-                self.observer?.responseHeadersWillForward(&headers, at: now)
+            if let observer = self.observer {
+                let firstByte = self.loop.clock.firstByte()
+                if endStream {
+                    observer.trailersWillForward(&headers, trailersOnly: true, receivedAt: firstByte)
+                } else {
+                    observer.responseHeadersWillForward(&headers, at: firstByte)
+                }
             }
             do {
                 try session.submitResponse(streamID: self.downstreamID, headers, endStream: endStream)
@@ -135,7 +137,9 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
                 self.downstream.resetStream(self.downstreamID, errorCode: H2ErrorCode.internalError)
             }
         case .trailers:
-            self.observer?.trailersWillForward(&headers, trailersOnly: false, receivedAt: now)
+            if let observer = self.observer {
+                observer.trailersWillForward(&headers, trailersOnly: false, receivedAt: self.loop.clock.responseEnd())
+            }
             session.endStream(streamID: self.downstreamID, trailers: headers.isEmpty ? nil : headers)
         case .resetDownstream(let code):
             self.downstream.resetStream(self.downstreamID, errorCode: code)
@@ -150,7 +154,7 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
         self.loop.metrics.responseBytes.increment(by: UInt64(n))
         if let observer = self.observer {
             let messages = self.isGRPC ? self.responseFramer.consume(chunk) : 0
-            observer.dataReceived(.response, bytes: n, messages: messages, at: .now())
+            observer.dataReceived(.response, bytes: n, messages: messages, at: self.loop.clock.dataReceived())
         }
         switch self.machine.responseData(chunk) {
         case .forward:
@@ -161,11 +165,12 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
         }
     }
 
-    func responseEnd(trailers: HeaderBlock?, at now: NIODeadline) {
+    func responseDataEnded() {
         guard self.machine.responseEnd() else { return }
-        var block = trailers ?? HeaderBlock(capacity: 0)
-        if trailers != nil { HopByHopHeaders.strip(&block) }
-        self.observer?.trailersWillForward(&block, trailersOnly: false, receivedAt: now)
+        var block = HeaderBlock(capacity: 0)
+        if let observer = self.observer {
+            observer.trailersWillForward(&block, trailersOnly: false, receivedAt: self.loop.clock.responseEnd())
+        }
         self.downstream.session.endStream(streamID: self.downstreamID, trailers: block.isEmpty ? nil : block)
         self.loop.markDirty(self.downstream)
     }
@@ -252,7 +257,7 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
         }
         if let reason = effects.finished {
             metrics.streamsActive.decrement()
-            self.observer?.streamEnded(reason, at: .now())
+            if let observer = self.observer { observer.streamEnded(reason, at: self.loop.clock.streamEnded()) }
             self.upstream = nil
         }
     }
@@ -283,13 +288,5 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
         case H2ErrorCode.noError, H2ErrorCode.refusedStream, H2ErrorCode.cancel, H2ErrorCode.enhanceYourCalm: code
         default: H2ErrorCode.internalError
         }
-    }
-}
-
-extension HeaderBlock {
-    /// Whether `content-type` says gRPC (`application/grpc`, with or without a `+codec`).
-    var isGRPC: Bool {
-        guard let i = self.firstIndex(of: "content-type") else { return false }
-        return self.valueHasPrefix(at: i, "application/grpc")
     }
 }

@@ -4,27 +4,32 @@ import NIOCore
 ///
 /// The proxy core knows nothing about timing headers or metrics: those are observers. All
 /// calls happen on the stream's event loop, in order; an observer may change the request
-/// headers before they go upstream and add trailers before they go downstream.
+/// headers before they go upstream and add trailers before they go downstream. Every time
+/// passed in comes from the loop's ``StreamClock`` (its methods say what each one means);
+/// an observer that needs another reading takes it from the same clock.
 public protocol StreamObserver: AnyObject {
-    /// Request headers received from downstream (`receivedAt`), about to be sent upstream (`now`).
-    func requestHeadersWillForward(_ headers: inout HeaderBlock, receivedAt: NIODeadline, now: NIODeadline)
-    /// Request HEADERS were written towards the upstream connection.
+    /// Request headers received from downstream (``StreamClock/requestReceived()``), about to
+    /// be sent upstream.
+    func requestHeadersWillForward(_ headers: inout HeaderBlock, receivedAt: NIODeadline)
+    /// Request HEADERS were queued towards the upstream connection (``StreamClock/requestSent()``).
     func requestHeadersSent(at: NIODeadline)
-    /// Response headers (final, not 1xx) arrived from upstream and are about to go downstream.
+    /// Response headers (final, not 1xx) arrived from upstream (``StreamClock/firstByte()``)
+    /// and are about to go downstream.
     /// May add or change fields. Not called for a Trailers-Only response (see `trailersWillForward`).
     func responseHeadersWillForward(_ headers: inout HeaderBlock, at: NIODeadline)
     /// A DATA chunk was received; `messages` counts gRPC messages completed inside it.
     func dataReceived(_ direction: StreamDirection, bytes: Int, messages: Int, at: NIODeadline)
-    /// The response's last frame arrived from upstream (`receivedAt`); `trailers` is about to
-    /// go downstream. For a Trailers-Only response it is the single HEADERS block. May add fields.
+    /// The response's last frame arrived from upstream (`receivedAt`: ``StreamClock/responseEnd()``,
+    /// or ``StreamClock/firstByte()`` for a Trailers-Only response, whose single HEADERS block
+    /// `trailers` is); `trailers` is about to go downstream. May add fields.
     func trailersWillForward(_ trailers: inout HeaderBlock, trailersOnly: Bool, receivedAt: NIODeadline)
-    /// The stream is over on both sides.
+    /// The stream is over on both sides (``StreamClock/streamEnded()``).
     func streamEnded(_ reason: StreamEndReason, at: NIODeadline)
     /// What the observer measured, for calls the sidecar makes itself (default: nothing).
-    var measurements: (any Sendable)? { get }
+    var measurements: StreamMeasurements? { get }
 }
 
 extension StreamObserver {
     /// What the observer measured, handed to the maker of a ``LocalCall`` with its result.
-    public var measurements: (any Sendable)? { nil }
+    public var measurements: StreamMeasurements? { nil }
 }

@@ -2,5 +2,6 @@ import NIOCore
 
 /// Makes the per-event-loop observer source, once per loop at start-up.
 public protocol StreamObserverFactory: Sendable {
-    func makeLoopObserverSource(for eventLoop: EventLoop) -> LoopObserverSource
+    /// The source for `eventLoop`; its observers take any time they read from `clock`, the loop's.
+    func makeLoopObserverSource(for eventLoop: EventLoop, clock: StreamClock) -> LoopObserverSource
 }

@@ -11,7 +11,8 @@ protocol UpstreamStream: AnyObject {
     func upstreamWaitTimedOut(_ cause: String)
     func responseHeaders(_ headers: HeaderBlock, kind: HeadersKind, endStream: Bool)
     func responseData(_ chunk: ByteBuffer)
-    func responseEnd(trailers: HeaderBlock?, at: NIODeadline)
+    /// END_STREAM on a DATA frame: the response ended without trailers.
+    func responseDataEnded()
     func requestDataWritten(_ bytes: Int)
     func upstreamDidClose(errorCode: UInt32)
     func upstreamConnectionLost(_ cause: String)

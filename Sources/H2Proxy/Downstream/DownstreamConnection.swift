@@ -178,13 +178,15 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
         }
         if let responder = self.loop.localResponder, responder.handles(request) {
             let stream = LocallyAnsweredStream(
-                downstream: self, streamID: id, request: request, responder: responder, receivedAt: .now())
+                downstream: self, streamID: id, request: request, responder: responder,
+                receivedAt: self.loop.clock.requestReceived())
             self.streams[id] = stream
             if endStream { stream.requestEnd(trailers: nil) }
             return
         }
         let stream = ProxyStream(
-            downstream: self, streamID: id, request: request, endStream: endStream, receivedAt: .now())
+            downstream: self, streamID: id, request: request, endStream: endStream,
+            receivedAt: self.loop.clock.requestReceived())
         self.streams[id] = stream
         self.loop.metrics.streamsTotal.increment()
         self.loop.metrics.streamsActive.increment()

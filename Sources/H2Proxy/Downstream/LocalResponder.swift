@@ -5,6 +5,8 @@ import NIOCore
 public protocol LocalResponder: Sendable {
     /// Whether this sidecar answers `request` itself.
     func handles(_ request: HeaderBlock) -> Bool
-    /// The answer to a complete request.
-    func respond(to request: HeaderBlock, body: ByteBuffer, receivedAt: NIODeadline) -> LocalResponse
+    /// The answer to a complete request, received at `receivedAt` (``StreamClock/requestReceived()``);
+    /// any other time it needs comes from `clock`, the loop's.
+    func respond(to request: HeaderBlock, body: ByteBuffer, receivedAt: NIODeadline, clock: StreamClock)
+        -> LocalResponse
 }

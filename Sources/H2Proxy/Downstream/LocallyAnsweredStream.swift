@@ -42,7 +42,8 @@ final class LocallyAnsweredStream: DownstreamStream {
     func requestEnd(trailers: HeaderBlock?) {
         guard !self.answered else { return }
         self.answered = true
-        let response = self.responder.respond(to: self.request, body: self.body, receivedAt: self.receivedAt)
+        let response = self.responder.respond(
+            to: self.request, body: self.body, receivedAt: self.receivedAt, clock: self.downstream.loop.clock)
         if response.delay > .zero {
             self.downstream.loop.eventLoop.assumeIsolated().scheduleTask(in: response.delay) {
                 guard !self.closed else { return }

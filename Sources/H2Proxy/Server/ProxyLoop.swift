@@ -10,6 +10,8 @@ final class ProxyLoop {
     let eventLoop: EventLoop
     let configuration: ProxyConfiguration
     let metrics: ProxyMetrics
+    /// Where every stream measurement on this loop reads the time (see ``StreamClock``).
+    let clock: StreamClock
     let observerSource: LoopObserverSource?
     let logger: Logger
     /// Shared by the loops of one server: connect failures are logged once per change.
@@ -40,21 +42,23 @@ final class ProxyLoop {
     init(
         eventLoop: EventLoop, configuration: ProxyConfiguration, metrics: ProxyMetrics,
         observerFactory: StreamObserverFactory?, localResponder: LocalResponder?, logger: Logger,
-        reachability: UpstreamReachability = UpstreamReachability()
+        reachability: UpstreamReachability = UpstreamReachability(), clock: StreamClock = StreamClock()
     ) {
+        self.clock = clock
         self.reachability = reachability
         self.localResponder = localResponder
         self.eventLoop = eventLoop
         self.configuration = configuration
         self.metrics = metrics
-        self.observerSource = observerFactory?.makeLoopObserverSource(for: eventLoop)
+        self.observerSource = observerFactory?.makeLoopObserverSource(for: eventLoop, clock: clock)
         self.logger = logger
         let main = UpstreamPool(loop: self, host: configuration.upstreamHost, port: configuration.upstreamPort)
         self.pool = main
         self.pools[Self.poolKey(host: configuration.upstreamHost, port: configuration.upstreamPort)] = main
     }
 
-    /// Starts the once-a-second check of client connection timers.
+    /// Starts the once-a-second check of client connection timers (limits, not measurements:
+    /// they read the event loop's time, not ``clock``).
     func startHousekeeping() {
         self.housekeeping = self.eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) {
             let now = NIODeadline.now()

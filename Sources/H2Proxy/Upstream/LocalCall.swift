@@ -20,7 +20,9 @@ final class LocalCall: UpstreamStream {
     private var headers: HeaderBlock?
     private var body: ByteBuffer
     private var trailers: HeaderBlock?
-    private var responseEnded = false
+    /// What each HEADERS block means and when a refusal may be retried, as for a proxied stream.
+    private var progress = ResponseProgress()
+    private var responseEnded: Bool { self.progress.phase == .ended }
     private var retries = 0
 
     init(
@@ -33,13 +35,13 @@ final class LocalCall: UpstreamStream {
         self.requestBody = body
         self.timeout = timeout
         self.promise = promise
-        self.startedAt = .now()
+        self.startedAt = loop.clock.requestReceived()
         self.body = ByteBufferAllocator().buffer(capacity: 0)
         self.observer = loop.observerSource?.makeObserver(for: request)
     }
 
     func start() {
-        self.observer?.requestHeadersWillForward(&self.request, receivedAt: self.startedAt, now: .now())
+        self.observer?.requestHeadersWillForward(&self.request, receivedAt: self.startedAt)
         self.timeoutTask = self.loop.eventLoop.assumeIsolated().scheduleTask(in: self.timeout) {
             self.timedOut()
         }
@@ -57,7 +59,7 @@ final class LocalCall: UpstreamStream {
         }
         self.connection = connection
         connection.streams[self.streamID] = self
-        self.observer?.requestHeadersSent(at: .now())
+        self.observer?.requestHeadersSent(at: self.loop.clock.requestSent())
         if !endStream {
             connection.session.sendData(streamID: self.streamID, self.requestBody)
             connection.session.endStream(streamID: self.streamID, trailers: nil)
@@ -78,21 +80,23 @@ final class LocalCall: UpstreamStream {
 
     func responseHeaders(_ headers: HeaderBlock, kind: HeadersKind, endStream: Bool) {
         var headers = headers
-        let now = NIODeadline.now()
-        switch kind {
-        case .informational, .request:
+        switch self.progress.headers(kind: kind, endStream: endStream) {
+        case .interim, .ignore:
             return
-        case .response where self.headers == nil:
+        case .response(let endStream):
             if endStream {
-                self.observer?.trailersWillForward(&headers, trailersOnly: true, receivedAt: now)
-                self.headers = headers
-                self.responseEnded = true
+                self.observer?.trailersWillForward(
+                    &headers, trailersOnly: true, receivedAt: self.loop.clock.firstByte())
             } else {
-                self.observer?.responseHeadersWillForward(&headers, at: now)
-                self.headers = headers
+                self.observer?.responseHeadersWillForward(&headers, at: self.loop.clock.firstByte())
             }
-        case .response, .trailers:
-            self.responseEnd(trailers: headers, at: now)
+            self.headers = headers
+        case .trailers:
+            self.observer?.trailersWillForward(&headers, trailersOnly: false, receivedAt: self.loop.clock.responseEnd())
+            self.trailers = headers
+        case .protocolError:
+            // Not a response: stop the stream; the call ends as reset when its close arrives.
+            self.connection?.resetStream(self.streamID, errorCode: H2ErrorCode.protocolError)
         }
     }
 
@@ -103,15 +107,14 @@ final class LocalCall: UpstreamStream {
             connection.session.consume(streamID: self.streamID, bytes: n)
             self.loop.markDirty(connection)
         }
-        self.observer?.dataReceived(.response, bytes: n, messages: 0, at: .now())
+        self.observer?.dataReceived(.response, bytes: n, messages: 0, at: self.loop.clock.dataReceived())
         if self.body.readableBytes + n <= Self.maxResponseBytes { self.body.writeBuffer(&chunk) }
     }
 
-    func responseEnd(trailers: HeaderBlock?, at: NIODeadline) {
-        guard !self.responseEnded else { return }
-        self.responseEnded = true
-        var block = trailers ?? HeaderBlock(capacity: 0)
-        self.observer?.trailersWillForward(&block, trailersOnly: false, receivedAt: at)
+    func responseDataEnded() {
+        guard self.progress.dataEnded() else { return }
+        var block = HeaderBlock(capacity: 0)
+        self.observer?.trailersWillForward(&block, trailersOnly: false, receivedAt: self.loop.clock.responseEnd())
         self.trailers = block
     }
 
@@ -122,8 +125,9 @@ final class LocalCall: UpstreamStream {
         self.connection = nil
         if self.responseEnded && errorCode == 0 {
             self.finish(.completed)
-        } else if errorCode == H2ErrorCode.refusedStream && self.headers == nil && self.promise != nil
-            && self.retries < self.loop.configuration.maxRetries
+        } else if self.promise != nil,
+            self.progress.mayReplay(
+                closedWith: errorCode, retries: self.retries, maxRetries: self.loop.configuration.maxRetries)
         {
             // Refused before any processing: try again on a fresh pick from the pool.
             self.retries += 1
@@ -155,7 +159,7 @@ final class LocalCall: UpstreamStream {
         guard let promise = self.promise else { return }
         self.promise = nil
         self.timeoutTask?.cancel()
-        let now = NIODeadline.now()
+        let now = self.loop.clock.streamEnded()
         let reason: StreamEndReason
         switch outcome {
         case .completed: reason = .completed
@@ -167,6 +171,6 @@ final class LocalCall: UpstreamStream {
         promise.succeed(
             LocalCallResult(
                 outcome: outcome, headers: self.headers, body: self.body, trailers: self.trailers,
-                startedAt: self.startedAt, endedAt: now, observerSummary: self.observer?.measurements))
+                startedAt: self.startedAt, endedAt: now, measurements: self.observer?.measurements))
     }
 }

@@ -22,11 +22,12 @@ public struct LocalCallResult: Sendable {
     public var body: ByteBuffer
     /// Trailers as the observer left them (with this sidecar's `insight-timing` entry).
     public var trailers: HeaderBlock?
+    /// When the call started and ended (``StreamClock/requestReceived()``, ``StreamClock/streamEnded()``).
     public var startedAt: NIODeadline
     public var endedAt: NIODeadline
     /// What the stream's observer measured (``StreamObserver/measurements``), so that it need not be
-    /// parsed again from the trailers.
-    public var observerSummary: (any Sendable)?
+    /// parsed again from the trailers; `nil` without an observer.
+    public var measurements: StreamMeasurements?
 
     /// `grpc-status` from the trailers (or the Trailers-Only headers).
     public var grpcStatus: Int? {

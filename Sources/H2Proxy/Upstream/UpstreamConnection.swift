@@ -161,7 +161,7 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
                     self.session.consume(streamID: id, bytes: chunk.readableBytes)
                 }
             case .endStream(let id):
-                self.streams[id]?.responseEnd(trailers: nil, at: .now())
+                self.streams[id]?.responseDataEnded()
             case .dataSent(let id, let bytes):
                 self.streams[id]?.requestDataWritten(bytes)
             case .streamClosed(let id, let code):

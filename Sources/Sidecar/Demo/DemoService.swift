@@ -11,7 +11,9 @@ struct DemoService: LocalResponder {
 
     func handles(_ request: HeaderBlock) -> Bool { true }
 
-    func respond(to request: HeaderBlock, body: ByteBuffer, receivedAt: NIODeadline) -> LocalResponse {
+    func respond(to request: HeaderBlock, body: ByteBuffer, receivedAt: NIODeadline, clock: StreamClock)
+        -> LocalResponse
+    {
         var headers = HeaderBlock(capacity: 96)
         headers.append(name: ":status", value: "200")
         headers.append(name: "content-type", value: "application/grpc")

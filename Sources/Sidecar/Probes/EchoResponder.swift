@@ -24,8 +24,10 @@ struct EchoResponder: LocalResponder {
         return request.valueEquals(at: i, "/insight.probe.v1.Probe/Echo")
     }
 
-    func respond(to request: HeaderBlock, body: ByteBuffer, receivedAt: NIODeadline) -> LocalResponse {
-        let received = HopTimingObserver.epochMicros()
+    func respond(to request: HeaderBlock, body: ByteBuffer, receivedAt: NIODeadline, clock: StreamClock)
+        -> LocalResponse
+    {
+        let received = clock.unixMicros()
         var headers = HeaderBlock(capacity: 128)
         headers.append(name: ":status", value: "200")
         headers.append(name: "content-type", value: "application/grpc")
@@ -44,7 +46,7 @@ struct EchoResponder: LocalResponder {
             trailers.append(name: "grpc-status", value: "3")
             trailers.append(name: "grpc-message", value: "bad EchoRequest")
         }
-        let selfNanos = Int64(bitPattern: NIODeadline.now().uptimeNanoseconds &- receivedAt.uptimeNanoseconds)
+        let selfNanos = Int64(bitPattern: clock.localAnswerReady().uptimeNanoseconds &- receivedAt.uptimeNanoseconds)
         let entry = TimingEntry(hop: self.hop, durationNanos: 0, ttfbNanos: nil, selfNanos: max(0, selfNanos))
         trailers.append(name: "insight-timing", value: self.own.timing(entry))
         return LocalResponse(headers: headers, body: payload, trailers: trailers)

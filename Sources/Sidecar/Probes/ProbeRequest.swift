@@ -48,7 +48,7 @@ struct ProbeRequest {
             message = HealthCheckRequest(service: target.service).encoded()
         case .echo:
             message = EchoRequest(
-                id: "", payload: Array("insight".utf8), sentUnixMicros: HopTimingObserver.epochMicros(),
+                id: "", payload: Array("insight".utf8), sentUnixMicros: StreamClock.systemUnixMicros(),
                 sourceHop: self.hop, sourceRegion: self.region, target: target.name
             ).encoded()
         }
@@ -112,9 +112,9 @@ public struct ProbeOutcome: Sendable {
         case .completed:
             break
         }
-        if let segments = call.observerSummary as? [TimingChain.Segment] {
+        if let measured = call.measurements {
             // The timing observer already parsed the chain on its way through.
-            self.segments = segments
+            self.segments = measured.segments
         } else {
             var problems: [TimingHeaders.Problem] = []
             if let trailers = call.trailers ?? call.headers,

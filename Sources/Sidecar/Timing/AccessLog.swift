@@ -98,7 +98,7 @@ final class AccessLog: Sendable {
     func write(_ o: HopTimingObserver, reason: StreamEndReason) {
         let s = o.summary
         let entry = Entry(
-            epochMicros: HopTimingObserver.epochMicros(), hop: self.hop, source: o.sourceLabel,
+            epochMicros: s.endedUnixMicros, hop: self.hop, source: o.sourceLabel,
             service: o.route.service, method: o.route.method, httpMethod: s.method, code: s.code, reason: reason,
             traceID: o.correlationID ?? "", dur: s.dur, ttfb: s.ttfb, selfTime: s.selfTime, segments: s.segments)
         var line = Self.line(entry)

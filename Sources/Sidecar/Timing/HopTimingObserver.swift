@@ -8,7 +8,8 @@ import RawStructuredFieldValues
 ///
 /// Request: appends this hop to `insight-hops` and makes sure a correlation id travels.
 /// Response: appends this hop to `insight-chain` (headers) and `insight-timing` (trailers),
-/// splits the chain into segments and records everything when the stream ends.
+/// splits the chain into segments and records everything when the stream ends. Every time it
+/// reads is its loop's ``StreamClock`` (``HopTimingObserverSource/clock``).
 final class HopTimingObserver: StreamObserver {
     unowned let source: HopTimingObserverSource
     let route: RouteMetrics
@@ -35,10 +36,13 @@ final class HopTimingObserver: StreamObserver {
     private var timeoutNanos: Int64?
     /// When the call ended on both sides (``streamEnded(_:at:)``).
     private var endedAt: NIODeadline?
+    /// The same moment on the wall clock, Unix microseconds (for the access log and samples).
+    private var endedUnixMicros: Int64 = 0
     /// For probes: the target the prober named (keeps probe paths to different targets apart).
     var probeTarget: String?
 
     var options: TimingOptions { self.source.options }
+    var clock: StreamClock { self.source.clock }
     var metrics: TrafficMetrics { self.source.metrics }
 
     init(source: HopTimingObserverSource, route: RouteMetrics, isProbe: Bool, isGRPC: Bool, clientWantsTrailers: Bool) {
@@ -50,11 +54,11 @@ final class HopTimingObserver: StreamObserver {
     }
 
     /// Per-hop segments of the response's complete chain (empty if incomplete or not seen yet).
-    var measurements: (any Sendable)? { self.chain?.segments ?? [] }
+    var measurements: StreamMeasurements? { StreamMeasurements(segments: self.chain?.segments ?? []) }
 
     var sourceLabel: String { self.sourceIndex == 1 ? "probe" : "traffic" }
 
-    func requestHeadersWillForward(_ headers: inout HeaderBlock, receivedAt: NIODeadline, now: NIODeadline) {
+    func requestHeadersWillForward(_ headers: inout HeaderBlock, receivedAt: NIODeadline) {
         self.receivedAt = receivedAt
         if self.source.accessLog != nil { self.method = headers.first(":method") ?? "" }
         if let i = headers.firstIndex(of: "grpc-timeout") {
@@ -71,7 +75,7 @@ final class HopTimingObserver: StreamObserver {
         if self.options.stripRequestHeaders {
             headers.removeAll { block, i in block.name(at: i).starts(with: "insight-".utf8) }
         } else {
-            let own = self.source.own.hops(epochMicros: Self.epochMicros())
+            let own = self.source.own.hops(epochMicros: self.clock.unixMicros())
             if headers.firstIndex(of: "insight-hops") == nil {
                 headers.append(name: "insight-hops", value: own)
             } else {
@@ -149,7 +153,7 @@ final class HopTimingObserver: StreamObserver {
             problems.append(.incompleteChain)
             self.metrics.chainIncomplete.increment()
         }
-        let now = NIODeadline.now()
+        let now = self.clock.trailersForwarded()
         self.trailersSubmittedAt = now
         let sent = self.sentAt ?? self.receivedAt
         let own = TimingEntry(
@@ -174,6 +178,7 @@ final class HopTimingObserver: StreamObserver {
 
     func streamEnded(_ reason: StreamEndReason, at: NIODeadline) {
         self.endedAt = at
+        self.endedUnixMicros = self.clock.unixMicros()
         switch reason {
         case .completed: break
         case .upstreamUnavailable: self.code = self.isGRPC ? "UNAVAILABLE" : "502"
@@ -225,7 +230,7 @@ final class HopTimingObserver: StreamObserver {
                 .observe(seconds, exemplar: exemplar)
         }
         self.source.accessLog?.write(self, reason: reason)
-        let now = Double(Self.epochMicros()) / 1e6
+        let now = Double(self.endedUnixMicros) / 1e6
         // The first samples of each second are kept, failures or not, so rates stay unbiased.
         guard self.source.recent.admit(second: Int(now)) else { return }
         var failure = self.failureMessage
@@ -273,12 +278,6 @@ final class HopTimingObserver: StreamObserver {
         for p in problems { self.metrics.headerError(p.rawValue)?.increment() }
     }
 
-    static func epochMicros() -> Int64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1000
-    }
-
     /// The `next` label of the segment of a call that ended without a response end.
     static let unknownNext = "unknown"
 
@@ -290,13 +289,29 @@ final class HopTimingObserver: StreamObserver {
         return Double(max(0, nanos(from: self.sentAt ?? self.receivedAt, to: end))) / 1e6
     }
 
-    var summary:
-        (dur: Double?, ttfb: Double?, selfTime: Double?, segments: [TimingChain.Segment], code: String, method: String)
-    {
-        (
-            self.durationMilliseconds, self.ownEntry?.ttfb, self.ownEntry?.selfTime, self.chain?.segments ?? [],
-            self.code, self.method
-        )
+    /// What this hop saw of one call, for its access log line.
+    struct Summary: Equatable {
+        /// This hop's `dur`, milliseconds (see ``HopTimingObserver/durationMilliseconds``).
+        var dur: Double?
+        /// This hop's `ttfb`, milliseconds: request sent → first byte of the response.
+        var ttfb: Double?
+        /// This hop's `self`, milliseconds: its own processing time.
+        var selfTime: Double?
+        /// Per-hop segments of the complete chain, outermost first (empty if incomplete).
+        var segments: [TimingChain.Segment]
+        /// gRPC status name, or the HTTP status for plain HTTP (`reset`/`502` when cut short).
+        var code: String
+        /// The request's `:method` (empty unless an access log is on).
+        var method: String
+        /// When the stream ended on the wall clock, Unix microseconds (0 before it ended).
+        var endedUnixMicros: Int64
+    }
+
+    var summary: Summary {
+        Summary(
+            dur: self.durationMilliseconds, ttfb: self.ownEntry?.ttfb, selfTime: self.ownEntry?.selfTime,
+            segments: self.chain?.segments ?? [], code: self.code, method: self.method,
+            endedUnixMicros: self.endedUnixMicros)
     }
 }
 

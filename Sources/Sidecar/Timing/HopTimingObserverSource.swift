@@ -11,9 +11,9 @@ struct HopTimingObserverFactory: StreamObserverFactory {
     /// Every loop's source, for the status page and the diagnosis to read recent samples.
     let sources = ObserverSources()
 
-    func makeLoopObserverSource(for eventLoop: EventLoop) -> LoopObserverSource {
+    func makeLoopObserverSource(for eventLoop: EventLoop, clock: StreamClock) -> LoopObserverSource {
         let source = HopTimingObserverSource(
-            options: self.options, metrics: self.metrics, accessLog: self.accessLog, eventLoop: eventLoop)
+            options: self.options, metrics: self.metrics, accessLog: self.accessLog, clock: clock)
         self.sources.add(source, on: eventLoop)
         return source
     }
@@ -53,6 +53,8 @@ final class HopTimingObserverSource: LoopObserverSource, @unchecked Sendable {
     let metrics: TrafficMetrics
     let accessLog: AccessLog?
     let own: OwnItems
+    /// The loop's clock: every time an observer of this source reads.
+    let clock: StreamClock
     private var routes: [String: RouteMetrics] = [:]
     private var requestCounters: [RequestKey: Counter] = [:]
     private var segments: [SegmentKey: Histogram] = [:]
@@ -72,8 +74,9 @@ final class HopTimingObserverSource: LoopObserverSource, @unchecked Sendable {
 
     let recent = RecentSamples(capacity: 8192)
 
-    init(options: TimingOptions, metrics: TrafficMetrics, accessLog: AccessLog?, eventLoop: EventLoop? = nil) {
+    init(options: TimingOptions, metrics: TrafficMetrics, accessLog: AccessLog?, clock: StreamClock = StreamClock()) {
         self.options = options
+        self.clock = clock
         self.metrics = metrics
         self.accessLog = accessLog
         self.own = OwnItems(hop: options.hop, region: options.region)
@@ -110,8 +113,7 @@ final class HopTimingObserverSource: LoopObserverSource, @unchecked Sendable {
                 self.routes[path] = route
             }
         }
-        var isGRPC = false
-        if let i = request.firstIndex(of: "content-type") { isGRPC = request.valueHasPrefix(at: i, "application/grpc") }
+        let isGRPC = request.isGRPC
         var wantsTrailers = false
         for i in 0..<request.count where request.nameEquals(at: i, "te") && request.valueEquals(at: i, "trailers") {
             wantsTrailers = true

@@ -1,3 +1,5 @@
+import H2Proxy
+
 /// The `insight-timing` entries of one response, innermost sidecar first, and the per-hop
 /// segments they imply.
 public struct TimingChain: Equatable, Sendable {
@@ -7,14 +9,9 @@ public struct TimingChain: Equatable, Sendable {
         self.entries = entries
     }
 
-    /// One hop's share of the end-to-end time, as seen by the sidecars.
-    public struct Segment: Equatable, Sendable {
-        /// The hop the segment belongs to (the sidecar that fronts it).
-        public var hop: String
-        /// The next sidecar down the chain, or `service` for the innermost segment.
-        public var next: String
-        public var milliseconds: Double
-    }
+    /// One hop's share of the end-to-end time, as seen by the sidecars: the proxy core's
+    /// type, so that an observer hands segments to the maker of a call without a cast.
+    public typealias Segment = StreamMeasurements.Segment
 
     /// segment(hop) = dur(hop) − (dur(next) + self(next)); the innermost is its whole `dur`.
     /// Outermost first. Negative results (measurement noise) are clamped to zero.

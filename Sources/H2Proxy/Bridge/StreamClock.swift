@@ -1,0 +1,101 @@
+import Foundation
+import NIOCore
+
+/// The one clock every stream measurement reads: what "received", "sent", "first byte" and
+/// "end" mean is defined here, once, by the method that takes each timestamp.
+///
+/// Owned by the ``ProxyLoop`` (one per event loop) and handed to the loop's observer source
+/// (``StreamObserverFactory/makeLoopObserverSource(for:clock:)``) and local responder, so a
+/// test can drive every timestamp of a stream with ``manual(at:unixMicros:)`` and
+/// ``advance(by:)``. Monotonic readings are `NIODeadline.now()` (nanoseconds since an
+/// arbitrary start, never going back); wall-clock readings are `CLOCK_REALTIME` in Unix
+/// microseconds, only for stamps that travel to other machines. A reading is a function call
+/// and a branch: nothing is allocated or locked per stream or frame.
+///
+/// Every event below is seen on the loop when nghttp2 hands the proxy the frame's event, that
+/// is after the loop read and decoded the bytes; "sent" and "forwarded" are when the proxy
+/// queued the frame in the other side's session, which writes it at the end of the same loop
+/// entry point (``ProxyLoop/flushDirty()``).
+///
+/// Not measurements, and so not read here: the loop's housekeeping tick, connection idle and
+/// age limits, upstream wait and drain deadlines, the readiness check's elapsed time and the
+/// probe schedule. Those keep reading the event loop's time (`NIODeadline.now()` and scheduled
+/// tasks) directly.
+public final class StreamClock {
+    /// Set for a manual clock: the time it stands at.
+    private var manualNow: NIODeadline?
+    private var manualUnixMicros: Int64 = 0
+
+    /// A clock that reads the system's monotonic and wall clocks.
+    public init() {}
+
+    /// A clock that stands still at `now` (and at `unixMicros` on the wall clock) until
+    /// ``advance(by:)`` moves it. For tests.
+    public static func manual(at now: NIODeadline, unixMicros: Int64 = 0) -> StreamClock {
+        let clock = StreamClock()
+        clock.manualNow = now
+        clock.manualUnixMicros = unixMicros
+        return clock
+    }
+
+    /// Moves a manual clock forward (both its readings); does nothing to a system clock.
+    public func advance(by amount: TimeAmount) {
+        guard let now = self.manualNow else { return }
+        self.manualNow = now + amount
+        self.manualUnixMicros += amount.nanoseconds / 1000
+    }
+
+    @inline(__always)
+    private func now() -> NIODeadline {
+        self.manualNow ?? NIODeadline.now()
+    }
+
+    // MARK: The moments of one stream
+
+    /// **Received**: the request's HEADERS arrived from the client (for a call this sidecar
+    /// makes itself, ``LocalCall``, the moment it starts). Hop durations that begin on the
+    /// request side begin here when the request was never sent.
+    public func requestReceived() -> NIODeadline { self.now() }
+
+    /// **Sent**: the request's HEADERS were queued on the upstream stream (read again for each
+    /// retry; the timing observer keeps the first). This hop's `dur` and `ttfb` count from here.
+    public func requestSent() -> NIODeadline { self.now() }
+
+    /// A DATA frame arrived, in either direction.
+    public func dataReceived() -> NIODeadline { self.now() }
+
+    /// **First byte**: the response's final (not 1xx) HEADERS arrived from the upstream.
+    /// For a Trailers-Only response it is also the response's end.
+    public func firstByte() -> NIODeadline { self.now() }
+
+    /// **End**: the response's last frame arrived from the upstream (trailers, or DATA with
+    /// END_STREAM). This hop's `dur` ends here.
+    public func responseEnd() -> NIODeadline { self.now() }
+
+    /// The observer is done with the response's trailers and they are about to be queued to
+    /// the client: this hop's own processing of the response ends here (`self` in
+    /// `insight-timing`, together with received → sent on the request side).
+    public func trailersForwarded() -> NIODeadline { self.now() }
+
+    /// A local responder has built its answer (its own processing time ends here).
+    public func localAnswerReady() -> NIODeadline { self.now() }
+
+    /// The stream is over on both sides (both closes seen, or the proxy ended it). A call cut
+    /// short is timed until here.
+    public func streamEnded() -> NIODeadline { self.now() }
+
+    // MARK: Wall clock
+
+    /// Now, in Unix microseconds (`CLOCK_REALTIME`): for stamps read on other machines
+    /// (`insight-hops`, echo probes) and log lines, never for a duration.
+    public func unixMicros() -> Int64 {
+        self.manualNow == nil ? Self.systemUnixMicros() : self.manualUnixMicros
+    }
+
+    /// The system's wall clock in Unix microseconds, where no loop's clock is at hand.
+    public static func systemUnixMicros() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1000
+    }
+}

@@ -1,0 +1,174 @@
+import NIOCore
+import NIOEmbedded
+import Testing
+
+@testable import H2Proxy
+
+/// Every time a stream's observer sees comes from the loop's ``StreamClock``: with a manual
+/// clock, each event's time is the one the test set, and "received", "sent", "first byte" and
+/// "end" are the events the clock's methods name.
+@Suite struct StreamClockTests {
+    static let t0 = NIODeadline.uptimeNanoseconds(5_000_000_000)
+
+    @Test func aManualClockStandsStillUntilAdvanced() {
+        let clock = StreamClock.manual(at: Self.t0, unixMicros: 1_700_000_000_000_000)
+        #expect(clock.requestReceived() == Self.t0)
+        #expect(clock.streamEnded() == Self.t0)
+        clock.advance(by: .microseconds(1500))
+        #expect(clock.responseEnd() == Self.t0 + .microseconds(1500))
+        #expect(clock.unixMicros() == 1_700_000_000_001_500)
+    }
+
+    @Test func aSystemClockReadsTheSystemClocks() {
+        let clock = StreamClock()
+        let before = NIODeadline.now()
+        let reading = clock.firstByte()
+        #expect(reading >= before && reading <= NIODeadline.now())
+        clock.advance(by: .seconds(3600))
+        #expect(clock.firstByte() <= NIODeadline.now())
+        let wall = StreamClock.systemUnixMicros()
+        #expect(abs(clock.unixMicros() - wall) < 5_000_000)
+    }
+
+    @Test func everyStreamTimestampComesFromTheLoopsClock() throws {
+        let clock = StreamClock.manual(at: Self.t0)
+        let source = RecordingSource()
+        let h = BridgeHarness(clock: clock, observerFactory: RecordingFactory(source: source))
+        // The upstream connection takes 1 ms to come up: the request is sent 1 ms after it arrived.
+        h.upstreamSetup = { _ in clock.advance(by: .milliseconds(1)) }
+        let client = try h.connectClient()
+        let id = try client.open(body: Peer.grpcMessage(10))
+        try h.pump()
+        let upstream = try #require(h.upstreams.first)
+        clock.advance(by: .milliseconds(2))
+        upstream.respond(1)
+        try h.pump()
+        clock.advance(by: .milliseconds(3))
+        upstream.send(1, Peer.grpcMessage(16))
+        try h.pump()
+        clock.advance(by: .milliseconds(4))
+        upstream.end(1, trailers: Peer.grpcTrailers(status: 0))
+        try h.pump()
+        #expect(client.grpcStatus(id)?.status == "0")
+        let observer = try #require(source.observers.first)
+        #expect(
+            observer.milliseconds(since: Self.t0) == [
+                "received 0", "data request 0", "sent 1", "first byte 3", "data response 6", "end 10", "ended 10",
+            ])
+    }
+
+    @Test func aTrailersOnlyResponseEndsAtItsFirstByte() throws {
+        let clock = StreamClock.manual(at: Self.t0)
+        let source = RecordingSource()
+        let h = BridgeHarness(clock: clock, observerFactory: RecordingFactory(source: source))
+        let client = try h.connectClient()
+        let id = try client.open()
+        try h.pump()
+        clock.advance(by: .milliseconds(7))
+        try #require(h.upstreams.first).respond(1, Peer.grpcResponse([("grpc-status", "5")]), end: true)
+        try h.pump()
+        #expect(client.grpcStatus(id)?.status == "5")
+        #expect(
+            try #require(source.observers.first).milliseconds(since: Self.t0) == [
+                "received 0", "sent 0", "trailers-only 7", "ended 7",
+            ])
+    }
+
+    // MARK: Calls the sidecar makes itself
+
+    @Test func aLocalCallIsTimedByTheLoopsClockAndHandsBackTypedMeasurements() throws {
+        let clock = StreamClock.manual(at: Self.t0)
+        let source = RecordingSource()
+        let h = BridgeHarness(clock: clock, observerFactory: RecordingFactory(source: source))
+        h.upstreamSetup = { peer in
+            peer.onEvent = Peer.answering { peer, id, _ in
+                clock.advance(by: .milliseconds(5))
+                peer.respondGRPC(id, body: Peer.grpcMessage(3))
+            }
+        }
+        let result = try Self.call(h)
+        #expect(result.outcome == .completed)
+        #expect(result.grpcStatus == 0)
+        #expect(result.startedAt == Self.t0)
+        #expect(result.endedAt == Self.t0 + .milliseconds(5))
+        #expect(result.measurements == RecordingObserver.measured)
+        #expect(
+            try #require(source.observers.first).milliseconds(since: Self.t0) == [
+                "received 0", "sent 0", "first byte 5", "data response 5", "end 5", "ended 5",
+            ])
+    }
+
+    /// A call refused before any response is replayed, like a proxied stream, up to `maxRetries` times.
+    @Test(arguments: [(maxRetries: 1, attempts: 2, completed: true), (maxRetries: 0, attempts: 1, completed: false)])
+    func aRefusedLocalCallIsRetriedWithinMaxRetries(maxRetries: Int, attempts: Int, completed: Bool) throws {
+        let h = BridgeHarness { $0.maxRetries = maxRetries }
+        var seen = 0
+        h.upstreamSetup = { peer in
+            peer.onEvent = Peer.answering { peer, id, _ in
+                seen += 1
+                if seen == 1 {
+                    peer.reset(id, H2ErrorCode.refusedStream)
+                } else {
+                    peer.respondGRPC(id)
+                }
+            }
+        }
+        let result = try Self.call(h)
+        #expect(seen == attempts)
+        #expect(result.outcome == (completed ? .completed : .reset(H2ErrorCode.refusedStream)))
+    }
+
+    static func call(_ h: BridgeHarness) throws -> LocalCallResult {
+        let promise = h.eventLoop.makePromise(of: LocalCallResult.self)
+        var result: LocalCallResult?
+        promise.futureResult.whenSuccess { result = $0 }
+        LocalCall(
+            loop: h.loop, pool: h.loop.pool, request: BackToBack.request(), body: Peer.grpcMessage(4),
+            timeout: .seconds(5), promise: promise
+        ).start()
+        h.loop.flushDirty()
+        try h.pump()
+        return try #require(result)
+    }
+}
+
+/// Records each observer event with its time.
+final class RecordingObserver: StreamObserver {
+    static let measured = StreamMeasurements(segments: [.init(hop: "a", next: "service", milliseconds: 1.5)])
+    private(set) var events: [(String, NIODeadline)] = []
+
+    func requestHeadersWillForward(_ headers: inout HeaderBlock, receivedAt: NIODeadline) {
+        self.events.append(("received", receivedAt))
+    }
+    func requestHeadersSent(at: NIODeadline) { self.events.append(("sent", at)) }
+    func responseHeadersWillForward(_ headers: inout HeaderBlock, at: NIODeadline) {
+        self.events.append(("first byte", at))
+    }
+    func dataReceived(_ direction: StreamDirection, bytes: Int, messages: Int, at: NIODeadline) {
+        self.events.append(("data \(direction)", at))
+    }
+    func trailersWillForward(_ trailers: inout HeaderBlock, trailersOnly: Bool, receivedAt: NIODeadline) {
+        self.events.append((trailersOnly ? "trailers-only" : "end", receivedAt))
+    }
+    func streamEnded(_ reason: StreamEndReason, at: NIODeadline) { self.events.append(("ended", at)) }
+    var measurements: StreamMeasurements? { Self.measured }
+
+    /// `name milliseconds-since-t0` for each event, in order.
+    func milliseconds(since t0: NIODeadline) -> [String] {
+        self.events.map { "\($0.0) \(($0.1 - t0).nanoseconds / 1_000_000)" }
+    }
+}
+
+final class RecordingSource: LoopObserverSource, @unchecked Sendable {
+    private(set) var observers: [RecordingObserver] = []
+    func makeObserver(for request: HeaderBlock) -> StreamObserver? {
+        let observer = RecordingObserver()
+        self.observers.append(observer)
+        return observer
+    }
+}
+
+struct RecordingFactory: StreamObserverFactory {
+    let source: RecordingSource
+    func makeLoopObserverSource(for eventLoop: EventLoop, clock: StreamClock) -> LoopObserverSource { self.source }
+}
