@@ -9,8 +9,9 @@ struct HealthCheckResponse: Equatable {
         case serviceUnknown = 3
     }
 
-    /// The `ServingStatus` number; an `enum` is an `int32` on the wire, and other values than
-    /// the four named ones are kept as they came.
+    /// The `ServingStatus` number, also one not named above. An enum is an `int32` on the wire:
+    /// decoding keeps a varint's low 32 bits and encoding sign-extends a negative one, as
+    /// protobuf does.
     var status: Int = 0
 
     init(status: Int) { self.status = status }
@@ -22,7 +23,6 @@ struct HealthCheckResponse: Equatable {
     }
 
     func encoded() -> ByteBuffer {
-        // A negative `int32` is sign-extended to 64 bits: a 10-byte varint.
         var b = ByteBufferAllocator().buffer(capacity: 11)
         ProtoWire.appendVarintField(1, UInt64(bitPattern: Int64(self.status)), to: &b)
         return b
