@@ -127,18 +127,6 @@ private final class ResultBox {
     var results: [LocalCallResult] = []
 }
 
-/// A small seeded generator (SplitMix64), so a failing sequence can be replayed from its seed.
-private struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        self.state &+= 0x9E37_79B9_7F4A_7C15
-        var z = self.state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 private final class Item {
     let id: Int
     init(_ id: Int) { self.id = id }
@@ -240,7 +228,7 @@ private func at(_ seconds: Int64) -> NIODeadline { .uptimeNanoseconds(UInt64(1_0
     /// exactly while something waits, and the counter matches.
     @Test(arguments: 0..<200 as Range<UInt64>)
     func randomWaitsEndOnceAndOnTime(seed: UInt64) {
-        var rng = SeededGenerator(state: seed)
+        var rng = SeededRandom(seed: seed)
         let timeout = TimeAmount.milliseconds(Int64.random(in: 100...3000, using: &rng))
         let h = PoolHarness(waitTimeout: timeout)
         var joined: [ObjectIdentifier: NIODeadline] = [:]

@@ -18,8 +18,8 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
     let observer: StreamObserver?
     let receivedAt: NIODeadline
     private(set) var machine: StateMachine
-    private var requestFramer = GRPCMessageFramer()
-    private var responseFramer = GRPCMessageFramer()
+    private var requestFramer = GRPCMessageFraming()
+    private var responseFramer = GRPCMessageFraming()
 
     var pool: UpstreamPool { self.loop.pool }
 

@@ -23,7 +23,8 @@ struct DemoService: LocalResponder {
         case "/grpc.health.v1.Health/Check":
             trailers.append(name: "grpc-status", value: "0")
             return LocalResponse(
-                headers: headers, body: GRPCMessage.frame(HealthCheckResponse(status: 1).encoded()), trailers: trailers)
+                headers: headers, body: GRPCMessageFraming.frame(HealthCheckResponse(status: 1).encoded()),
+                trailers: trailers)
         case "/insight.demo.v1.Demo/Unary":
             trailers.append(name: "grpc-status", value: "0")
             return LocalResponse(

@@ -44,7 +44,7 @@ final class TrafficGenerator: Sendable {
         self.sent.wrappingIncrement(ordering: .relaxed)
         let failed = self.failed
         self.client.call(
-            host: self.target.host, port: self.target.port, request: h, body: GRPCMessage.frame(payload),
+            host: self.target.host, port: self.target.port, request: h, body: GRPCMessageFraming.frame(payload),
             timeout: .seconds(5), on: self.client.eventLoops[0]
         ).whenComplete { result in
             if case .success(let r) = result, r.outcome == .completed, r.grpcStatus == 0 { return }

@@ -35,11 +35,11 @@ struct EchoResponder: LocalResponder {
         var trailers = HeaderBlock(capacity: 128)
         var payload = ByteBufferAllocator().buffer(capacity: 0)
         do {
-            let echo = try EchoRequest(decoding: GRPCMessage.first(in: body))
+            let echo = try EchoRequest(decoding: GRPCMessageFraming.firstMessage(in: body))
             let id = CorrelationID.find(in: request) ?? echo.id
             let response = EchoResponse(
                 id: id, payload: echo.payload, hop: self.hop, region: self.region, receivedUnixMicros: received)
-            payload = GRPCMessage.frame(response.encoded())
+            payload = GRPCMessageFraming.frame(response.encoded())
             trailers.append(name: "grpc-status", value: "0")
             self.metrics.echoAnswered.increment()
         } catch {

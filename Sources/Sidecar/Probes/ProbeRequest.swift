@@ -52,7 +52,7 @@ struct ProbeRequest {
                 sourceHop: self.hop, sourceRegion: self.region, target: target.name
             ).encoded()
         }
-        return (address, h, GRPCMessage.frame(message))
+        return (address, h, GRPCMessageFraming.frame(message))
     }
 }
 
@@ -136,7 +136,7 @@ public struct ProbeOutcome: Sendable {
             return
         }
         do {
-            let message = try GRPCMessage.first(in: call.body)
+            let message = try GRPCMessageFraming.firstMessage(in: call.body)
             switch kind {
             case .health:
                 let response = try HealthCheckResponse(decoding: message)
