@@ -1,0 +1,109 @@
+import Metrics
+import NIOCore
+import NIOHTTP1
+
+final class AdminHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    let registry: MetricsRegistry
+    let readiness: AdminServer.Readiness
+    let status: StatusSource?
+    private var head: HTTPRequestHead?
+
+    init(registry: MetricsRegistry, readiness: @escaping AdminServer.Readiness, status: StatusSource?) {
+        self.registry = registry
+        self.readiness = readiness
+        self.status = status
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch self.unwrapInboundIn(data) {
+        case .head(let head):
+            self.head = head
+        case .body:
+            break
+        case .end:
+            guard let head = self.head else { return }
+            self.head = nil
+            self.route(context: context, head: head)
+        }
+    }
+
+    private func route(context: ChannelHandlerContext, head: HTTPRequestHead) {
+        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        if let status = self.status, let route = StatusRoute(path: path) {
+            let query = head.uri.split(separator: "?", maxSplits: 1).dropFirst().first.map(String.init) ?? ""
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            context.eventLoop.makeFutureWithTask {
+                await route.respond(status: status, method: head.method, query: query)
+            }
+            .whenSuccess { r in
+                let (handler, context) = loopBound.value
+                handler.respond(
+                    context: context, head: head, status: r.status, body: r.body, contentType: r.contentType)
+            }
+            return
+        }
+        guard head.method == .GET || head.method == .HEAD else {
+            self.respond(context: context, head: head, status: .methodNotAllowed, body: "GET only\n")
+            return
+        }
+        switch path {
+        case "/healthz":
+            self.respond(context: context, head: head, status: .ok, body: "ok\n")
+        case "/readyz":
+            let readiness = self.readiness
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            context.eventLoop.makeFutureWithTask { await readiness() }.whenComplete { result in
+                let (handler, context) = loopBound.value
+                switch result {
+                case .success(let r):
+                    handler.respond(
+                        context: context, head: head, status: r.ready ? .ok : .serviceUnavailable,
+                        body: (r.ready ? "ready: " : "not ready: ") + r.detail + "\n")
+                case .failure(let error):
+                    handler.respond(context: context, head: head, status: .serviceUnavailable, body: "\(error)\n")
+                }
+            }
+        case "/metrics":
+            let accept = head.headers["accept"].joined(separator: ",")
+            if accept.contains("application/openmetrics-text") {
+                self.respond(
+                    context: context, head: head, status: .ok, body: self.registry.render(openMetrics: true),
+                    contentType: "application/openmetrics-text; version=1.0.0; charset=utf-8")
+            } else {
+                self.respond(
+                    context: context, head: head, status: .ok, body: self.registry.render(),
+                    contentType: "text/plain; version=0.0.4; charset=utf-8")
+            }
+        default:
+            self.respond(
+                context: context, head: head, status: .notFound,
+                body: "not found: try /, /healthz, /readyz, /metrics, /api/v1/hops, /api/v1/diagnose\n")
+        }
+    }
+
+    private func respond(
+        context: ChannelHandlerContext, head: HTTPRequestHead, status: HTTPResponseStatus, body: String,
+        contentType: String = "text/plain; charset=utf-8"
+    ) {
+        var buffer = context.channel.allocator.buffer(capacity: body.utf8.count)
+        buffer.writeString(body)
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: contentType)
+        headers.add(name: "content-length", value: "\(buffer.readableBytes)")
+        let keepAlive = head.isKeepAlive
+        if !keepAlive { headers.add(name: "connection", value: "close") }
+        context.write(
+            self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))),
+            promise: nil)
+        if head.method != .HEAD {
+            context.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        }
+        let done = context.writeAndFlush(self.wrapOutboundOut(.end(nil)))
+        if !keepAlive {
+            done.whenComplete { _ in context.close(promise: nil) }
+        }
+    }
+}
