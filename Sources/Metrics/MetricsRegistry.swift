@@ -137,13 +137,6 @@ public final class MetricsRegistry: @unchecked Sendable {
         for (i, s) in f.series.enumerated() { f.index[s.rendered] = i }
     }
 
-    /// Number of series in family `name` (to bound label cardinality).
-    public func seriesCount(_ name: String) -> Int {
-        self.lock.lock()
-        defer { self.lock.unlock() }
-        return self.byName[name]?.series.count ?? 0
-    }
-
     public static func render(labels: [(String, String)]) -> String {
         guard !labels.isEmpty else { return "" }
         var out = "{"

@@ -184,7 +184,7 @@ final class BridgeHarness {
     /// Whether nothing is left: no stream, no connection, nothing waiting, on either side.
     var isEmpty: Bool {
         self.streamsActive == 0 && self.downstreamConnectionsActive == 0 && self.upstreamConnectionsActive == 0
-            && self.loop.downstreams.isEmpty && self.loop.allPools.allSatisfy { $0.openConnections == 0 }
+            && self.loop.downstreams.isEmpty && self.loop.allPools.allSatisfy { $0.connections.isEmpty }
             && self.loop.allPools.allSatisfy { $0.waitingStreams == 0 }
     }
 
@@ -192,7 +192,7 @@ final class BridgeHarness {
     var counts: String {
         "streams \(self.streamsActive), downstream connections \(self.downstreamConnectionsActive) "
             + "(\(self.loop.downstreams.count) in the loop), upstream connections \(self.upstreamConnectionsActive) "
-            + "(\(self.loop.allPools.map(\.openConnections).reduce(0, +)) in pools), waiting "
+            + "(\(self.loop.allPools.map(\.connections.count).reduce(0, +)) in pools), waiting "
             + "\(self.loop.allPools.map(\.waitingStreams).reduce(0, +))"
     }
 }

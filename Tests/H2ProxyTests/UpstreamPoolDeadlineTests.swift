@@ -321,7 +321,7 @@ private func at(_ seconds: Int64) -> NIODeadline { .uptimeNanoseconds(UInt64(1_0
         let peer = UpstreamPeer(h)
         let call = UpstreamPeer.startCall(h, on: h.pool)
         try peer.pump()
-        #expect(h.pool.openConnections == 1)
+        #expect(h.pool.connections.count == 1)
         #expect(peer.events.contains { if case .headers(1, _, .request, _) = $0 { true } else { false } })
         // Busy for longer than the idle timeout: kept.
         h.eventLoop.advanceTime(by: .seconds(90))
@@ -337,7 +337,7 @@ private func at(_ seconds: Int64) -> NIODeadline { .uptimeNanoseconds(UInt64(1_0
         #expect(peer.goAwayCodes == [H2ErrorCode.noError])
         #expect(peer.channel?.isActive == false)
         #expect(h.metrics.limitUpstreamIdleTimeout.value == 1)
-        #expect(h.pool.openConnections == 0)
+        #expect(h.pool.connections.count == 0)
         #expect(!h.pool.hasDeadlineCheck)
     }
 
@@ -368,7 +368,7 @@ private func at(_ seconds: Int64) -> NIODeadline { .uptimeNanoseconds(UInt64(1_0
         let probe = h.loop.pool(host: "10.0.0.5", port: 9000)
         let call = UpstreamPeer.startCall(h, on: probe)
         try peer.pump()
-        #expect(probe.openConnections == 1)
+        #expect(probe.connections.count == 1)
         h.loop.retainPools([])
         try peer.pump()
         // The call goes on; the pool is kept for it.

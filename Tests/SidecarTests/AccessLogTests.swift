@@ -50,9 +50,7 @@ import Testing
         let gone = try Self.object(AccessLog.line(Self.entry(.upstreamUnavailable("mediary-a: \"x\"\n"))))
         #expect(gone["end"] as? String == "upstream_unavailable")
         #expect(gone["message"] as? String == "mediary-a: \"x\"\n")
-        let closed = try Self.object(AccessLog.line(Self.entry(.downstreamClosed)))
-        #expect(closed["end"] as? String == "client_closed")
-        for reason in [StreamEndReason.downstreamReset(8), .upstreamUnavailable("u"), .downstreamClosed] {
+        for reason in [StreamEndReason.downstreamReset(8), .upstreamUnavailable("u")] {
             #expect(!AccessLog.line(Self.entry(reason)).contains("StreamEndReason"))
         }
     }

@@ -21,7 +21,7 @@ import Testing
     }
 
     @Test func everyConfigKeyIsDocumented() throws {
-        let keys = try Self.yamlKeys(in: "Sources/Sidecar/SidecarConfig+YAML.swift")
+        let keys = try Self.yamlKeys(in: "Sources/Sidecar/Config/SidecarConfig+YAML.swift")
             .union(Self.yamlKeys(in: "Sources/Sidecar/Probes/ProbeConfig+YAML.swift"))
         #expect(keys.count > 30)
         let doc = try String(

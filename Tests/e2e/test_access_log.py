@@ -17,6 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+import h2raw as r
 from conftest import TEST_SERVICE, free_port, make_channel
 
 DOCS = Path(__file__).resolve().parents[2] / "Docs" / "operations.md"
@@ -129,3 +130,21 @@ def test_access_log_lines_match_the_docs(procs, tmp_path):
     # Every documented field was seen on a real line (the table has no dead rows).
     seen = set().union(*(set(x) for x in lines))
     assert seen == {r[0] for r in rows}, f"documented but never written: {sorted({r[0] for r in rows} - seen)}"
+
+
+def test_a_client_connection_that_goes_away_is_logged_as_client_reset_cancel(procs, tmp_path):
+    """No `end` word of its own for a lost connection: its open streams end as if the client
+    had reset them with CANCEL (Docs/operations.md, `end`)."""
+    rows = documented_fields()
+    log = tmp_path / "access.jsonl"
+    server = procs.grpc_server()
+    sc = procs.sidecar(server.port, extra=["--access-log", str(log)])
+    c = r.RawConn(sc.port)
+    block = r.request_block(authority="test", extra=[(b"x-sleep-ms", b"3000")])
+    assert c.send(r.headers(1, block) + r.data(1, r.grpc_message(b"x"), end_stream=True))
+    time.sleep(0.5)  # the request reaches the upstream, which sleeps
+    c.sock.close()
+    lines = read_lines(log, 1)
+    assert len(lines) == 1, lines
+    check_line(lines[0], rows)
+    assert (lines[0]["end"], lines[0]["reset_code"]) == ("client_reset", "CANCEL"), lines[0]

@@ -491,7 +491,7 @@ private final class Bridge {
         precondition(m.upstreamConnectionsActive.value == 0, "upstream connections left")
         precondition(self.loop.downstreams.isEmpty, "downstream connections left in the loop")
         for pool in self.loop.allPools {
-            precondition(pool.openConnections == 0, "a pool kept \(pool.openConnections) connections")
+            precondition(pool.connections.isEmpty, "a pool kept \(pool.connections.count) connections")
             precondition(pool.waitingStreams == 0, "a pool kept \(pool.waitingStreams) waiting streams")
         }
         if trace {

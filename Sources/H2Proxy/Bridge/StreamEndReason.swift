@@ -8,6 +8,4 @@ public enum StreamEndReason: Sendable, Equatable {
     case upstreamReset(UInt32)
     /// The upstream could not be reached or its connection was lost; the proxy answered.
     case upstreamUnavailable(String)
-    /// The downstream connection went away.
-    case downstreamClosed
 }

@@ -39,9 +39,6 @@ final class UpstreamPool {
         self.port = port
     }
 
-    /// Connections open or opening now (for tests and the pool's invariants).
-    var openConnections: Int { self.connections.count }
-
     /// Streams waiting for a slot now.
     var waitingStreams: Int { self.waiting.count }
 

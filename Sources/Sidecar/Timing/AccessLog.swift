@@ -47,7 +47,6 @@ final class AccessLog: Sendable {
         case clientReset = "client_reset"
         case upstreamReset = "upstream_reset"
         case upstreamUnavailable = "upstream_unavailable"
-        case clientClosed = "client_closed"
 
         init(_ reason: StreamEndReason) {
             switch reason {
@@ -55,7 +54,6 @@ final class AccessLog: Sendable {
             case .downstreamReset: self = .clientReset
             case .upstreamReset: self = .upstreamReset
             case .upstreamUnavailable: self = .upstreamUnavailable
-            case .downstreamClosed: self = .clientClosed
             }
         }
     }

@@ -22,17 +22,4 @@ enum CorrelationID {
     static func isHexID(_ s: String) -> Bool {
         s.utf8.count == 32 && s.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }
     }
-
-    /// 16 random bytes as 32 lower-case hex digits.
-    static func make() -> String {
-        var g = SystemRandomNumberGenerator()
-        let a = g.next() as UInt64
-        let b = g.next() as UInt64
-        return self.hex(a) + self.hex(b)
-    }
-
-    private static func hex(_ v: UInt64) -> String {
-        let s = String(v, radix: 16)
-        return String(repeating: "0", count: 16 - s.count) + s
-    }
 }

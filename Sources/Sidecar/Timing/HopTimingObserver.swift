@@ -184,8 +184,6 @@ final class HopTimingObserver: StreamObserver {
         case .upstreamUnavailable: self.code = self.isGRPC ? "UNAVAILABLE" : "502"
         case .downstreamReset(let c), .upstreamReset(let c):
             if self.responseEndAt == nil { self.code = self.isGRPC ? GRPCStatusName.forReset(c) : "reset" }
-        case .downstreamClosed:
-            if self.responseEndAt == nil { self.code = self.isGRPC ? "CANCELLED" : "reset" }
         }
         // Cut short (no response end from the upstream, or a CANCELLED status) at or after the
         // client's deadline: what the client saw was DEADLINE_EXCEEDED.

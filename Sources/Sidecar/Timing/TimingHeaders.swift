@@ -8,12 +8,6 @@ import RawStructuredFieldValues
 /// Field Lists. They come from untrusted peers: sizes are bounded, malformed input is
 /// reported with a reason and never trusted.
 public enum TimingHeaders {
-    public static let hops = "insight-hops"
-    public static let timing = "insight-timing"
-    public static let chain = "insight-chain"
-    public static let id = "insight-id"
-    public static let probe = "insight-probe"
-
     /// Bytes of one timing header (all its field lines together) that are parsed at all.
     public static let maxFieldBytes = 4096
     /// Items of one timing header that are kept.
