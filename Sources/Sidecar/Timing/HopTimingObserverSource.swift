@@ -3,46 +3,6 @@ import H2Proxy
 import Metrics
 import NIOCore
 
-/// Makes ``HopTimingObserver``s for the sidecar; shared by every event loop.
-struct HopTimingObserverFactory: StreamObserverFactory {
-    let options: TimingOptions
-    let metrics: TrafficMetrics
-    let accessLog: AccessLog?
-    /// Every loop's source, for the status page and the diagnosis to read recent samples.
-    let sources = ObserverSources()
-
-    func makeLoopObserverSource(for eventLoop: EventLoop, clock: StreamClock) -> LoopObserverSource {
-        let source = HopTimingObserverSource(
-            options: self.options, metrics: self.metrics, accessLog: self.accessLog, clock: clock)
-        self.sources.add(source, on: eventLoop)
-        return source
-    }
-}
-
-/// The per-loop observer sources; filled at start-up, read by the admin API on each loop.
-final class ObserverSources: @unchecked Sendable {
-    private let lock = NSLock()
-    private var sources: [(EventLoop, HopTimingObserverSource)] = []
-
-    func add(_ source: HopTimingObserverSource, on loop: EventLoop) {
-        self.lock.lock()
-        self.sources.append((loop, source))
-        self.lock.unlock()
-    }
-
-    /// Samples that ended at or after `since` (Unix seconds), from every loop.
-    func samples(since: Double) async -> [StreamSample] {
-        let all = self.lock.withLock { self.sources }
-        var out: [StreamSample] = []
-        for (loop, source) in all {
-            if let s = try? await loop.submit({ source.recent.snapshot(since: since) }).get() {
-                out += s
-            }
-        }
-        return out
-    }
-}
-
 /// One event loop's observer source, with loop-local caches of metric series so that the
 /// per-stream path touches no lock once a route has been seen.
 ///
@@ -151,28 +111,3 @@ final class HopTimingObserverSource: LoopObserverSource, @unchecked Sendable {
         return ("http", parts.first.map { "/" + $0.prefix(64) } ?? "/")
     }
 }
-
-/// xoshiro256** (Blackman and Vigna): fast, non-cryptographic; only for correlation ids.
-struct Xoshiro256: RandomNumberGenerator {
-    private var s: (UInt64, UInt64, UInt64, UInt64)
-
-    init<G: RandomNumberGenerator>(seed: inout G) {
-        self.s = (seed.next(), seed.next(), seed.next(), seed.next())
-        if self.s == (0, 0, 0, 0) { self.s.0 = 1 }
-    }
-
-    mutating func next() -> UInt64 {
-        let result = rotl(self.s.1 &* 5, 7) &* 9
-        let t = self.s.1 << 17
-        self.s.2 ^= self.s.0
-        self.s.3 ^= self.s.1
-        self.s.1 ^= self.s.2
-        self.s.0 ^= self.s.3
-        self.s.2 ^= t
-        self.s.3 = rotl(self.s.3, 45)
-        return result
-    }
-}
-
-@inline(__always)
-private func rotl(_ x: UInt64, _ k: UInt64) -> UInt64 { (x << k) | (x >> (64 - k)) }
