@@ -1,0 +1,83 @@
+import NIOCore
+import NIOPosix
+import Testing
+
+@testable import Sidecar
+
+@Suite struct ProbeScheduleTests {
+    func target(_ i: Int, interval: TimeAmount? = nil) -> ProbeTarget {
+        var t = ProbeTarget(
+            name: "t\(i)", address: HostPort(host: "127.0.0.1", port: 1000 + i), region: "a", kind: .health)
+        t.interval = interval
+        return t
+    }
+
+    let t0 = NIODeadline.uptimeNanoseconds(1_000_000_000)
+
+    @Test func targetsAreSpreadEvenlyOverTheInterval() {
+        var s = ProbeSchedule(defaultInterval: .seconds(1), maxConcurrency: 100, jitter: { 0 })
+        s.update(targets: (0..<10).map { self.target($0) }, now: self.t0)
+        var starts: [Int64] = []
+        var now = self.t0
+        while now < self.t0 + .seconds(1) {
+            for _ in s.due(now: now) { starts.append((now - self.t0).nanoseconds / 1_000_000) }
+            now = now + .milliseconds(10)
+        }
+        #expect(starts.count == 10)
+        #expect(starts == [0, 100, 200, 300, 400, 500, 600, 700, 800, 900])
+    }
+
+    @Test func neverTwoProbesInFlightToOneTarget() {
+        var s = ProbeSchedule(defaultInterval: .milliseconds(100), maxConcurrency: 10, jitter: { 0 })
+        s.update(targets: [self.target(1)], now: self.t0)
+        #expect(s.due(now: self.t0).count == 1)
+        // The probe overruns several intervals: nothing new starts meanwhile.
+        #expect(s.due(now: self.t0 + .milliseconds(350)).isEmpty)
+        s.finished(self.target(1), now: self.t0 + .milliseconds(350))
+        #expect(s.due(now: self.t0 + .milliseconds(351)).isEmpty)
+        #expect(s.due(now: self.t0 + .milliseconds(450)).count == 1)
+    }
+
+    @Test func concurrencyCapHoldsTheRestUntilOthersFinish() {
+        var s = ProbeSchedule(defaultInterval: .seconds(1), maxConcurrency: 3, jitter: { 0 })
+        let targets = (0..<5).map { self.target($0) }
+        s.update(targets: targets, now: self.t0)
+        let first = s.due(now: self.t0 + .seconds(1))
+        #expect(first.count == 3)
+        #expect(s.due(now: self.t0 + .seconds(1)).isEmpty)
+        s.finished(first[0], now: self.t0 + .seconds(1))
+        #expect(s.due(now: self.t0 + .seconds(1)).count == 1)
+        #expect(s.inFlight == 3)
+    }
+
+    @Test func removedTargetsStopAndInFlightOnesAreForgottenWhenDone() {
+        var s = ProbeSchedule(defaultInterval: .seconds(1), maxConcurrency: 10, jitter: { 0 })
+        s.update(targets: [self.target(1), self.target(2)], now: self.t0)
+        let running = s.due(now: self.t0 + .seconds(2))
+        #expect(running.count == 2)
+        s.update(targets: [self.target(2)], now: self.t0 + .seconds(2))
+        s.finished(self.target(1), now: self.t0 + .seconds(2))
+        #expect(s.entries.count == 1)
+        #expect(s.inFlight == 1)
+        s.update(targets: [], now: self.t0 + .seconds(2))
+        #expect(s.entries.count == 1)
+        s.finished(self.target(2), now: self.t0 + .seconds(3))
+        #expect(s.entries.isEmpty)
+        #expect(s.inFlight == 0)
+    }
+
+    @Test func perTargetIntervalAndJitterStayWithinTheSlot() {
+        var s = ProbeSchedule(defaultInterval: .seconds(10), maxConcurrency: 10, jitter: { 0.49 })
+        s.update(targets: [self.target(1, interval: .milliseconds(200)), self.target(2)], now: self.t0)
+        // Two targets cut each one's own interval into two slots; target i starts in slot i,
+        // jitter 0.49 of a slot into it: t1 in 0..<100 ms of its 200 ms, t2 in 5..<10 s of 10 s.
+        let entries = s.entries.values.sorted { $0.target.name < $1.target.name }
+        #expect(entries.map(\.target.name) == ["t1", "t2"])
+        #expect(entries.map { ($0.nextDue - self.t0).nanoseconds / 1_000_000 } == [49, 7_450])
+        for (i, e) in entries.enumerated() {
+            let slot = s.interval(of: e.target).nanoseconds / Int64(entries.count)
+            #expect(e.nextDue >= self.t0 + .nanoseconds(slot * Int64(i)))
+            #expect(e.nextDue < self.t0 + .nanoseconds(slot * Int64(i + 1)))
+        }
+    }
+}
