@@ -8,12 +8,15 @@ struct HopTimingObserverFactory: StreamObserverFactory {
     let options: TimingOptions
     let metrics: TrafficMetrics
     let accessLog: AccessLog?
+    /// Each loop's ``LoopTracing`` is made from this; `nil`: tracing off.
+    var tracing: (@Sendable () -> LoopTracing)? = nil
     /// Every loop's source, for the status page and the diagnosis to read recent samples.
     let sources = ObserverSources()
 
     func makeLoopObserverSource(for eventLoop: EventLoop) -> LoopObserverSource {
         let source = HopTimingObserverSource(
-            options: self.options, metrics: self.metrics, accessLog: self.accessLog, eventLoop: eventLoop)
+            options: self.options, metrics: self.metrics, accessLog: self.accessLog, eventLoop: eventLoop,
+            tracing: self.tracing?())
         self.sources.add(source, on: eventLoop)
         return source
     }
@@ -53,6 +56,8 @@ final class HopTimingObserverSource: LoopObserverSource, @unchecked Sendable {
     let metrics: TrafficMetrics
     let accessLog: AccessLog?
     let own: OwnItems
+    /// Tracing on this loop; `nil` when tracing is off (then it costs one check per stream).
+    let tracing: LoopTracing?
     private var routes: [String: RouteMetrics] = [:]
     private var requestCounters: [RequestKey: Counter] = [:]
     private var segments: [SegmentKey: Histogram] = [:]
@@ -72,7 +77,11 @@ final class HopTimingObserverSource: LoopObserverSource, @unchecked Sendable {
 
     let recent = RecentSamples(capacity: 8192)
 
-    init(options: TimingOptions, metrics: TrafficMetrics, accessLog: AccessLog?, eventLoop: EventLoop? = nil) {
+    init(
+        options: TimingOptions, metrics: TrafficMetrics, accessLog: AccessLog?, eventLoop: EventLoop? = nil,
+        tracing: LoopTracing? = nil
+    ) {
+        self.tracing = tracing
         self.options = options
         self.metrics = metrics
         self.accessLog = accessLog
