@@ -349,3 +349,48 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def test_probes_start_their_own_traces():
+    """Echo probes mediary-a -> mediary-b -> gateway-b (receiver): each probe is a new trace,
+    with a span at each forwarding sidecar marked insight.source=probe."""
+    from conftest import start_config_sidecar
+    receiver = OTLPReceiver()
+    mine = []
+    tracing = {"otlp_endpoint": receiver.endpoint, "sample_ratio": 1}
+    try:
+        server = start_grpc_server()
+        mine.append(server)
+        gb = start_config_sidecar({"upstream": server.port, "hop": "gateway-b", "region": "b", "receiver": True,
+                                   "tracing": tracing}, name="sidecar-gateway-b")
+        mine.append(gb)
+        mb = start_config_sidecar({"upstream": gb.port, "hop": "mediary-b", "region": "b", "tracing": tracing},
+                                  name="sidecar-mediary-b")
+        mine.append(mb)
+        ma = start_config_sidecar({
+            "upstream": mb.port, "hop": "mediary-a", "region": "a", "tracing": tracing,
+            "probes": {"interval": "200ms", "timeout": "1s",
+                       "targets": [{"name": "receiver-b", "address": f"127.0.0.1:{gb.port}",
+                                    "region": "b", "kind": "echo"}]}}, name="sidecar-mediary-a")
+        mine.append(ma)
+
+        def two_span_traces():
+            with receiver.lock:
+                spans = list(receiver.spans)
+            traces = {}
+            for s in spans:
+                traces.setdefault(s.trace_id, []).append(s)
+            return [t for t in traces.values() if len(t) == 2] if len(traces) >= 3 else None
+
+        traces = wait_for(two_span_traces, timeout=20, what="three probe traces with two spans each")
+        for t in traces:
+            spans = by_hop(t)
+            assert set(spans) == {"mediary-a", "mediary-b"}
+            assert spans["mediary-a"].parent_span_id == ""
+            assert spans["mediary-b"].parent_span_id == spans["mediary-a"].span_id
+            for s in t:
+                assert s.attributes["insight.source"] == "probe"
+                assert s.name == "insight.probe.v1.Probe/Echo"
+    finally:
+        _stop(mine)
+        receiver.stop()

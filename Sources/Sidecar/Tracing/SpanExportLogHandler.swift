@@ -25,7 +25,14 @@ struct SpanExportLogHandler: LogHandler {
         case "Exported batch.":
             self.report(.exported(spans: self.integer("batch_size", event) ?? 0))
         case "Failed to export batch.":
-            let timedOut = event.error.map { "\(type(of: $0))".contains("Timeout") } ?? false
+            // swift-otel's own export timeout (`TimeoutError`) or AsyncHTTPClient's request
+            // deadline (`HTTPClientError.deadlineExceeded`, `.readTimeout`…): a collector that
+            // does not answer.
+            let timedOut =
+                event.error.map { e in
+                    let text = "\(type(of: e)) \(e)".lowercased()
+                    return text.contains("timeout") || text.contains("deadline")
+                } ?? false
             self.report(
                 .dropped(timedOut ? .exportTimeout : .exportFailed, spans: self.integer("batch_size", event) ?? 0))
         case "Spans were dropped this iteration because queue was full":
