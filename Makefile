@@ -3,7 +3,7 @@
 
 SHELL := /bin/bash
 APT_PACKAGES := libnghttp2-dev libssl-dev pkg-config nghttp2-client nghttp2-server nghttp2-proxy haproxy openssl curl prometheus chromium
-PY_PACKAGES := grpcio grpcio-tools grpcio-health-checking protobuf h2 pytest pyyaml
+PY_PACKAGES := grpcio grpcio-tools grpcio-health-checking protobuf h2 pytest pyyaml opentelemetry-proto
 PYTHON ?= python3
 SWIFT_BUILD_FLAGS ?=
 BIN := .build/debug/insight-sidecar
@@ -17,7 +17,7 @@ deps:
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
-	@$(PYTHON) -c "import grpc, grpc_health, google.protobuf, h2, pytest, yaml" 2>/dev/null || \
+	@$(PYTHON) -c "import grpc, grpc_health, google.protobuf, h2, pytest, yaml, opentelemetry.proto" 2>/dev/null || \
 		$(PYTHON) -m pip install -q $(PY_PACKAGES)
 	@# haproxy is installed as a peer for tests and benchmarks, not as a system service.
 	@for s in haproxy prometheus prometheus-node-exporter; do systemctl is-active --quiet $$s 2>/dev/null && systemctl stop $$s; done; true

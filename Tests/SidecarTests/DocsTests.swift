@@ -23,6 +23,7 @@ import Testing
     @Test func everyConfigKeyIsDocumented() throws {
         let keys = try Self.yamlKeys(in: "Sources/Sidecar/Config/SidecarConfig+YAML.swift")
             .union(Self.yamlKeys(in: "Sources/Sidecar/Probes/ProbeConfig+YAML.swift"))
+            .union(Self.yamlKeys(in: "Sources/Sidecar/Tracing/TracingOptions+YAML.swift"))
         #expect(keys.count > 30)
         let doc = try String(
             contentsOf: Self.root.appendingPathComponent("Docs/configuration.md"), encoding: .utf8)

@@ -92,6 +92,12 @@ public final class StreamClock {
         self.manualNow == nil ? Self.systemUnixMicros() : self.manualUnixMicros
     }
 
+    /// Unix nanoseconds minus this clock's monotonic nanoseconds, read now: maps the moments
+    /// above onto the wall clock (span start and end times) without a wall-clock read each.
+    public func wallClockOffsetNanos() -> Int64 {
+        self.unixMicros() &* 1000 &- Int64(bitPattern: self.now().uptimeNanoseconds)
+    }
+
     /// The system's wall clock in Unix microseconds, where no loop's clock is at hand.
     public static func systemUnixMicros() -> Int64 {
         var ts = timespec()

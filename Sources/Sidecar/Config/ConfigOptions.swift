@@ -74,6 +74,8 @@ public struct ConfigOptions: ParsableArguments {
     @Option(name: .long, help: "One JSON line per stream to stdout, stderr or a file. YAML: access_log. Default off.")
     var accessLog: String?
 
+    @OptionGroup var tracing: TracingFlags
+
     public init() {}
 
     /// The file's settings with the flags applied on top, validated.
@@ -99,6 +101,7 @@ public struct ConfigOptions: ParsableArguments {
         if self.stripResponseTiming { c.stripResponseTiming = true }
         if let v = self.hopLimit { c.hopLimit = v }
         if let v = self.accessLog { c.accessLog = v }
+        try self.tracing.apply(to: &c)
         return try c.validated()
     }
 

@@ -39,6 +39,8 @@ extension SidecarConfig {
             case "access_log": config.accessLog = try value.yamlText(key)
             case "tls": config.tls = try parseServerTLS(value)
             case "upstream_tls": config.upstreamTLS = try parseClientTLS(value)
+            case "tracing": config.tracing = try TracingOptions.load(value, field: key)
+            case "server_timing": config.serverTiming = try value.yamlBoolean(key)
             case "limits":
                 guard let limits = value.mapping else { throw ConfigError(field: key, reason: "must be a mapping") }
                 for (k, v) in limits {

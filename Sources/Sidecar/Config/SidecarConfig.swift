@@ -43,6 +43,10 @@ public struct SidecarConfig: Sendable, Equatable {
     public var tls: ServerTLS?
     /// TLS towards the upstream hop (`upstream_tls:`); nil: h2c.
     public var upstreamTLS: ClientTLS?
+    /// Spans over OTLP/HTTP (`tracing:`); off unless `tracing.otlp_endpoint` is set.
+    public var tracing = TracingOptions()
+    /// Append `insight-<hop>;dur=…;desc="<region>"` to the response's `server-timing`.
+    public var serverTiming = false
 
     public struct Limits: Sendable, Equatable {
         public var maxConcurrentStreams = 100
@@ -125,6 +129,7 @@ public struct SidecarConfig: Sendable, Equatable {
             throw ConfigError(field: "access_log", reason: "must be stdout, stderr or a file path")
         }
         try self.validateTLS()
+        try self.tracing.validate()
         if self.listen == self.admin && self.listen.port != 0 {
             throw ConfigError(field: "admin", reason: "must differ from listen (\(self.listen))")
         }
@@ -181,6 +186,7 @@ public struct SidecarConfig: Sendable, Equatable {
         t.stripRequestHeaders = self.stripRequestHeaders
         t.stripResponseTiming = self.stripResponseTiming
         t.maxRoutes = self.maxRoutes
+        t.serverTiming = self.serverTiming
         return t
     }
 

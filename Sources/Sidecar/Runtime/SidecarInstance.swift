@@ -17,11 +17,15 @@ final class SidecarInstance: Sendable {
     let discovery: [Task<Void, Never>]
     let tlsReloader: TLSReloader?
     let logger: Logger
+    /// Span export (`tracing:`); `nil` when tracing is off.
+    let spans: SpanExport?
 
     private init(
         config: SidecarConfig, proxy: ProxyServer, prober: Prober?, status: StatusSource, adminChannel: Channel,
-        listening: SocketAddress, discovery: [Task<Void, Never>], tlsReloader: TLSReloader?, logger: Logger
+        listening: SocketAddress, discovery: [Task<Void, Never>], tlsReloader: TLSReloader?, logger: Logger,
+        spans: SpanExport?
     ) {
+        self.spans = spans
         self.tlsReloader = tlsReloader
         self.config = config
         self.proxy = proxy
@@ -48,7 +52,8 @@ final class SidecarInstance: Sendable {
         let accessLog = try config.accessLog.map { path throws(ConfigError) in
             try AccessLog(path: path, hop: timing.hop)
         }
-        let observers = HopTimingObserverFactory(options: timing, metrics: traffic, accessLog: accessLog)
+        var observers = HopTimingObserverFactory(options: timing, metrics: traffic, accessLog: accessLog)
+        let spans = try SpanExport.start(config: config, registry: registry, observers: &observers, logger: logger)
         let probeMetrics = ProbeMetrics(registry: registry, hop: timing.hop, region: timing.region)
         let responder =
             config.receiver ? EchoResponder(hop: timing.hop, region: timing.region, metrics: probeMetrics) : nil
@@ -65,6 +70,7 @@ final class SidecarInstance: Sendable {
             listening = try await proxy.start()
         } catch {
             tlsReloader?.stop()
+            await spans?.stop()
             throw SidecarStartError(what: "listen on \(config.listen)", underlying: "\(error)")
         }
         var prober: Prober?
@@ -92,6 +98,7 @@ final class SidecarInstance: Sendable {
         } catch {
             await proxy.drain(timeout: .zero)
             tlsReloader?.stop()
+            await spans?.stop()
             throw SidecarStartError(what: "admin listener on \(config.admin)", underlying: "\(error)")
         }
         for warning in config.warnings { logger.warning("\(warning)") }
@@ -122,7 +129,7 @@ final class SidecarInstance: Sendable {
         }
         return SidecarInstance(
             config: config, proxy: proxy, prober: prober, status: status, adminChannel: adminChannel,
-            listening: listening, discovery: discovery, tlsReloader: tlsReloader, logger: logger)
+            listening: listening, discovery: discovery, tlsReloader: tlsReloader, logger: logger, spans: spans)
     }
 
     func stop(drainTimeout: TimeAmount) async {
@@ -130,6 +137,7 @@ final class SidecarInstance: Sendable {
         for task in self.discovery { task.cancel() }
         await self.proxy.drain(timeout: drainTimeout)
         self.tlsReloader?.stop()
+        await self.spans?.stop()
         try? await self.adminChannel.close()
     }
 }

@@ -19,8 +19,8 @@ final class HopTimingObserver: StreamObserver {
     private(set) var correlationID: String?
     private var method = ""
 
-    private var receivedAt: NIODeadline = .uptimeNanoseconds(0)
-    private var sentAt: NIODeadline?
+    private(set) var receivedAt: NIODeadline = .uptimeNanoseconds(0)
+    private(set) var sentAt: NIODeadline?
     private var headersForwardedAt: NIODeadline?
     private var responseHeadersAt: NIODeadline?
     private var responseEndAt: NIODeadline?
@@ -31,7 +31,9 @@ final class HopTimingObserver: StreamObserver {
     private var chain: TimingChain?
     private var ownEntry: TimingEntry?
     private var expectedChainLength = 0
-    private var failureMessage: String?
+    private(set) var failureMessage: String?
+    /// This stream's span, when tracing is on and the trace sampled.
+    var span: StreamSpan?
     /// The request's `grpc-timeout` in nanoseconds, counted from `receivedAt`.
     private var timeoutNanos: Int64?
     /// When the call ended on both sides (``streamEnded(_:at:)``).
@@ -66,7 +68,9 @@ final class HopTimingObserver: StreamObserver {
         }
         var problems: [TimingHeaders.Problem] = []
         // Correlation id: traceparent's trace-id, else insight-id, else a new insight-id.
-        self.correlationID = CorrelationID.find(in: headers)
+        self.correlationID =
+            self.source.tracing?.begin(&headers, observer: self, receivedAt: receivedAt)
+            ?? CorrelationID.find(in: headers)
         if self.correlationID == nil {
             let id = self.source.makeCorrelationID()
             self.correlationID = id
@@ -106,6 +110,9 @@ final class HopTimingObserver: StreamObserver {
         self.responseHeadersAt = at
         if !self.isGRPC, let status = headers.first(":status") { self.code = status }
         self.appendChain(&headers)
+        if self.options.serverTiming || self.options.stripResponseTiming {
+            self.serverTimingInHeaders(&headers, at: at)
+        }
     }
 
     func dataReceived(_ direction: StreamDirection, bytes: Int, messages: Int, at: NIODeadline) {
@@ -173,6 +180,9 @@ final class HopTimingObserver: StreamObserver {
         {
             trailers.replace(name: "insight-timing", value: value)
         }
+        if self.options.serverTiming || self.options.stripResponseTiming {
+            self.serverTimingAtEnd(&trailers, trailersOnly: trailersOnly, own: own)
+        }
         self.record(problems)
     }
 
@@ -192,6 +202,8 @@ final class HopTimingObserver: StreamObserver {
         {
             self.code = "DEADLINE_EXCEEDED"
         }
+        self.span?.end(self, at: at)
+        self.span = nil
         let s = self.sourceIndex
         let source: RouteMetrics.Source = s == 1 ? .probe : .traffic
         self.source.requests(self.route, code: self.code, sourceIndex: s).increment()

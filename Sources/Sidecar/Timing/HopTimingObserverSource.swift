@@ -15,6 +15,8 @@ final class HopTimingObserverSource: LoopObserverSource, @unchecked Sendable {
     let own: OwnItems
     /// The loop's clock: every time an observer of this source reads.
     let clock: StreamClock
+    /// Tracing on this loop; `nil` when tracing is off (then it costs one check per stream).
+    let tracing: LoopTracing?
     private var routes: [String: RouteMetrics] = [:]
     private var requestCounters: [RequestKey: Counter] = [:]
     private var segments: [SegmentKey: Histogram] = [:]
@@ -34,7 +36,11 @@ final class HopTimingObserverSource: LoopObserverSource, @unchecked Sendable {
 
     let recent = RecentSamples(capacity: 8192)
 
-    init(options: TimingOptions, metrics: TrafficMetrics, accessLog: AccessLog?, clock: StreamClock = StreamClock()) {
+    init(
+        options: TimingOptions, metrics: TrafficMetrics, accessLog: AccessLog?, clock: StreamClock = StreamClock(),
+        tracing: LoopTracing? = nil
+    ) {
+        self.tracing = tracing
         self.options = options
         self.clock = clock
         self.metrics = metrics

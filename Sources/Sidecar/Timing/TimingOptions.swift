@@ -10,6 +10,8 @@ public struct TimingOptions: Sendable, Equatable {
     public var stripResponseTiming = false
     /// Distinct service/method pairs with their own series.
     public var maxRoutes = SidecarConfig.defaultMaxRoutes
+    /// Append this hop's entry to the response's `server-timing` (W3C Server Timing).
+    public var serverTiming = false
 
     public init(hop: String, region: String) {
         self.hop = hop

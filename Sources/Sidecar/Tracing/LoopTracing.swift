@@ -1,0 +1,139 @@
+import Foundation
+import H2Proxy
+import NIOCore
+import Tracing
+
+/// One event loop's part of tracing: the sampling draws and the ids of unsampled traces come
+/// from a loop-local generator, so a stream that gets no span costs no lock and no system call.
+final class LoopTracing {
+    let export: SpanExport
+    let sampler: TraceSampler
+    /// `server.address` and `server.port` of the spans: the hop this sidecar calls.
+    let upstream: HostPort
+    let hop: String
+    let region: String
+    private var random: Xoshiro256
+
+    init(export: SpanExport, sampler: TraceSampler, upstream: HostPort, hop: String, region: String) {
+        self.export = export
+        self.sampler = sampler
+        self.upstream = upstream
+        self.hop = hop
+        self.region = region
+        var seed = SystemRandomNumberGenerator()
+        self.random = Xoshiro256(seed: &seed)
+    }
+
+    /// Applies the trace context rules to the request about to go upstream and starts the
+    /// stream's span if the trace is sampled.
+    ///
+    /// - Returns: the correlation id (the trace id), or `nil` when the caller's unsampled
+    ///   `traceparent` goes on unchanged (the timing code then reads the id from it).
+    func begin(
+        _ headers: inout HeaderBlock, observer: HopTimingObserver, receivedAt: NIODeadline
+    ) -> String? {
+        let found = TraceParent.find(in: headers)
+        if found == .invalid { self.export.metrics.invalidTraceparent.increment() }
+        switch self.sampler.decide(found, draw: self.random.next()) {
+        case .followUnsampled:
+            return nil
+        case .startUnsampled:
+            let tp = TraceParent(
+                traceID: self.newTraceID(headers), parentID: self.nonZero(), flags: 0)
+            return self.replace(&headers, with: tp, newTrace: true)
+        case .sample(let parent):
+            let clock = EpochClock(offsetNanos: observer.clock.wallClockOffsetNanos())
+            let request = StreamSpan.Request(headers, isGRPC: observer.isGRPC)
+            var context = ServiceContext.topLevel
+            if let parent {
+                let carrier = TraceCarrier(
+                    traceparent: parent.formatted, tracestate: headers.first("tracestate"))
+                self.export.tracer.extract(carrier, into: &context, using: TraceCarrier.Extract())
+            }
+            let span = self.export.tracer.startSpan(
+                request.name, context: context, ofKind: .client, at: clock.instant(receivedAt))
+            var out = TraceCarrier()
+            self.export.tracer.inject(span.context, into: &out, using: TraceCarrier.Inject())
+            guard let text = out.traceparent, let own = TraceParent(Array(text.utf8)) else {
+                // swift-otel always injects for a recording span; if it ever does not, the
+                // span is still exported and the request keeps the caller's context.
+                observer.span = StreamSpan(span: span, clock: clock, request: request, tracing: self)
+                return nil
+            }
+            self.export.metrics.started.increment()
+            observer.span = StreamSpan(span: span, clock: clock, request: request, tracing: self)
+            return self.replace(&headers, with: own, newTrace: parent == nil)
+        }
+    }
+
+    /// Writes `traceparent`; a new trace drops the old `tracestate` (it belonged to no trace
+    /// this one continues) and brings `insight-id` into line with the trace id.
+    private func replace(_ headers: inout HeaderBlock, with tp: TraceParent, newTrace: Bool) -> String {
+        headers.replace(name: "traceparent", value: tp.formatted)
+        let id = tp.traceIDHex
+        if newTrace {
+            headers.remove(name: "tracestate")
+            if headers.firstIndex(of: "insight-id") != nil { headers.replace(name: "insight-id", value: id) }
+        }
+        return id
+    }
+
+    /// A new unsampled trace keeps a valid incoming `insight-id` as its trace id, so that the
+    /// hops before this one (which may not trace) and the trace agree on the correlation id.
+    private func newTraceID(_ headers: HeaderBlock) -> (high: UInt64, low: UInt64) {
+        if let id = headers.first("insight-id"), CorrelationID.isHexID(id),
+            let high = UInt64(id.prefix(16), radix: 16), let low = UInt64(id.suffix(16), radix: 16), high | low != 0
+        {
+            return (high, low)
+        }
+        return (self.nonZero(), self.random.next())
+    }
+
+    private func nonZero() -> UInt64 {
+        let v = self.random.next()
+        return v == 0 ? 1 : v
+    }
+}
+
+/// Maps the monotonic instants the proxy measures onto the wall clock once per span, so that
+/// span start and end are the sidecar's own measurements, not the time a call was made.
+struct EpochClock {
+    /// Wall-clock nanoseconds minus monotonic nanoseconds, read once from the loop's
+    /// ``StreamClock``.
+    let offset: Int64
+
+    init(offsetNanos: Int64) {
+        self.offset = offsetNanos
+    }
+
+    func instant(_ t: NIODeadline) -> DefaultTracerClock.Timestamp {
+        let ns = Int64(bitPattern: t.uptimeNanoseconds) &+ self.offset
+        return DefaultTracerClock.Timestamp(nanosecondsSinceEpoch: UInt64(max(0, ns)))
+    }
+}
+
+/// The two trace context fields as a carrier for swift-distributed-tracing's propagation API.
+struct TraceCarrier: Sendable {
+    var traceparent: String?
+    var tracestate: String?
+
+    struct Extract: Extractor {
+        func extract(key: String, from carrier: TraceCarrier) -> String? {
+            switch key {
+            case "traceparent": carrier.traceparent
+            case "tracestate": carrier.tracestate
+            default: nil
+            }
+        }
+    }
+
+    struct Inject: Injector {
+        func inject(_ value: String, forKey key: String, into carrier: inout TraceCarrier) {
+            switch key {
+            case "traceparent": carrier.traceparent = value
+            case "tracestate": carrier.tracestate = value
+            default: break
+            }
+        }
+    }
+}
