@@ -189,3 +189,35 @@ def test_sighup_without_tls_is_logged_and_harmless(procs, grpc_server):
     finally:
         ch.close()
     assert re.search(r"signal=SIGHUP|SIGHUP received", sc.log.read_text())
+
+
+def _rss_kb(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_memory_flat_while_the_upstream_refuses_connections(procs):
+    """Every call to a dead upstream is a refused connect; each used to leave its connection
+    and nghttp2 session behind (the pipeline kept the handler: no channelInactive for a channel
+    that never became active), about 14 kB per call, for as long as the upstream was down."""
+    sc = procs.sidecar(free_port(), extra=["--event-loops", "1"])
+    ch = make_channel(sc.addr)
+    fn = ch.unary_unary(method("Unary"))
+
+    def calls(n):
+        for _ in range(n):
+            try:
+                fn(b"x", timeout=5)
+            except grpc.RpcError:
+                pass
+
+    try:
+        calls(300)  # warm up: allocator arenas, metric series, the status ring
+        before = _rss_kb(sc.popen.pid)
+        calls(1500)
+        grown = _rss_kb(sc.popen.pid) - before
+    finally:
+        ch.close()
+    assert grown < 6_000, f"RSS grew {grown} kB over 1500 refused calls (was ~22,000 kB before the fix)"

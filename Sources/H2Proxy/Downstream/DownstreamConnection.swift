@@ -29,6 +29,13 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
         self.context = context
     }
 
+    /// The channel's pipeline is torn down. Drops the context, which holds this handler: a
+    /// channel that never became active (a refused connect) gets no `channelInactive`, and
+    /// the two would keep each other, and the nghttp2 session, alive for good.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
     func channelActive(context: ChannelHandlerContext) {
         self.loop.metrics.downstreamConnectionsTotal.increment()
         self.loop.metrics.downstreamConnectionsActive.increment()

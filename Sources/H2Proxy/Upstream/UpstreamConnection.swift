@@ -47,6 +47,13 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
         self.context = context
     }
 
+    /// The channel's pipeline is torn down. Drops the context, which holds this handler: a
+    /// channel that never became active (a refused connect) gets no `channelInactive`, and
+    /// the two would keep each other, and the nghttp2 session, alive for good.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
     func channelActive(context: ChannelHandlerContext) {
         self.loop.metrics.upstreamConnectionsTotal.increment()
         self.loop.metrics.upstreamConnectionsActive.increment()
