@@ -100,7 +100,7 @@ import Testing
             let e = m.upstreamClosed(errorCode: H2ErrorCode.refusedStream)
             if id == 3 {
                 #expect(!e.retry)
-                #expect(e.fault == .grpcTrailersOnly("upstream refused stream"))
+                #expect(e.fault == .grpcTrailersOnly("upstream refused the stream"))
             }
         }
     }

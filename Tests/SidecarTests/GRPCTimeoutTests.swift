@@ -1,3 +1,4 @@
+import H2Proxy
 import Testing
 
 @testable import Sidecar
@@ -25,5 +26,11 @@ import Testing
         #expect(!GRPCTimeout.reached(elapsed: 100 * ms, timeout: 300 * ms))
         #expect(GRPCTimeout.reached(elapsed: 920 * ms, timeout: 1000 * ms))
         #expect(!GRPCTimeout.reached(elapsed: 880 * ms, timeout: 1000 * ms))
+        // The slack stops at 100 ms: a cancel 150 ms before a 30 s deadline stays a cancel.
+        #expect(GRPCTimeout.reached(elapsed: 29_950 * ms, timeout: 30_000 * ms))
+        #expect(!GRPCTimeout.reached(elapsed: 29_850 * ms, timeout: 30_000 * ms))
+        // At least 20 ms, never more than the timeout itself.
+        #expect(GRPCTimeout.reached(elapsed: 85 * ms, timeout: 100 * ms))
+        #expect(GRPCTimeout.reached(elapsed: 0, timeout: 10 * ms))
     }
 }

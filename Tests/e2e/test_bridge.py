@@ -440,6 +440,23 @@ def test_grpc_message_with_crlf_still_rejected(peers):
 REFUSED_BODY = 100_000  # over the 64 KiB the sidecar keeps for a replay
 
 
+def test_refused_on_every_attempt_names_hop_and_upstream(peers):
+    """A small request the upstream refuses on every attempt is replayed, then answered with
+    UNAVAILABLE whose message names this sidecar's hop and the upstream's address (it read
+    only "upstream refused stream", so the diagnosis had no first_seen_at)."""
+    up = peers.upstream()
+    sc = peers.sidecar(up.port)
+    c = H2Client(sc.port)
+    sid = c.request(grpc_request_headers(sc.port, BRIDGE_SERVICE + "Refuse"), grpc_frame(b"r"), end_stream=True)
+    res = c.wait(sid, 5.0)
+    c.close()
+    assert res.field("grpc-status") == "14", res
+    message = res.field("grpc-message") or ""
+    assert message.startswith("bridge: upstream 127.0.0.1:") and "refused the stream (REFUSED_STREAM) on 3 attempts" \
+        in message, message
+    assert up.seen["Refuse"] == 3
+
+
 def test_refused_stream_not_replayable_is_reset_refused(peers):
     """The upstream reads a 100 KB request (more than the 64 KiB kept for a replay) and then
     refuses the stream. The sidecar cannot replay it, so it must reset the client stream with

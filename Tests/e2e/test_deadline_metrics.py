@@ -101,3 +101,59 @@ def test_mixed_burst_timeouts_are_never_cancelled(procs):
     assert codes["DEADLINE_EXCEEDED"] == timeouts, (codes, timeouts)
     assert codes["OK"] == got.count(grpc.StatusCode.OK), codes
     assert metric_sum(text, "insight_upstream_duration_seconds_count", **LABELS) == 120
+
+
+def test_call_the_sidecar_ended_past_its_deadline_stays_unavailable(procs, tmp_path):
+    """A call with ``grpc-timeout: 200m`` whose client does not enforce it, to an upstream that
+    never answers and then goes away at 600 ms: the client gets UNAVAILABLE from the sidecar,
+    so the sidecar must count UNAVAILABLE (not DEADLINE_EXCEEDED, which would hide the
+    upstream's loss as a client deadline)."""
+    from bridge_peers import BRIDGE_SERVICE, BridgeUpstream, H2Client, LoopThread, grpc_frame, \
+        grpc_request_headers
+
+    lt = LoopThread()
+    up = BridgeUpstream(lt).start()
+    try:
+        log = tmp_path / "access.jsonl"
+        sc = procs.sidecar(up.port, extra=["--access-log", str(log)])
+        c = H2Client(sc.port)
+        # The request never ends, so the upstream never answers it.
+        sid = c.request(grpc_request_headers(sc.port, BRIDGE_SERVICE + "Hang", [("grpc-timeout", "200m")]),
+                        grpc_frame(b"x"), end_stream=False)
+        time.sleep(0.6)
+        up.close_all(linger=0.0)
+        res = c.wait(sid, 5.0)
+        c.close()
+        assert res.field("grpc-status") == "14", res
+        text = _settled(sc)
+        labels = {"service": "bridge.v1.Bridge", "method": "Hang", "source": "traffic"}
+        assert metric_sum(text, "insight_requests_total", code="UNAVAILABLE", **labels) == 1, text
+        assert not metric_sum(text, "insight_requests_total", code="DEADLINE_EXCEEDED", **labels)
+        line = json.loads(log.read_text().splitlines()[-1])
+        assert (line["code"], line["end"]) == ("UNAVAILABLE", "upstream_unavailable"), line
+    finally:
+        up.stop()
+        lt.stop()
+
+
+def test_access_log_has_ttfb_for_a_stream_cut_after_its_headers(procs, tmp_path):
+    """A server stream that got its response headers and messages, then hit its deadline: the
+    access log's ttfb_ms is there, as insight_upstream_ttfb_seconds counted it."""
+    server = procs.grpc_server()
+    log = tmp_path / "access.jsonl"
+    sc = procs.sidecar(server.port, extra=["--access-log", str(log)])
+    ch = make_channel(sc.addr)
+    md = [("x-count", "100"), ("x-size", "10"), ("x-interval-ms", "100")]
+    it = ch.unary_stream(TEST_SERVICE + "ServerStream")(b"", metadata=md, timeout=0.5)
+    got = 0
+    try:
+        for _ in it:
+            got += 1
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    ch.close()
+    assert got >= 1
+    _settled(sc)
+    line = json.loads(log.read_text().splitlines()[-1])
+    assert line["code"] == "DEADLINE_EXCEEDED" and line["method"] == "ServerStream", line
+    assert "ttfb_ms" in line and 0 <= line["ttfb_ms"] < line["dur_ms"], line

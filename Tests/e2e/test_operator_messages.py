@@ -221,3 +221,60 @@ def test_memory_flat_while_the_upstream_refuses_connections(procs):
     finally:
         ch.close()
     assert grown < 6_000, f"RSS grew {grown} kB over 1500 refused calls (was ~22,000 kB before the fix)"
+
+
+def _call_with_timeout_header(addr: str, value: str):
+    """One gRPC call over a raw h2 connection with ``grpc-timeout: value``; returns the
+    response's header fields (Trailers-Only: status and grpc-status together)."""
+    import socket
+
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    host, port = addr.rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=5)
+    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    c.initiate_connection()
+    c.send_headers(1, [(":method", "POST"), (":scheme", "http"), (":path", "/insight.test.v1.Test/Unary"),
+                       (":authority", "x"), ("content-type", "application/grpc"), ("te", "trailers"),
+                       ("grpc-timeout", value)])
+    c.send_data(1, b"\x00\x00\x00\x00\x01x", end_stream=True)
+    s.sendall(c.data_to_send())
+    fields = {}
+    deadline = time.monotonic() + 5
+    try:
+        while time.monotonic() < deadline:
+            data = s.recv(65536)
+            if not data:
+                break
+            for event in c.receive_data(data):
+                if isinstance(event, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
+                    fields.update(dict(event.headers))
+                if isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
+                    return fields
+            s.sendall(c.data_to_send())
+    finally:
+        s.close()
+    return fields
+
+
+@pytest.mark.parametrize("value", ["abc", "", "1.5S", "123456789m", "-100m", "1s"])
+def test_malformed_grpc_timeout_answered_here_and_other_clients_unaffected(procs, grpc_server, value):
+    """A malformed ``grpc-timeout`` is answered by the sidecar (INTERNAL, as gRPC servers do) and
+    never forwarded: grpc-core held one against every later call on the shared upstream
+    connection, so one bad client broke every other client's deadline calls."""
+    sc = procs.sidecar(grpc_server.port, extra=["--event-loops", "1"])
+    ch = make_channel(sc.addr)
+    try:
+        assert unary(ch, b"x", timeout=5).code == grpc.StatusCode.OK
+        fields = _call_with_timeout_header(sc.addr, value)
+        assert fields.get("grpc-status") == "13", fields
+        assert "invalid grpc-timeout" in fields.get("grpc-message", ""), fields
+        assert fields["grpc-message"].startswith("test: "), fields
+        outcomes = [unary(ch, b"x", timeout=5).code for _ in range(20)]
+    finally:
+        ch.close()
+    assert outcomes == [grpc.StatusCode.OK] * 20, outcomes
+    # Valid values still go through with their deadline.
+    assert _call_with_timeout_header(sc.addr, "5S").get("grpc-status") == "0"

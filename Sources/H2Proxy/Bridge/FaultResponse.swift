@@ -10,6 +10,14 @@ enum FaultResponse {
         return block
     }
 
+    /// `grpc-status: code` with a percent-encoded `grpc-message`.
+    static func grpcStatus(_ code: Int, _ message: String) -> HeaderBlock {
+        var block = HeaderBlock(capacity: 128)
+        block.append(name: "grpc-status", value: "\(code)")
+        block.append(name: "grpc-message", value: Self.percentEncode(message))
+        return block
+    }
+
     /// A Trailers-Only response carrying `status`.
     static func grpcTrailersOnly(_ status: HeaderBlock) -> HeaderBlock {
         var block = HeaderBlock(capacity: 192)

@@ -337,8 +337,11 @@ extension ProxyStream {
             return effects
         }
 
-        /// The upstream stream closed: cleanly (`errorCode` 0) or by a reset.
-        mutating func upstreamClosed(errorCode: UInt32) -> Effects {
+        /// The upstream stream closed: cleanly (`errorCode` 0) or by a reset. `refusedCause` is
+        /// the message for a stream refused on every attempt (made only then).
+        mutating func upstreamClosed(
+            errorCode: UInt32, refusedCause: @autoclosure () -> String = "upstream refused the stream"
+        ) -> Effects {
             var effects = Effects()
             switch self.state {
             case .open:
@@ -353,8 +356,9 @@ extension ProxyStream {
                 self.state = .upstreamClosed
                 if errorCode == H2ErrorCode.refusedStream && self.response == .notStarted && retriesExhausted {
                     // Refused on every attempt: answer, rather than have the client retry again.
-                    self.writeFault("upstream refused stream", status: 502, into: &effects)
-                    self.noteReason(.upstreamUnavailable("upstream refused stream"))
+                    let cause = refusedCause()
+                    self.writeFault(cause, status: 502, into: &effects)
+                    self.noteReason(.upstreamUnavailable(cause))
                 } else if self.response != .ended {
                     self.progress.end()
                     self.resetDownstreamByProxy = true

@@ -200,7 +200,12 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
 
     /// The upstream side of the stream closed (cleanly or by RST_STREAM `errorCode`).
     func upstreamDidClose(errorCode: UInt32) {
-        self.perform(self.machine.upstreamClosed(errorCode: errorCode))
+        self.perform(
+            self.machine.upstreamClosed(
+                errorCode: errorCode,
+                refusedCause: self.prefixed(
+                    "upstream \(self.pool.host):\(self.pool.port) refused the stream (REFUSED_STREAM) on "
+                        + "\(self.loop.configuration.maxRetries + 1) attempts")))
     }
 
     /// The upstream connection is gone before this stream's close arrived.

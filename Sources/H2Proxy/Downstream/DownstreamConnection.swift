@@ -191,6 +191,10 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
             if endStream { stream.requestEnd(trailers: nil) }
             return
         }
+        if let problem = Self.requestProblem(request) {
+            self.rejectLocally(id, problem)
+            return
+        }
         let stream = ProxyStream(
             downstream: self, streamID: id, request: request, endStream: endStream,
             receivedAt: self.loop.clock.requestReceived())
@@ -198,6 +202,34 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
         self.loop.metrics.streamsTotal.increment()
         self.loop.metrics.streamsActive.increment()
         self.loop.pool.open(stream)
+    }
+
+    /// A request that must not reach the shared upstream connection, and why: metadata the
+    /// upstream would parse as a connection-level problem and hold against every other client's
+    /// calls on that connection (grpc-core answered every later call on it with INTERNAL after
+    /// one malformed `grpc-timeout`).
+    static func requestProblem(_ request: HeaderBlock) -> String? {
+        guard request.isGRPC else { return nil }
+        for i in 0..<request.count where request.nameEquals(at: i, "grpc-timeout") {
+            if !GRPCTimeout.isValid(request.value(at: i)) {
+                return "invalid grpc-timeout \"\(String(decoding: request.value(at: i).prefix(32), as: UTF8.self))\" "
+                    + "(1 to 8 digits and a unit: H M S m u n)"
+            }
+        }
+        return nil
+    }
+
+    /// Answers the stream here with `grpc-status: 13` (INTERNAL, what gRPC servers answer
+    /// to malformed metadata) naming `problem`, counted as a client protocol error.
+    private func rejectLocally(_ id: Int32, _ problem: String) {
+        self.loop.metrics.protocolErrorsDownstream.increment()
+        self.loop.logger.debug("rejected a request", metadata: ["stream": "\(id)", "error": "\(problem)"])
+        let message = self.loop.configuration.faultPrefix.map { "\($0): \(problem)" } ?? problem
+        try? self.session.submitResponse(
+            streamID: id, FaultResponse.grpcTrailersOnly(FaultResponse.grpcStatus(13, message)), endStream: true)
+        // A request body still coming is nghttp2's to end: after a complete response it sends
+        // RST_STREAM(NO_ERROR) itself (RFC 9113 §8.1); resetting here would overtake the response.
+        self.loop.markDirty(self)
     }
 
     func resetStream(_ id: Int32, errorCode: UInt32) {

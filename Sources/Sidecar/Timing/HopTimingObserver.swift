@@ -196,8 +196,12 @@ final class HopTimingObserver: StreamObserver {
             if self.responseEndAt == nil { self.code = self.isGRPC ? GRPCStatusName.forReset(c) : "reset" }
         }
         // Cut short (no response end from the upstream, or a CANCELLED status) at or after the
-        // client's deadline: what the client saw was DEADLINE_EXCEEDED.
-        if self.isGRPC, let timeout = self.timeoutNanos, self.responseEndAt == nil || self.code == "CANCELLED",
+        // client's deadline: what the client saw was DEADLINE_EXCEEDED. Not when the sidecar
+        // itself ended the call with UNAVAILABLE: that is what the client saw then.
+        var endedByProxy = false
+        if case .upstreamUnavailable = reason { endedByProxy = true }
+        if self.isGRPC, !endedByProxy, let timeout = self.timeoutNanos,
+            self.responseEndAt == nil || self.code == "CANCELLED",
             GRPCTimeout.reached(elapsed: nanos(from: self.receivedAt, to: at), timeout: timeout)
         {
             self.code = "DEADLINE_EXCEEDED"
@@ -299,6 +303,14 @@ final class HopTimingObserver: StreamObserver {
         return Double(max(0, nanos(from: self.sentAt ?? self.receivedAt, to: end))) / 1e6
     }
 
+    /// This hop's `ttfb` in milliseconds: request sent → response headers, also for a call cut
+    /// short after its headers came (the same moments `insight_upstream_ttfb_seconds` observes).
+    var ttfbMilliseconds: Double? {
+        if let own = self.ownEntry { return own.ttfb }
+        guard let headers = self.responseHeadersAt else { return nil }
+        return Double(max(0, nanos(from: self.sentAt ?? self.receivedAt, to: headers))) / 1e6
+    }
+
     /// What this hop saw of one call, for its access log line.
     struct Summary: Equatable {
         /// This hop's `dur`, milliseconds (see ``HopTimingObserver/durationMilliseconds``).
@@ -319,7 +331,7 @@ final class HopTimingObserver: StreamObserver {
 
     var summary: Summary {
         Summary(
-            dur: self.durationMilliseconds, ttfb: self.ownEntry?.ttfb, selfTime: self.ownEntry?.selfTime,
+            dur: self.durationMilliseconds, ttfb: self.ttfbMilliseconds, selfTime: self.ownEntry?.selfTime,
             segments: self.chain?.segments ?? [], code: self.code, method: self.method,
             endedUnixMicros: self.endedUnixMicros)
     }
