@@ -4,7 +4,8 @@
 /// `H` hours, `M` minutes, `S` seconds, `m` milliseconds, `u` microseconds, `n` nanoseconds.
 public enum GRPCTimeout {
     /// The timeout in nanoseconds, or nil when `value` does not follow the grammar.
-    public static func nanoseconds<Bytes: BidirectionalCollection>(_ value: Bytes) -> Int64? where Bytes.Element == UInt8 {
+    public static func nanoseconds<Bytes: BidirectionalCollection>(_ value: Bytes) -> Int64?
+    where Bytes.Element == UInt8 {
         guard let unit = value.last, value.count >= 2, value.count <= 9 else { return nil }
         var amount: Int64 = 0
         for byte in value.dropLast() {
