@@ -38,7 +38,8 @@ def test_version_flag_and_build_info_gauge(grpc_server):
 def test_probe_usage_errors_exit_1():
     """grpc_health_probe exits 1 on invalid arguments, so 2 keeps meaning "cannot connect"."""
     for args in (["probe"], ["probe", "--target", "127.0.0.1:1", "--bogus"],
-                 ["probe", "--target", "nohost"], ["probe", "--target", "127.0.0.1:1", "--timeout", "soon"]):
+                 ["probe", "--target", "nohost"], ["probe", "--target", "127.0.0.1:1", "--timeout", "soon"],
+                 ["probe", "--target", "127.0.0.1:1", "--timeout", "0"]):
         r = cli(args)
         assert r.returncode == 1, (args, r.returncode, r.stderr)
         assert r.stderr.startswith("insight-sidecar: ") and len(r.stderr.splitlines()) == 1, r.stderr

@@ -278,3 +278,81 @@ def test_malformed_grpc_timeout_answered_here_and_other_clients_unaffected(procs
     assert outcomes == [grpc.StatusCode.OK] * 20, outcomes
     # Valid values still go through with their deadline.
     assert _call_with_timeout_header(sc.addr, "5S").get("grpc-status") == "0"
+
+
+def test_more_causes_in_plain_words(procs, probe_procs, tmp_path):
+    """Causes the first hostile review still found as type dumps or raw library text."""
+    import socket
+
+    from conftest import require_sidecar
+
+    # An upstream host that does not resolve.
+    sc = procs.sidecar(1, extra=["--upstream", "doesnotexist.invalid:80"])
+    ch = make_channel(sc.addr)
+    try:
+        out = unary(ch, b"x", timeout=10)
+    finally:
+        ch.close()
+    assert out.code == grpc.StatusCode.UNAVAILABLE, out
+    assert "unreachable: cannot resolve doesnotexist.invalid" in out.details, out.details
+    _no_dump(out.details)
+    assert "SocketAddressError" not in out.details and "error -" not in out.details, out.details
+
+    # An upstream that answers HTTP/1.1.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+
+    def http1():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                conn.recv(65536)  # the preface: read it, so the close is a FIN, not a reset
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                time.sleep(0.2)
+            except OSError:
+                pass
+            conn.close()
+
+    threading.Thread(target=http1, daemon=True).start()
+    try:
+        sc = procs.sidecar(port)
+        ch = make_channel(sc.addr)
+        try:
+            out = unary(ch, b"x", timeout=10)
+        finally:
+            ch.close()
+    finally:
+        listener.close()
+    assert out.code == grpc.StatusCode.UNAVAILABLE, out
+    assert out.details.endswith("unreachable: it does not speak HTTP/2 (no SETTINGS frame first)"), out.details
+
+    # A port in use at start.
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        r = subprocess.run([str(require_sidecar()), "run", "--upstream", "127.0.0.1:1", "--hop", "x", "--region", "r",
+                            "--listen", f"127.0.0.1:{busy.getsockname()[1]}", "--admin", "127.0.0.1:0"],
+                           capture_output=True, text=True, timeout=20)
+    finally:
+        busy.close()
+    assert r.returncode == 1, r
+    assert "cannot start: listen on" in r.stderr and r.stderr.rstrip().endswith("address already in use"), r.stderr
+    _no_dump(r.stderr)
+
+    # A probe target on a closed port is named as a probe target, not as the upstream.
+    server = probe_procs.grpc_server()
+    dead = free_port()
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(f'- {{name: gone, address: "127.0.0.1:{dead}", region: a}}\n')
+    sc = probe_procs.sidecar({"upstream": server.port, "hop": "prober", "region": "a",
+                              "probes": {"interval": "200ms", "timeout": "1s", "targets_file": str(targets)}})
+    wait_for(lambda: _log_lines(sc, "cannot connect to probe target"), 10, what="probe target connect failure logged")
+    assert not _log_lines(sc, "cannot connect to upstream"), sc.log_tail()
+    line = _log_lines(sc, "cannot connect to probe target")[0]
+    assert f"probe target 127.0.0.1:{dead} unreachable: connection refused" in line, line

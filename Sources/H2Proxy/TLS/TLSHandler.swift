@@ -244,7 +244,9 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
         ]
         switch self.endpoint.side {
         case .downstream: self.logger.notice("TLS handshake with client failed", metadata: metadata)
-        case .upstream: self.logger.warning("TLS handshake with upstream failed", metadata: metadata)
+        // Towards the upstream, each failed attempt is counted here and logged at debug: the
+        // pool says "cannot connect to upstream" once per distinct cause, in plain words.
+        case .upstream: self.logger.debug("TLS handshake with upstream failed", metadata: metadata)
         }
         self.plaintext = nil
         self.failPromises(ChannelError.ioOnClosedChannel)

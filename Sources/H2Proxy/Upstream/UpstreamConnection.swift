@@ -30,6 +30,7 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
     private var closeCause: String?
     /// Closes the connection if the peer's SETTINGS do not arrive within `connect_timeout`.
     private var settingsTimeout: Scheduled<Void>?
+    private var settingsTimedOut = false
 
     init(loop: ProxyLoop, pool: UpstreamPool) {
         self.loop = loop
@@ -64,8 +65,9 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
         self.settingsTimeout = self.loop.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
             guard let self, self.state == .connecting else { return }
             self.loop.metrics.upstreamConnectErrors.increment()
+            self.settingsTimedOut = true
             self.closeCause =
-                "upstream \(self.upstreamAddress) sent no SETTINGS within \(UpstreamFailure.describe(timeout))"
+                "\(self.pool.peer) sent no SETTINGS within \(UpstreamFailure.describe(timeout))"
             self.loop.logger.warning("upstream sent no SETTINGS in time", metadata: ["error": "\(self.closeCause!)"])
             self.context?.close(promise: nil)
         }
@@ -79,7 +81,9 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
             try self.session.receive(self.unwrapInboundIn(data))
         } catch {
             self.loop.metrics.protocolErrorsUpstream.increment()
-            self.loop.logger.warning("upstream connection error", metadata: ["error": "\(error)"])
+            self.noteProtocolViolation("\(error)")
+            self.loop.logger.warning(
+                "upstream connection error", metadata: ["error": "\(self.closeCause ?? "\(error)")"])
         }
         self.processEvents()
         self.pool.settingsAcknowledged(on: self)
@@ -102,22 +106,37 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
         self.settingsTimeout = nil
         let wasConnecting = self.state == .connecting
         let closedByProxy = self.state == .closed
+        // TCP connected but no HTTP/2 connection came of it (TLS failed, the peer closed before
+        // its SETTINGS): a failed connect like a refused one. The SETTINGS timeout counted its own.
+        if wasConnecting && !self.settingsTimedOut { self.loop.metrics.upstreamConnectErrors.increment() }
         self.state = .closed
         self.loop.metrics.upstreamConnectionsActive.decrement()
         self.pool.connectionClosed(self, beforeReady: wasConnecting, cause: self.closeCause)
         let open = self.streams
         self.streams.removeAll()
         if !open.isEmpty {
-            let cause = self.closeCause ?? "lost the connection to upstream \(self.upstreamAddress)"
+            let cause = self.closeCause ?? "lost the connection to \(self.pool.peer)"
             if !closedByProxy && !self.loop.isDraining {
                 self.loop.logger.warning(
-                    "upstream connection lost with streams in flight",
+                    self.pool.isUpstream
+                        ? "upstream connection lost with streams in flight"
+                        : "probe target connection lost with streams in flight",
                     metadata: ["upstream": "\(self.upstreamAddress)", "streams": "\(open.count)", "error": "\(cause)"])
             }
             for (_, stream) in open { stream.upstreamConnectionLost(cause) }
         }
         self.loop.flushDirty()
         self.context = nil
+    }
+
+    /// The peer broke HTTP/2 (nghttp2's `detail`): the cause its streams get, unless one is
+    /// known already. Before its SETTINGS that means it does not speak HTTP/2 at all.
+    private func noteProtocolViolation(_ detail: String) {
+        guard self.closeCause == nil else { return }
+        self.closeCause =
+            self.state == .connecting
+            ? "\(self.pool.peer) unreachable: it does not speak HTTP/2 (no SETTINGS frame first)"
+            : "\(self.pool.peer) broke the HTTP/2 protocol: \(detail.split(separator: " ", omittingEmptySubsequences: true).joined(separator: " "))"
     }
 
     /// `host:port` of the hop this connection goes to, for messages.
@@ -130,8 +149,8 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
             let what = UpstreamFailure.describe(error)
             self.closeCause =
                 self.state == .connecting
-                ? "upstream \(self.upstreamAddress) unreachable: \(what)"
-                : "lost the connection to upstream \(self.upstreamAddress): \(what)"
+                ? "\(self.pool.peer) unreachable: \(what)"
+                : "lost the connection to \(self.pool.peer): \(what)"
         }
         self.loop.logger.debug("upstream connection I/O error", metadata: ["error": "\(self.closeCause ?? "")"])
         context.close(promise: nil)
@@ -197,9 +216,7 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
                 self.loop.metrics.protocolErrorsUpstream.increment()
             case .connectionError(let message):
                 self.loop.metrics.protocolErrorsUpstream.increment()
-                if self.closeCause == nil {
-                    self.closeCause = "upstream \(self.upstreamAddress) broke the HTTP/2 protocol: \(message)"
-                }
+                self.noteProtocolViolation(message)
                 self.loop.logger.warning(
                     "upstream broke the protocol; closing the connection (its streams get UNAVAILABLE)",
                     metadata: ["error": "\(message)", "upstream": "\(self.pool.host):\(self.pool.port)"])

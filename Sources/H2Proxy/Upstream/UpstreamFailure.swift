@@ -17,8 +17,11 @@ public enum UpstreamFailure {
         switch error {
         case let e as NIOConnectionError:
             if let first = e.connectionErrors.first { return Self.describe(first.error) }
-            if let dns = e.dnsAError ?? e.dnsAAAAError { return "cannot resolve \(e.host): \(Self.describe(dns))" }
+            if let dns = e.dnsAError ?? e.dnsAAAAError { return Self.describe(dns) }
             return "no address found for \(e.host)"
+        case let e as SocketAddressError.UnknownHost:
+            // "Name or service not known": the resolver's own words, lowercased.
+            return "cannot resolve \(e.host): \(Self.lowercasedFirst(e.errorDescription))"
         case let e as IOError:
             return Self.errnoText(e.errnoCode)
         case ChannelError.connectTimeout(let t):
@@ -33,13 +36,15 @@ public enum UpstreamFailure {
     }
 
     /// `ECONNREFUSED` → "connection refused": the C library's text, first letter lowercased.
-    static func errnoText(_ code: Int32) -> String {
+    public static func errnoText(_ code: Int32) -> String {
         guard let text = strerror(code) else { return "error \(code)" }
-        var s = String(cString: text)
-        if let first = s.first, first.isUppercase, s.dropFirst().first?.isLowercase ?? false {
-            s = first.lowercased() + s.dropFirst()
-        }
-        return s
+        return Self.lowercasedFirst(String(cString: text))
+    }
+
+    /// "Connection refused" → "connection refused"; "TLS …" stays as it is.
+    static func lowercasedFirst(_ s: String) -> String {
+        guard let first = s.first, first.isUppercase, s.dropFirst().first?.isLowercase ?? false else { return s }
+        return first.lowercased() + s.dropFirst()
     }
 
     /// `1s`, `1500ms`: how durations appear in messages (the same as in the configuration).

@@ -33,6 +33,13 @@ final class UpstreamPool {
     var readinessTimer: Scheduled<Void>?
     var readinessStarted = NIODeadline.uptimeNanoseconds(0)
 
+    /// What the pool connects to, for messages: "upstream HOST:PORT" for the loop's upstream
+    /// pool, "probe target HOST:PORT" for a pool only probes use.
+    private(set) lazy var peer: String = "\(self.isUpstream ? "upstream" : "probe target") \(self.host):\(self.port)"
+
+    /// Whether this is the loop's pool to the configured upstream (which probes may share).
+    var isUpstream: Bool { self.loop.pool === self }
+
     init(loop: ProxyLoop, host: String, port: Int) {
         self.loop = loop
         self.host = host
@@ -157,7 +164,7 @@ final class UpstreamPool {
         self.loop.metrics.upstreamConnectErrors.increment()
         self.connections.removeAll { $0 === connection }
         self.idle.forget(connection)
-        let cause = "upstream \(self.host):\(self.port) unreachable: \(UpstreamFailure.describe(error))"
+        let cause = "\(self.peer) unreachable: \(UpstreamFailure.describe(error))"
         self.noteConnectFailure(cause)
         for stream in self.waiting.removeAll() { stream.failUnavailable(cause) }
         self.readinessEvent(self.readinessCheck.connectionFailed(connection, beforeReady: true, cause: cause))
@@ -169,14 +176,16 @@ final class UpstreamPool {
     /// attempt or per loop.
     private func noteConnectFailure(_ cause: String) {
         guard self.loop.reachability.failed("\(self.host):\(self.port)", cause: cause) else { return }
-        self.loop.logger.warning("cannot connect to upstream", metadata: ["error": "\(cause)"])
+        self.loop.logger.warning(
+            self.isUpstream ? "cannot connect to upstream" : "cannot connect to probe target",
+            metadata: ["error": "\(cause)"])
     }
 
     /// A connection got the upstream's SETTINGS: if connecting had failed, say it works again.
     func connectionReady(_ connection: UpstreamConnection) {
         guard let previous = self.loop.reachability.succeeded("\(self.host):\(self.port)") else { return }
         self.loop.logger.notice(
-            "upstream reachable again",
+            self.isUpstream ? "upstream reachable again" : "probe target reachable again",
             metadata: ["upstream": "\(self.host):\(self.port)", "previous_error": "\(previous)"])
     }
 
@@ -185,13 +194,13 @@ final class UpstreamPool {
         self.connections.removeAll { $0 === connection }
         self.idle.forget(connection)
         let closedCause =
-            cause ?? "upstream \(self.host):\(self.port) closed the connection"
+            cause ?? "\(self.peer) closed the connection"
             + (beforeReady ? " before its SETTINGS" : "")
         if beforeReady { self.noteConnectFailure(closedCause) }
         self.readinessEvent(
             self.readinessCheck.connectionFailed(connection, beforeReady: beforeReady, cause: closedCause))
         if beforeReady && self.connecting == 0 && !self.waiting.isEmpty {
-            let cause = cause ?? "upstream \(self.host):\(self.port) closed the connection before its SETTINGS"
+            let cause = cause ?? "\(self.peer) closed the connection before its SETTINGS"
             for stream in self.waiting.removeAll() {
                 stream.failUnavailable(cause)
             }
@@ -265,7 +274,7 @@ final class UpstreamPool {
                 self.loop.noteLimit(self.waitLimitName, hit: true)
             }
             let cause =
-                "no stream slot on upstream \(self.host):\(self.port) within "
+                "no stream slot on \(self.peer) within "
                 + "\(UpstreamFailure.describe(configuration.upstreamWaitTimeout))"
             for stream in late { stream.upstreamWaitTimedOut(cause) }
         }

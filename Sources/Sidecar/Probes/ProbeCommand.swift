@@ -55,6 +55,10 @@ public struct ProbeCommand: AsyncParsableCommand {
         let target = try HostPort(parsing: self.target, field: "target")
         let via = try self.via.map { v throws(ConfigError) in try HostPort(parsing: v, field: "via") }
         let timeout = try DurationValue.parse(self.timeout, field: "timeout")
+        // grpc_health_probe rejects a timeout of zero or less as a command-line error too.
+        guard timeout > .zero else {
+            throw ConfigError(field: "timeout", reason: "must be more than 0, got \(self.timeout)")
+        }
         var routeHeaders: [HeaderPair] = []
         for h in self.header {
             guard let eq = h.firstIndex(of: "="), eq != h.startIndex else {

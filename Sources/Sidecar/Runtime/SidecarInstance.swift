@@ -71,7 +71,7 @@ final class SidecarInstance: Sendable {
         } catch {
             tlsReloader?.stop()
             await spans?.stop()
-            throw SidecarStartError(what: "listen on \(config.listen)", underlying: "\(error)")
+            throw SidecarStartError(what: "listen on \(config.listen)", underlying: UpstreamFailure.describe(error))
         }
         var prober: Prober?
         if config.probes.isEnabled {
@@ -99,7 +99,8 @@ final class SidecarInstance: Sendable {
             await proxy.drain(timeout: .zero)
             tlsReloader?.stop()
             await spans?.stop()
-            throw SidecarStartError(what: "admin listener on \(config.admin)", underlying: "\(error)")
+            throw SidecarStartError(
+                what: "admin listener on \(config.admin)", underlying: UpstreamFailure.describe(error))
         }
         for warning in config.warnings { logger.warning("\(warning)") }
         logger.info(
