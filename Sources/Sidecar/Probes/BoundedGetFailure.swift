@@ -44,6 +44,8 @@ struct BoundedGetFailure: Error, CustomStringConvertible {
             self.init(kind: .timeout, detail: "no response within \(timeout.nanoseconds / 1_000_000) ms")
         case let e as HTTPClientError where e == .remoteConnectionClosed:
             self.init(kind: .protocolError, detail: "connection closed before the response ended")
+        case HTTPParserError.invalidEOFState:
+            self.init(kind: .protocolError, detail: "connection closed before the response ended")
         case let e as HTTPClientError where e == .cancelled:
             self.init(kind: .cancelled, detail: "request cancelled")
         case is CancellationError:
