@@ -1,5 +1,4 @@
 import NIOCore
-import NIOPosix
 import Testing
 
 @testable import Sidecar
@@ -153,18 +152,5 @@ import Testing
         #expect(
             ProbeOutcome.connectFailure(to: HostPort(host: "h", port: 2), cause: "upstream h:2 unreachable: timed out")
                 == "connect to h:2 failed: timed out")
-    }
-
-    /// Consul's connect errors named as such, in plain words ("SingleConnectionFailure(…)" before).
-    @Test func consulConnectErrorsReadAsPlainWords() async throws {
-        let group = MultiThreadedEventLoopGroup.singleton
-        // Port 1 on loopback: nothing listens there.
-        await #expect {
-            _ = try await HTTPGet.get(
-                group: group, host: "127.0.0.1", port: 1, path: "/", headers: [], timeout: .seconds(2))
-        } throws: { error in
-            let failure = error as? HTTPGet.Failure
-            return failure?.kind == .connect && failure?.detail == "connect to 127.0.0.1:1 failed: connection refused"
-        }
     }
 }

@@ -21,7 +21,8 @@ indexes then go backwards for clients.
 
 Fault injection (``set_fault``): ``"500"`` (500 response), ``"slow"`` (never answer until
 the fault is cleared), ``"malformed"`` (200 with broken JSON), ``"garbage"`` (not HTTP at
-all), ``"no_index"`` (200 without X-Consul-Index). ``refuse()`` stops listening,
+all), ``"no_index"`` (200 without X-Consul-Index), ``"huge"`` (200 with a valid answer padded
+to 9 MiB, over the sidecar's 8 MiB bound). ``refuse()`` stops listening,
 ``resume()`` listens again on the same port. Setting a fault also wakes blocked queries so
 they answer with it at once.
 
@@ -119,7 +120,7 @@ class FakeConsul:
     # ---- faults ----------------------------------------------------------------
 
     def set_fault(self, fault: Optional[str]) -> None:
-        assert fault in (None, "500", "slow", "malformed", "garbage", "no_index"), fault
+        assert fault in (None, "500", "slow", "malformed", "garbage", "no_index", "huge"), fault
         with self.cond:
             self.fault = fault
             self.generation += 1
@@ -284,6 +285,8 @@ class _Handler(BaseHTTPRequestHandler):
             tag = q["tag"][-1]
             entries = [e for e in entries if tag in (e["Service"].get("Tags") or [])]
         body = json.dumps(entries).encode()
+        if fault == "huge":
+            body = body[:-1] + b" " * (9 << 20) + b"]"
         self._respond(200, body, None if fault == "no_index" else index, "application/json", fault)
 
     def _respond(self, status, body, index, content_type, fault=None):

@@ -412,6 +412,7 @@ FAULTS = [
     ("malformed", "malformed", lambda f: f.set_fault("malformed"), lambda f: f.clear_fault()),
     ("no_index", "malformed", lambda f: f.set_fault("no_index"), lambda f: f.clear_fault()),
     ("garbage", "protocol", lambda f: f.set_fault("garbage"), lambda f: f.clear_fault()),
+    ("huge", "protocol", lambda f: f.set_fault("huge"), lambda f: f.clear_fault()),
     ("refuse", "connect", lambda f: f.refuse(), lambda f: f.resume()),
     ("backwards", "index_backwards", lambda f: f.reset_index(1), lambda f: None),
 ]

@@ -1,7 +1,7 @@
 import ArgumentParser
+import AsyncHTTPClient
 import Foundation
 import NIOCore
-import NIOPosix
 
 /// `insight-sidecar diagnose --admin HOST:PORT`: asks a sidecar which hop to blame and prints
 /// the answer as a table.
@@ -26,15 +26,14 @@ public struct DiagnoseCommand: AsyncParsableCommand {
 
     public func run() async throws {
         let admin = try HostPort(parsing: self.admin, field: "admin")
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let response: HTTPGet.Response
+        // Not `HTTPClient.shared`: that one retries a refused connection until the timeout.
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .sidecar())
+        let response: HTTPClient.BoundedAnswer
         do {
-            response = try await HTTPGet.get(
-                group: group, host: admin.host, port: admin.port, path: "/api/v1/diagnose", headers: [],
-                timeout: .seconds(10))
-            try? await group.shutdownGracefully()
+            response = try await client.boundedGet(admin, path: "/api/v1/diagnose", timeout: .seconds(10))
+            try? await client.shutdown()
         } catch {
-            try? await group.shutdownGracefully()
+            try? await client.shutdown()
             throw CommandFailure(message: "cannot get a diagnosis from \(admin): \(error)", exitCode: 1)
         }
         guard response.status == 200 else {

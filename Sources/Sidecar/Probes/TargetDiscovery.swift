@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Foundation
 import Logging
 import Metrics
@@ -38,6 +39,11 @@ enum TargetDiscovery {
             out.append(target)
         }
         return out
+    }
+
+    /// The HTTP client configuration for `config`'s watches: one connection per watch at a time.
+    static func consulClientConfiguration(_ config: ConsulConfig) -> HTTPClient.Configuration {
+        .sidecar(connectionsPerHost: config.services.count * max(1, config.datacenters.count))
     }
 
     static func watchFile(path: String, every: TimeAmount, prober: Prober, metrics: ProbeMetrics, logger: Logger)
@@ -89,8 +95,9 @@ enum TargetDiscovery {
     }
 
     /// One task per (service, datacenter); results are merged and published as `consul`.
+    /// Queries go through `client` (see ``consulClientConfiguration(_:)``).
     static func watchConsul(
-        config: ConsulConfig, group: EventLoopGroup, prober: Prober, metrics: ProbeMetrics, logger: Logger
+        config: ConsulConfig, client: HTTPClient, prober: Prober, metrics: ProbeMetrics, logger: Logger
     ) -> Task<Void, Never> {
         Task {
             let dcs: [String?] = config.datacenters.isEmpty ? [nil] : config.datacenters.map { $0 }
@@ -107,17 +114,15 @@ enum TargetDiscovery {
                                 var headers: [(String, String)] = [("accept", "application/json")]
                                 if let token = config.token { headers.append(("x-consul-token", token)) }
                                 let action: ConsulWatch.Action
-                                do {
-                                    let r = try await HTTPGet.get(
-                                        group: group, host: config.address.host, port: config.address.port,
-                                        path: watch.path, headers: headers, timeout: config.wait + .seconds(10))
+                                do throws(BoundedGetFailure) {
+                                    let r = try await client.boundedGet(
+                                        config.address, path: watch.path, headers: headers,
+                                        timeout: config.wait + .seconds(10))
                                     action = watch.received(
                                         status: r.status, indexHeader: r.headers.first(name: "x-consul-index"),
                                         body: r.body)
-                                } catch let failure as HTTPGet.Failure {
-                                    action = watch.failed(reason: failure.kind.rawValue, detail: failure.detail)
                                 } catch {
-                                    action = watch.failed(reason: "connect", detail: "\(error)")
+                                    action = watch.failed(reason: error.kind.rawValue, detail: error.detail)
                                 }
                                 // Shutting down: the query ended because of it, not a Consul failure.
                                 if Task.isCancelled { break }

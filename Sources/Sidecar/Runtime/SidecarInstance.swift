@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Foundation
 import H2Proxy
 import Logging
@@ -19,13 +20,17 @@ final class SidecarInstance: Sendable {
     let logger: Logger
     /// Span export (`tracing:`); `nil` when tracing is off.
     let spans: SpanExport?
+    /// The HTTP client of the Consul watches, on the sidecar's event loops; `nil` without
+    /// `probes.consul`. Shut down by ``stop(drainTimeout:)`` once the watches have ended.
+    let httpClient: HTTPClient?
 
     private init(
         config: SidecarConfig, proxy: ProxyServer, prober: Prober?, status: StatusSource, adminChannel: Channel,
         listening: SocketAddress, discovery: [Task<Void, Never>], tlsReloader: TLSReloader?, logger: Logger,
-        spans: SpanExport?
+        spans: SpanExport?, httpClient: HTTPClient?
     ) {
         self.spans = spans
+        self.httpClient = httpClient
         self.tlsReloader = tlsReloader
         self.config = config
         self.proxy = proxy
@@ -112,6 +117,7 @@ final class SidecarInstance: Sendable {
             ])
 
         var discovery: [Task<Void, Never>] = []
+        var httpClient: HTTPClient?
         if let p = prober {
             p.setTargets(source: "static", config.probes.targets)
             if let path = config.probes.targetsFile {
@@ -121,22 +127,30 @@ final class SidecarInstance: Sendable {
                         logger: logger))
             }
             if let consul = config.probes.consul {
+                let client = HTTPClient(
+                    eventLoopGroupProvider: .shared(group),
+                    configuration: TargetDiscovery.consulClientConfiguration(consul))
+                httpClient = client
                 discovery.append(
                     TargetDiscovery.watchConsul(
-                        config: consul, group: group, prober: p, metrics: probeMetrics, logger: logger))
+                        config: consul, client: client, prober: p, metrics: probeMetrics, logger: logger))
             }
             p.start()
             logger.info("probes started", metadata: ["static_targets": "\(config.probes.targets.count)"])
         }
         return SidecarInstance(
             config: config, proxy: proxy, prober: prober, status: status, adminChannel: adminChannel,
-            listening: listening, discovery: discovery, tlsReloader: tlsReloader, logger: logger, spans: spans)
+            listening: listening, discovery: discovery, tlsReloader: tlsReloader, logger: logger, spans: spans,
+            httpClient: httpClient)
     }
 
     func stop(drainTimeout: TimeAmount) async {
         self.prober?.stop()
         for task in self.discovery { task.cancel() }
         await self.proxy.drain(timeout: drainTimeout)
+        // The watches end their queries when cancelled; the client must outlive them.
+        for task in self.discovery { await task.value }
+        try? await self.httpClient?.shutdown()
         self.tlsReloader?.stop()
         await self.spans?.stop()
         try? await self.adminChannel.close()
