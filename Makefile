@@ -64,8 +64,10 @@ run: build
 run-backend: build
 	@bash Deploy/local/run-local.sh $(BIN)
 
+# The proxy comparison (Benchmarks/run.sh), then the tracing cost (Benchmarks/tracing.sh).
 bench: deps
 	Benchmarks/run.sh
+	Benchmarks/tracing.sh --no-build
 
 clean:
 	rm -rf .build

@@ -7,12 +7,18 @@ and runs every query against a real Prometheus.
 
 Queries use the recording rules of Deploy/prometheus/rules/insight-recording.rules.yaml where
 a rule exists (probe matrix, segment p99, SLO burn), raw series elsewhere.
+
+Exemplars: every range query over a histogram's `_bucket` series asks for exemplars; the
+sidecar attaches the call's trace id to them as `trace_id`, and the Prometheus data source's
+exemplar link (Deploy/grafana/provisioning/datasources/insight.yaml) opens that trace in the
+traces data source. The `traces_datasource` variable picks that data source for the traces panel.
 """
 import json
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent / "insight-dashboard.json"
 DS = {"type": "prometheus", "uid": "${datasource}"}
+TRACES_DS = {"type": "tempo", "uid": "${traces_datasource}"}
 SLO_THRESHOLD_S = 0.25  # the le="0.25" bucket of the segment SLO (insight-recording.rules.yaml)
 OVERHEAD_ALERT_S = 0.005  # InsightProxyOverheadHigh
 
@@ -20,9 +26,18 @@ _next_id = [0]
 
 
 def target(expr, legend="", ref="A", instant=False, fmt="time_series"):
+    """A Prometheus query. Range queries over histogram buckets show exemplars (each one a
+    call's trace id, linked to its trace by the data source's exemplar link)."""
     t = {"datasource": DS, "refId": ref, "expr": expr, "legendFormat": legend or "__auto",
-         "range": not instant, "instant": instant, "format": fmt}
+         "range": not instant, "instant": instant, "format": fmt,
+         "exemplar": not instant and "_bucket{" in expr}
     return t
+
+
+def traceql_target(query, limit=20):
+    """A TraceQL search in the traces data source (Tempo)."""
+    return {"datasource": TRACES_DS, "refId": "A", "queryType": "traceql", "query": query,
+            "limit": limit, "tableType": "traces"}
 
 
 def steps(*pairs):
@@ -141,6 +156,16 @@ def build():
                 "p50 {{service}}/{{method}}")],
         12, y))
     y += 8
+    traces = panel(
+        "table", "Traces through $hop (Tempo: $traces_datasource)",
+        [traceql_target('{ resource.insight.hop = "$hop" }')], 0, y, 24, 8, unit="none",
+        description="Recent traces with a span of the sidecar at $hop (tracing.otlp_endpoint set). "
+                    "The diamonds on the histogram panels are exemplars: each opens the trace of one call "
+                    "through the Prometheus data source's exemplar link (label trace_id).",
+        options={"showHeader": True, "cellHeight": "sm"})
+    traces["datasource"] = TRACES_DS
+    panels.append(traces)
+    y += 8
 
     panels.append(row("Sidecar at $hop: overhead, errors, traffic", y)); y += 1
     panels.append(timeseries(
@@ -227,6 +252,10 @@ def build():
         query_var("hop", "Hop (path seen from here)", 'label_values(insight_requests_total{region=~"$region"}, hop)',
                   False, False),
         query_var("service", "Service", 'label_values(insight_requests_total{hop="$hop"}, service)', True, True),
+        {"name": "traces_datasource", "label": "Traces", "type": "datasource", "query": "tempo",
+         "description": "The Tempo data source the sidecars export spans to (its uid is also the "
+                        "datasourceUid of the Prometheus data source's exemplar link).",
+         "current": {}, "hide": 0, "refresh": 1, "options": []},
     ]
     return {
         "uid": "insight-hops",

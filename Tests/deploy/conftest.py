@@ -7,6 +7,7 @@ Environment:
 """
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -30,8 +31,11 @@ OVERLAYS = ["region-a", "region-b"]
 RULE_FILES = [DEPLOY / "prometheus/rules/insight-recording.rules.yaml",
               DEPLOY / "prometheus/rules/insight-alerts.rules.yaml"]
 DASHBOARD = DEPLOY / "grafana/insight-dashboard.json"
+GRAFANA_DATASOURCES = DEPLOY / "grafana/provisioning/datasources/insight.yaml"
+METRICS_DOC = REPO / "Docs/metrics.md"
 OPERATIONS = REPO / "Docs/operations.md"
 GRPC_SERVER = REPO / "Tests/e2e/grpc_server.py"
+E2E = REPO / "Tests/e2e"  # otlp_receiver.py: the OTLP/HTTP trace receiver of the e2e tests
 # Config keys of features that may not have landed in the binary yet. A ConfigMap that the
 # binary rejects only because of these is reported as such (and still fails its check).
 PENDING_KEYS = ["probes", "receiver"]
@@ -217,6 +221,24 @@ def check_config(args: List[str]):
     out = subprocess.run([str(sidecar_binary()), "check-config"] + args, capture_output=True, text=True,
                          timeout=30)
     return out.returncode, (out.stdout + out.stderr).strip()
+
+
+def exemplar_label() -> str:
+    """The exemplar label that carries the trace id, as Docs/metrics.md documents it."""
+    m = re.search(r"histogram observations carry the call's correlation id \(`(\w+)`", METRICS_DOC.read_text())
+    assert m, "Docs/metrics.md no longer names the exemplars' trace id label"
+    return m.group(1)
+
+
+def grafana_datasources() -> List[dict]:
+    return yaml.safe_load(GRAFANA_DATASOURCES.read_text())["datasources"]
+
+
+def exemplar_destinations() -> List[dict]:
+    """exemplarTraceIdDestinations of the provisioned Prometheus data source."""
+    prom = [d for d in grafana_datasources() if d["type"] == "prometheus"]
+    assert len(prom) == 1, prom
+    return prom[0].get("jsonData", {}).get("exemplarTraceIdDestinations") or []
 
 
 def probes_supported() -> bool:

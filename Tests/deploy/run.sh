@@ -3,7 +3,8 @@
 # against the sidecar's CLI and check-config, and every rule/dashboard query against a real
 # Prometheus scraping live sidecars. Called by `make test`; about 25 s.
 #
-# Needs: prometheus + promtool (Debian `prometheus`), python3 with pytest, PyYAML, grpcio and
+# Needs: prometheus + promtool (Debian `prometheus`), python3 with pytest, PyYAML, grpcio,
+# opentelemetry-proto (the OTLP receiver of Tests/e2e, for the exemplar → trace check) and
 # grpcio-health-checking, the sidecar binary (INSIGHT_SIDECAR, default
 # .build/debug/insight-sidecar). Optional: kubectl or kustomize (renders the overlays with
 # `kustomize build`; without it the raw files are checked).

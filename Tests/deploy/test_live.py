@@ -7,7 +7,11 @@ supports them):
 
 Each query must evaluate without error; panels over traffic series must return data. Grafana
 variables are replaced by concrete values first. The report lists queries that returned
-nothing and why that is expected."""
+nothing and why that is expected.
+
+The sidecars trace every call (sample ratio 1) to the e2e tests' OTLP receiver on loopback and
+Prometheus stores exemplars, so the dashboard's exemplar queries are checked to return
+exemplars whose trace id label (the one the Grafana data source links) names an exported trace."""
 
 import json
 import re
@@ -20,8 +24,11 @@ import grpc
 import pytest
 import yaml
 
-from conftest import (DASHBOARD, LOG_DIR, RULE_FILES, Proc, free_port, http_get, note, probes_supported,
-                      start_grpc_server, start_sidecar, tcp_connectable, tool)
+from conftest import (DASHBOARD, E2E, LOG_DIR, RULE_FILES, Proc, exemplar_destinations, free_port, http_get, note,
+                      probes_supported, start_grpc_server, start_sidecar, tcp_connectable, tool)
+
+sys.path.insert(0, str(E2E))
+from otlp_receiver import OTLPReceiver  # noqa: E402  (needs the opentelemetry-proto package)
 
 SERVICE = "insight.test.v1.Test"
 VARS = {"region": "a", "hop": "mediary-a", "service": SERVICE,
@@ -55,6 +62,11 @@ class Prom:
     def query_range(self, expr, seconds=30, step=1):
         end = time.time()
         return self.api("query_range", query=expr, start=end - seconds, end=end, step=step)
+
+    def query_exemplars(self, expr, seconds=120):
+        """What Grafana asks for a panel query with exemplars on."""
+        end = time.time()
+        return self.api("query_exemplars", query=expr, start=end - seconds, end=end)
 
 
 def drive_traffic(addr, seconds):
@@ -98,6 +110,8 @@ def stack(tmp_path_factory):
     prom_exe = tool("prometheus")
     tmp = tmp_path_factory.mktemp("live")
     started = []
+    receiver = OTLPReceiver()
+    tracing = ["--tracing-otlp-endpoint", receiver.endpoint, "--tracing-sample-ratio", "1"]
     try:
         server = start_grpc_server()
         started.append(server)
@@ -107,7 +121,7 @@ def stack(tmp_path_factory):
         gw_cfg.write_text(yaml.safe_dump({"drain_timeout": "1s", **({"receiver": True} if with_probes else {})}))
         gw = start_sidecar("sidecar-gateway-b", [
             "--config", str(gw_cfg), "--listen", f"127.0.0.1:{gw_port}", "--admin", f"127.0.0.1:{gw_admin}",
-            "--upstream", f"127.0.0.1:{server.port}", "--hop", "gateway-b", "--region", "b"])
+            "--upstream", f"127.0.0.1:{server.port}", "--hop", "gateway-b", "--region", "b", *tracing])
         started.append(gw)
         ma_cfg = {"drain_timeout": "1s"}
         if with_probes:
@@ -128,7 +142,7 @@ def stack(tmp_path_factory):
         ma = start_sidecar("sidecar-mediary-a", [
             "--config", str(tmp / "mediary-a.yaml"), "--listen", f"127.0.0.1:{ma_port}",
             "--admin", f"127.0.0.1:{ma_admin}", "--upstream", f"127.0.0.1:{gw_port}",
-            "--hop", "mediary-a", "--region", "a"])
+            "--hop", "mediary-a", "--region", "a", *tracing])
         started.append(ma)
 
         port = free_port()
@@ -141,7 +155,8 @@ def stack(tmp_path_factory):
                                 "static_configs": [{"targets": [f"127.0.0.1:{gw_admin}", f"127.0.0.1:{ma_admin}"]}]}],
         }))
         prom = Proc("prometheus", [prom_exe, f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'data'}",
-                                   f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"], port)
+                                   f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
+                                   "--enable-feature=exemplar-storage"], port)
         started.append(prom)
 
         def ready():
@@ -172,10 +187,11 @@ def stack(tmp_path_factory):
                 break
             time.sleep(0.5)
         time.sleep(1.5)
-        yield {"prom": p, "probes": with_probes, "counts": counts}
+        yield {"prom": p, "probes": with_probes, "counts": counts, "receiver": receiver}
     finally:
         for proc in reversed(started):
             proc.stop()
+        receiver.stop()
 
 
 def rule_exprs():
@@ -189,7 +205,8 @@ def dashboard_targets():
     d = json.loads(DASHBOARD.read_text())
     for p in d["panels"]:
         for t in p.get("targets", []):
-            yield p["title"], t
+            if t["datasource"]["type"] == "prometheus":
+                yield p["title"], t
     for a in d["annotations"]["list"]:
         if a.get("expr"):
             yield "annotation " + a["name"], {"expr": a["expr"], "instant": False}
@@ -270,3 +287,35 @@ def test_probe_matrix_shows_the_region_pairs(stack):
     kinds = {r["metric"]["kind"] for r in stack["prom"].query(
         'insight_probe_up{target_region="b"} == 1')[1]["data"]["result"]}
     assert kinds == {"health", "echo"}, kinds
+
+
+def test_dashboard_exemplars_name_exported_traces(stack):
+    """For every panel query with exemplars on, Prometheus returns exemplars (as Grafana asks:
+    /api/v1/query_exemplars), each carrying the label the Grafana data source links on, whose
+    value is the id of a trace the sidecars exported: the diamond opens a real trace."""
+    p, receiver = stack["prom"], stack["receiver"]
+    label = exemplar_destinations()[0]["name"]
+    wanted = {}
+    for title, t in dashboard_targets():
+        if not t.get("exemplar"):
+            continue
+        expr = substitute(t["expr"])
+        status, body = p.query_exemplars(expr)
+        assert status == 200 and body["status"] == "success", (title, expr, body)
+        ids = [e["labels"].get(label) for series in body["data"] for e in series["exemplars"]]
+        assert ids, f"panel {title!r} [{t['refId']}]: no exemplars for {expr}"
+        assert all(i and re.fullmatch(r"[0-9a-f]{32}", i) for i in ids), (title, label, ids[:5])
+        wanted[f"{title} [{t['refId']}]"] = set(ids)
+    assert len(wanted) >= 4, wanted
+    every = set().union(*wanted.values())
+    deadline = time.monotonic() + 15   # spans are exported in batches
+    while time.monotonic() < deadline:
+        with receiver.lock:
+            exported = {s.trace_id for s in receiver.spans}
+        if every <= exported:
+            break
+        time.sleep(0.5)
+    missing = every - exported
+    assert not missing, f"{len(missing)} of {len(every)} exemplar trace ids were never exported: {sorted(missing)[:5]}"
+    note(f"live exemplars: {len(every)} distinct trace ids over {len(wanted)} queries, all among the "
+         f"{len(exported)} exported traces")

@@ -8,7 +8,8 @@ import subprocess
 
 import yaml
 
-from conftest import DASHBOARD, DEPLOY, HERE, K8S, LOG_DIR, OPERATIONS, RULE_FILES, note, tool
+from conftest import (DASHBOARD, DEPLOY, HERE, K8S, LOG_DIR, OPERATIONS, RULE_FILES, exemplar_destinations,
+                      exemplar_label, grafana_datasources, note, tool)
 
 
 def load_module(path, name):
@@ -121,7 +122,7 @@ def test_dashboard_is_generated_and_well_formed():
     builtin = {"__rate_interval", "__interval", "__range", "datasource"}
     for p in d["panels"]:
         for t in p.get("targets", []):
-            for var in re.findall(r"\$(\w+)|\$\{(\w+)\}", t["expr"]):
+            for var in re.findall(r"\$(\w+)|\$\{(\w+)\}", t.get("expr") or t["query"]):
                 v = var[0] or var[1]
                 assert v in names or v in builtin, f"panel {p['title']!r}: unknown variable ${v}"
     titles = " | ".join(p["title"] for p in d["panels"]).lower()
@@ -133,3 +134,44 @@ def test_dashboard_is_generated_and_well_formed():
     matrix = [p for p in d["panels"] if p["title"].lower().startswith("probe success ratio")][0]
     assert matrix["transformations"][0]["options"]["rowField"] == "region"
     assert matrix["transformations"][0]["options"]["columnField"] == "target_region"
+
+
+def test_dashboard_histogram_queries_show_exemplars_linked_to_traces():
+    """Every range query over histogram buckets asks for exemplars (and only those: exemplars
+    live on the bucket series); the traces data source is a variable; the traces panel uses it."""
+    d = json.loads(DASHBOARD.read_text())
+    variables = {v["name"]: v for v in d["templating"]["list"]}
+    traces = variables.get("traces_datasource")
+    assert traces and traces["type"] == "datasource" and traces["query"] == "tempo", traces
+    with_exemplars = []
+    for p in d["panels"]:
+        for t in p.get("targets", []):
+            if t["datasource"]["type"] != "prometheus":
+                assert t["datasource"]["uid"] == "${traces_datasource}", (p["title"], t["datasource"])
+                continue
+            histogram = "_bucket{" in t["expr"] and not t["instant"]
+            assert t.get("exemplar", False) == histogram, \
+                f"panel {p['title']!r} [{t['refId']}]: exemplar must be {histogram} for {t['expr']}"
+            if histogram:
+                with_exemplars.append(f"{p['title']} [{t['refId']}]")
+    assert len(with_exemplars) >= 4, with_exemplars
+    trace_panels = [p for p in d["panels"] if p.get("datasource", {}).get("uid") == "${traces_datasource}"]
+    assert len(trace_panels) == 1 and trace_panels[0]["targets"][0]["queryType"] == "traceql", trace_panels
+    note(f"dashboard exemplars on: {'; '.join(with_exemplars)}")
+
+
+def test_grafana_datasources_link_exemplars_to_the_traces_datasource():
+    """The provisioned Prometheus data source turns the label the sidecar exports into a link to
+    the provisioned traces data source, of the type the dashboard variable offers."""
+    label = exemplar_label()
+    dests = exemplar_destinations()
+    assert [x["name"] for x in dests] == [label], (dests, label)
+    by_uid = {ds["uid"]: ds for ds in grafana_datasources()}
+    target = by_uid.get(dests[0]["datasourceUid"])
+    assert target, f"datasourceUid {dests[0]['datasourceUid']!r} is not a provisioned data source"
+    variable = [v for v in json.loads(DASHBOARD.read_text())["templating"]["list"]
+                if v["name"] == "traces_datasource"][0]
+    assert target["type"] == variable["query"], (target, variable)
+    prom = [ds for ds in grafana_datasources() if ds["type"] == "prometheus"][0]
+    dash_prom = [v for v in json.loads(DASHBOARD.read_text())["templating"]["list"] if v["name"] == "datasource"][0]
+    assert dash_prom["query"] == prom["type"]
