@@ -152,7 +152,10 @@ final class SidecarInstance: Sendable {
         for task in self.discovery { await task.value }
         try? await self.httpClient?.shutdown()
         self.tlsReloader?.stop()
-        await self.spans?.stop()
+        if let spans = self.spans {
+            await self.status.observers.handOverSpans()
+            await spans.stop()
+        }
         try? await self.adminChannel.close()
     }
 }

@@ -98,8 +98,9 @@ extension SpanExport {
         export.start()
         let sampler = TraceSampler(ratio: config.tracing.sampleRatio)
         let upstream = config.upstream ?? HostPort(host: "", port: 0)
-        observers.tracing = {
-            LoopTracing(export: export, sampler: sampler, upstream: upstream, hop: hop, region: region)
+        observers.tracing = { eventLoop in
+            LoopTracing(
+                export: export, sampler: sampler, upstream: upstream, hop: hop, region: region, eventLoop: eventLoop)
         }
         logger.info(
             "tracing on",
