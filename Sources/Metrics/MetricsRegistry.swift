@@ -170,9 +170,11 @@ public final class MetricsRegistry: @unchecked Sendable {
         defer { self.lock.unlock() }
         let f = Self.required(self.family(name, help: help, kind: kind))
         if let i = f.index[rendered], let existing = f.series[i].metric as? M { return existing }
-        if !fold.isEmpty, self.budget != nil {
+        if !fold.isEmpty, var budget = self.budget {
             let cost = Self.exposedBytes(name: name, renderedLabels: rendered, kind: kind, bucketCount: bucketCount)
-            if !self.budget!.charge(cost) {
+            let admitted = budget.charge(cost)
+            self.budget = budget
+            if !admitted {
                 self.refusals?.increment()
                 labels = labels.map { fold.contains($0.0) ? ($0.0, Self.overflowLabel) : $0 }
                 rendered = Self.render(labels: labels)
