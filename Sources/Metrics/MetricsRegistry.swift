@@ -6,6 +6,12 @@ import Foundation
 /// Series are created at start-up or when a new label set first appears (under a lock); the
 /// data path only touches the atomics inside ``Counter``, ``Gauge`` and ``Histogram``. Label
 /// sets are rendered once, when the series is created.
+///
+/// Series whose label values come from the network are asked for with `fold`: the names of
+/// those labels. With a ``SeriesBudget`` set (``limitSeries(_:refusals:)``), such a series
+/// is made only while the budget has room for its exposition bytes; past it the caller gets
+/// the series with those labels set to ``overflowLabel``, so a scrape has a hard bound
+/// whatever label sets clients cause.
 public final class MetricsRegistry: @unchecked Sendable {
     public enum Kind: String, Sendable { case counter, gauge, histogram }
 
@@ -41,7 +47,18 @@ public final class MetricsRegistry: @unchecked Sendable {
         }
     }
 
+    /// The value of folded labels once the series budget is spent (and of the route cap's overflow route).
+    public static let overflowLabel = "other"
+
+    /// Bytes allowed for the value of a sample line (a count below 10^12); a histogram's
+    /// `_sum` is allowed ``sumValueBytes``.
+    static let sampleValueBytes = 12
+    /// Bytes allowed for a histogram's `_sum` (a `Double` as Swift prints it).
+    static let sumValueBytes = 24
+
     private let lock = NSLock()
+    private var budget: SeriesBudget?
+    private var refusals: Counter?
     private var families: [Family] = []
     private var byName: [String: Family] = [:]
     /// Unix seconds, for exemplar timestamps (tests pass a fixed clock).
@@ -56,20 +73,52 @@ public final class MetricsRegistry: @unchecked Sendable {
         self.clock = clock
     }
 
-    public func counter(_ name: String, help: String, labels: [(String, String)] = []) -> Counter {
-        self.series(name, help: help, kind: .counter, labels: labels) { Counter() }
+    /// Charges every series asked for with a `fold` to `budget` from now on; each label set
+    /// refused increments `refusals`.
+    public func limitSeries(_ budget: SeriesBudget, refusals: Counter) {
+        self.lock.lock()
+        defer { self.lock.unlock() }
+        self.budget = budget
+        self.refusals = refusals
+    }
+
+    /// The series budget as it stands (nil without one).
+    public var seriesBudget: SeriesBudget? { self.lock.withLock { self.budget } }
+
+    /// The counter of `labels`; `fold` names the labels that come from the network (see the type's notes).
+    public func counter(_ name: String, help: String, labels: [(String, String)] = [], fold: [String] = []) -> Counter {
+        self.series(name, help: help, kind: .counter, labels: labels, fold: fold, bucketCount: 0) { Counter() }
     }
 
     public func gauge(_ name: String, help: String, labels: [(String, String)] = []) -> Gauge {
-        self.series(name, help: help, kind: .gauge, labels: labels) { Gauge() }
+        self.series(name, help: help, kind: .gauge, labels: labels, fold: [], bucketCount: 0) { Gauge() }
     }
 
+    /// The histogram of `labels`; `fold` names the labels that come from the network (see the type's notes).
     public func histogram(
-        _ name: String, help: String, labels: [(String, String)] = [], buckets: [Double] = Histogram.defaultBuckets
+        _ name: String, help: String, labels: [(String, String)] = [], buckets: [Double] = Histogram.defaultBuckets,
+        fold: [String] = []
     ) -> Histogram {
-        self.series(name, help: help, kind: .histogram, labels: labels) { [clock] in
+        self.series(name, help: help, kind: .histogram, labels: labels, fold: fold, bucketCount: buckets.count) {
+            [clock] in
             Histogram(buckets: buckets, clock: clock)
         }
+    }
+
+    /// What one series adds to a Prometheus text scrape, in bytes, with values as long as
+    /// ``sampleValueBytes`` (``sumValueBytes`` for a histogram's `_sum`): `name{labels} value`
+    /// lines, and for a histogram one `_bucket` line per bucket and `+Inf` (each with its
+    /// `le` label), `_sum` and `_count`.
+    public static func exposedBytes(name: String, renderedLabels: String, kind: Kind, bucketCount: Int) -> Int {
+        let labels = renderedLabels.utf8.count
+        let name = name.utf8.count
+        // name, labels, a space, the value, a newline.
+        func line(_ suffix: Int, _ labels: Int, _ value: Int) -> Int { name + suffix + labels + 1 + value + 1 }
+        guard kind == .histogram else { return line(0, labels, Self.sampleValueBytes) }
+        // `_bucket{…,le="…"}`: the longest `le` the default buckets print is `0.00025` (7 bytes).
+        let le = labels == 0 ? #"{le=""}"#.utf8.count + 7 : #",le="""#.utf8.count + 7
+        return (bucketCount + 1) * line(7, labels + le, Self.sampleValueBytes)
+            + line(4, labels, Self.sumValueBytes) + line(6, labels, Self.sampleValueBytes)
     }
 
     /// Declares a family with no series yet, so `# HELP`/`# TYPE` appear from the start.
@@ -109,15 +158,29 @@ public final class MetricsRegistry: @unchecked Sendable {
     }
 
     /// The one get-or-create step of every series: under the lock, the series of `labels` in
-    /// family `name`, made by `make` the first time.
+    /// family `name`, made by `make` the first time; with `fold` and a budget that has no
+    /// room for it, the series with the `fold` labels set to ``overflowLabel`` instead.
     private func series<M: AnyObject>(
-        _ name: String, help: String, kind: Kind, labels: [(String, String)], make: () -> M
+        _ name: String, help: String, kind: Kind, labels: [(String, String)], fold: [String], bucketCount: Int,
+        make: () -> M
     ) -> M {
-        let rendered = Self.render(labels: labels)
+        var labels = labels
+        var rendered = Self.render(labels: labels)
         self.lock.lock()
         defer { self.lock.unlock() }
         let f = Self.required(self.family(name, help: help, kind: kind))
         if let i = f.index[rendered], let existing = f.series[i].metric as? M { return existing }
+        if !fold.isEmpty, var budget = self.budget {
+            let cost = Self.exposedBytes(name: name, renderedLabels: rendered, kind: kind, bucketCount: bucketCount)
+            let admitted = budget.charge(cost)
+            self.budget = budget
+            if !admitted {
+                self.refusals?.increment()
+                labels = labels.map { fold.contains($0.0) ? ($0.0, Self.overflowLabel) : $0 }
+                rendered = Self.render(labels: labels)
+                if let i = f.index[rendered], let existing = f.series[i].metric as? M { return existing }
+            }
+        }
         let m = make()
         f.index[rendered] = f.series.count
         f.series.append(Series(rendered: rendered, labels: labels, metric: m))

@@ -5,6 +5,8 @@ import Atomics
 /// A route only has the series of what happened on it: no `source="probe"` series without
 /// probes, no streaming histogram for a unary method, no message counter without messages.
 /// The first use makes the series under the registry's lock; after that it is one atomic load.
+/// Each series is charged to the registry's ``SeriesBudget``; once it is spent, a series not
+/// made yet is the family's `service="other", method="other"` series.
 public final class RouteMetrics: Sendable {
     public let service: String
     public let method: String
@@ -74,7 +76,8 @@ public final class RouteMetrics: Sendable {
         if let h = slot.load() { return h }
         // The registry returns the same object for the same labels, so a race stores one histogram.
         return slot.storeIfNilThenLoad(
-            self.registry.histogram(kind.name, help: kind.help, labels: self.labels(source)))
+            self.registry.histogram(
+                kind.name, help: kind.help, labels: self.labels(source), fold: TrafficMetrics.routeLabels))
     }
 
     /// `insight_messages_total` for `source` and direction (`response` when `response`).
@@ -84,7 +87,8 @@ public final class RouteMetrics: Sendable {
         return slot.storeIfNilThenLoad(
             self.registry.counter(
                 "insight_messages_total", help: "gRPC messages, counted from their length prefixes.",
-                labels: self.labels(source) + [("direction", response ? "response" : "request")]))
+                labels: self.labels(source) + [("direction", response ? "response" : "request")],
+                fold: TrafficMetrics.routeLabels))
     }
 
     /// `insight_requests_total` for a status code and source.
@@ -94,6 +98,6 @@ public final class RouteMetrics: Sendable {
             labels: [
                 ("hop", self.hop), ("region", self.region), ("service", self.service), ("method", self.method),
                 ("code", code), ("source", source),
-            ])
+            ], fold: TrafficMetrics.routeLabels)
     }
 }

@@ -5,8 +5,11 @@ import Foundation
 ///
 /// Series are created under a lock the first time a label set appears; callers cache them
 /// per event loop, so recording is atomics only. Labels that come from the network (service,
-/// method, peer hop names) are capped: past the cap they become `other` and the overflow is
-/// counted.
+/// method, peer hop names) are capped twice: past `maxRoutes` routes (`maxSegments` segments)
+/// they become `other` and the overflow is counted in ``labelOverflow``; and every series with
+/// such labels is charged to the registry's ``SeriesBudget`` of `maxRoutes` ×
+/// ``seriesBytesPerRoute`` bytes, past which they become `other` too (counted in
+/// ``seriesOverflow``), whatever mix of codes, sources and call shapes clients cause.
 public final class TrafficMetrics: @unchecked Sendable {
     public let registry: MetricsRegistry
     public let hop: String
@@ -16,6 +19,8 @@ public final class TrafficMetrics: @unchecked Sendable {
 
     public let proxyOverhead: Histogram
     public let labelOverflow: Counter
+    /// `insight_series_overflow_total`: label sets refused their own series by the series budget.
+    public let seriesOverflow: Counter
     public let chainIncomplete: Counter
     private var headerErrors: [String: Counter] = [:]
 
@@ -23,7 +28,16 @@ public final class TrafficMetrics: @unchecked Sendable {
     private var routes: [String: RouteMetrics] = [:]
     private var segments: Set<String> = []
 
-    public static let overflowLabel = "other"
+    public static let overflowLabel = MetricsRegistry.overflowLabel
+
+    /// Bytes of `/metrics` the series budget allows per route of `maxRoutes`: a route used by
+    /// ordinary unary traffic with names of about 50 characters takes about 7 KB
+    /// (Docs/metrics.md, "Series per route"), so the default 128 routes stay under 1 MB.
+    public static let seriesBytesPerRoute = 7_400
+
+    /// Series labels that come from the network, folded into `other` past the budget.
+    static let routeLabels = ["service", "method"]
+    static let segmentLabels = ["segment", "next"]
 
     public init(
         registry: MetricsRegistry, hop: String, region: String, maxRoutes: Int = 128, maxSegments: Int = 256,
@@ -41,6 +55,12 @@ public final class TrafficMetrics: @unchecked Sendable {
             "insight_label_overflow_total",
             help: "Streams whose service/method or segment labels were folded into 'other' by the cardinality cap.",
             labels: [("hop", hop)])
+        self.seriesOverflow = registry.counter(
+            "insight_series_overflow_total",
+            help:
+                "Label sets (service/method, segment) refused a series of their own because the series budget was spent; recorded as 'other'.",
+            labels: [("hop", hop)])
+        registry.limitSeries(SeriesBudget(limit: maxRoutes * Self.seriesBytesPerRoute), refusals: self.seriesOverflow)
         self.chainIncomplete = registry.counter(
             "insight_timing_chain_incomplete_total",
             help: "Responses whose insight-timing trailer lacked entries from sidecars named in insight-chain.",
@@ -95,6 +115,7 @@ public final class TrafficMetrics: @unchecked Sendable {
         self.lock.unlock()
         return self.registry.histogram(
             "insight_segment_duration_seconds", help: "Per-hop segments of end-to-end latency.",
-            labels: [("hop", self.hop), ("segment", segment), ("next", next), ("source", source)])
+            labels: [("hop", self.hop), ("segment", segment), ("next", next), ("source", source)],
+            fold: Self.segmentLabels)
     }
 }

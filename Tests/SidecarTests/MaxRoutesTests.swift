@@ -20,6 +20,6 @@ import Testing
         #expect(c.timingOptions.maxRoutes == 128)
         #expect(!c.warnings.contains { $0.hasPrefix("max_routes") })
         let big = try SidecarConfig.load(yaml: self.base + "max_routes: 1024").validated()
-        #expect(big.warnings.contains { $0.hasPrefix("max_routes (1024)") && $0.contains("7.2 MB") })
+        #expect(big.warnings.contains { $0.hasPrefix("max_routes (1024)") && $0.contains("7.6 MB") })
     }
 }

@@ -1,5 +1,6 @@
 import H2Proxy
 import Logging
+import Metrics
 import NIOCore
 
 /// The sidecar's validated settings: from the YAML file, then overridden by flags.
@@ -26,12 +27,14 @@ public struct SidecarConfig: Sendable, Equatable {
     /// Remove `insight-timing`/`insight-chain` before the client sees them.
     public var stripResponseTiming = false
     /// Distinct service/method pairs with their own metric series; the rest are `other`.
-    /// A route used by ordinary unary traffic has 43 series, about 7 KB of `/metrics`
-    /// (Docs/metrics.md, "Series per route"), so the default keeps a full scrape under 1 MB.
+    /// Also sets the series budget: `max_routes` × `TrafficMetrics.seriesBytesPerRoute` (7,400)
+    /// bytes of `/metrics` for series labelled from the network, past which new label sets are
+    /// recorded as `other` (Docs/metrics.md, "Series per route"); the default keeps every
+    /// scrape under 1 MB.
     public var maxRoutes = SidecarConfig.defaultMaxRoutes
     /// The default `max_routes`.
     public static let defaultMaxRoutes = 128
-    /// The largest `max_routes` accepted: about 7 MB per scrape when every route is used.
+    /// The largest `max_routes` accepted: a series budget of about 7.6 MB.
     public static let maxRoutesLimit = 1024
     /// Access log destination: nil (off), `stdout`, `stderr` or a file path.
     public var accessLog: String?
@@ -171,10 +174,11 @@ public struct SidecarConfig: Sendable, Equatable {
                     + "and stall every other stream on the connection; the default (2147483647) avoids this")
         }
         if self.maxRoutes > Self.defaultMaxRoutes {
-            let megabytes = Double(self.maxRoutes) * 7 / 1000
+            let megabytes = Double(self.maxRoutes * TrafficMetrics.seriesBytesPerRoute) / 1_000_000
             out.append(
-                "max_routes (\(self.maxRoutes)) is above the default (\(Self.defaultMaxRoutes)): with every route in use "
-                    + "a /metrics scrape is about \(String(format: "%.1f", megabytes)) MB (about 7 KB per route)")
+                "max_routes (\(self.maxRoutes)) is above the default (\(Self.defaultMaxRoutes)): a /metrics scrape "
+                    + "may reach about \(String(format: "%.1f", megabytes)) MB (a series budget of "
+                    + "\(TrafficMetrics.seriesBytesPerRoute) bytes per route)")
         }
         return out
     }

@@ -108,12 +108,14 @@ final class HopTimingObserverSource: LoopObserverSource, @unchecked Sendable {
     }
 
     /// `/pkg.Service/Method` → (`pkg.Service`, `Method`); anything else → (`http`, first path segment or `/`).
+    /// Names longer than 128 characters (a path segment longer than 64) are cut with a hash
+    /// suffix (``LabelValue/truncated(_:to:)``), so that they never merge two routes.
     static func serviceAndMethod(_ path: String) -> (String, String) {
         let trimmed = path.split(separator: "?", maxSplits: 1).first.map(String.init) ?? path
         let parts = trimmed.split(separator: "/", omittingEmptySubsequences: true)
         if parts.count == 2 && parts[0].contains(".") {
-            return (String(parts[0].prefix(128)), String(parts[1].prefix(128)))
+            return (LabelValue.truncated(parts[0], to: 128), LabelValue.truncated(parts[1], to: 128))
         }
-        return ("http", parts.first.map { "/" + $0.prefix(64) } ?? "/")
+        return ("http", parts.first.map { "/" + LabelValue.truncated($0, to: 64) } ?? "/")
     }
 }
