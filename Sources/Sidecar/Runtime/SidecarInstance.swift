@@ -152,10 +152,7 @@ final class SidecarInstance: Sendable {
         for task in self.discovery { await task.value }
         try? await self.httpClient?.shutdown()
         self.tlsReloader?.stop()
-        if let spans = self.spans {
-            await self.status.observers.handOverSpans()
-            await spans.stop()
-        }
+        await self.spans?.stop()
         try? await self.adminChannel.close()
     }
 }

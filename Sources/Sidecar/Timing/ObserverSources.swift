@@ -12,14 +12,6 @@ final class ObserverSources: @unchecked Sendable {
         self.lock.unlock()
     }
 
-    /// Hands every loop's pending spans to the exporter (before it stops).
-    func handOverSpans() async {
-        let all = self.lock.withLock { self.sources }
-        for (loop, source) in all {
-            try? await loop.submit({ source.tracing?.handOver() }).get()
-        }
-    }
-
     /// Samples that ended at or after `since` (Unix seconds), from every loop.
     func samples(since: Double) async -> [StreamSample] {
         let all = self.lock.withLock { self.sources }

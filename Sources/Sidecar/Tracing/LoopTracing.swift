@@ -13,53 +13,15 @@ final class LoopTracing {
     let hop: String
     let region: String
     private var random: Xoshiro256
-    let eventLoop: EventLoop
-    /// Spans ended on this loop, handed to swift-otel together (see ``end(_:at:)``).
-    private var ending: [(span: any Span, at: DefaultTracerClock.Timestamp)] = []
-    private var handOverScheduled = false
 
-    /// Spans held at most this long before they go to the exporter together.
-    static let handOverDelay = TimeAmount.milliseconds(100)
-    /// And at most this many.
-    static let handOverBatch = 128
-
-    init(
-        export: SpanExport, sampler: TraceSampler, upstream: HostPort, hop: String, region: String,
-        eventLoop: EventLoop
-    ) {
+    init(export: SpanExport, sampler: TraceSampler, upstream: HostPort, hop: String, region: String) {
         self.export = export
         self.sampler = sampler
         self.upstream = upstream
         self.hop = hop
         self.region = region
-        self.eventLoop = eventLoop
         var seed = SystemRandomNumberGenerator()
         self.random = Xoshiro256(seed: &seed)
-    }
-
-    /// Ends `span` at `at` (its own measured end), in a batch: swift-otel's batch processor wakes
-    /// a background task for every span ended, which cost ~3 % of the proxy's CPU at a 1 %
-    /// sample ratio; spans ended together wake it once. A span waits at most
-    /// ``handOverDelay`` or until ``handOverBatch`` are pending; its times do not change.
-    func end(_ span: any Span, at: DefaultTracerClock.Timestamp) {
-        self.ending.append((span, at))
-        if self.ending.count >= Self.handOverBatch {
-            self.handOver()
-        } else if !self.handOverScheduled {
-            self.handOverScheduled = true
-            self.eventLoop.assumeIsolated().scheduleTask(in: Self.handOverDelay) {
-                self.handOverScheduled = false
-                self.handOver()
-            }
-        }
-    }
-
-    /// Hands every pending span to swift-otel now (also at shutdown, before export stops).
-    func handOver() {
-        guard !self.ending.isEmpty else { return }
-        let spans = self.ending
-        self.ending.removeAll(keepingCapacity: true)
-        for (span, at) in spans { span.end(at: at) }
     }
 
     /// Applies the trace context rules to the request about to go upstream and starts the

@@ -98,9 +98,8 @@ extension SpanExport {
         export.start()
         let sampler = TraceSampler(ratio: config.tracing.sampleRatio)
         let upstream = config.upstream ?? HostPort(host: "", port: 0)
-        observers.tracing = { eventLoop in
-            LoopTracing(
-                export: export, sampler: sampler, upstream: upstream, hop: hop, region: region, eventLoop: eventLoop)
+        observers.tracing = {
+            LoopTracing(export: export, sampler: sampler, upstream: upstream, hop: hop, region: region)
         }
         logger.info(
             "tracing on",

@@ -66,7 +66,7 @@ final class StreamSpan {
         if Self.isError(code: s.code, isGRPC: self.request.isGRPC) {
             self.span.setStatus(SpanStatus(code: .error, message: o.failureMessage ?? s.code))
         }
-        t.end(self.span, at: self.clock.instant(at))
+        self.span.end(at: self.clock.instant(at))
     }
 
     /// Non-OK gRPC codes; HTTP 5xx and streams reset before their response ended.
