@@ -187,6 +187,58 @@ def test_unsampled_calls_produce_no_spans_and_keep_their_context(traced_chain):
     assert chain.receiver.trace(trace_id) == []
 
 
+def test_sampled_call_continues_an_incoming_insight_id(traced_chain):
+    """A hop before the chain that does not trace set insight-id: the sampled trace continues
+    it, so the call has one correlation id at every hop (it used to get a new random one)."""
+    chain = traced_chain
+    correlation = hexid(16)
+    resp, _ = call(chain.addr, [("insight-id", correlation)])
+    tp = server_saw(resp, "traceparent")
+    assert len(tp) == 1 and tp[0].split("-")[1] == correlation, tp
+    assert server_saw(resp, "insight-id") == [correlation]
+    spans = by_hop(chain.receiver.wait_trace(correlation, 3))
+    assert spans["mediary-a"].parent_span_id != ""  # the placeholder for the untraced hop
+    assert spans["mediary-b"].parent_span_id == spans["mediary-a"].span_id
+
+
+def test_duplicated_traceparent_is_invalid(traced_chain):
+    """Two traceparent fields: neither is continued, and it is counted as invalid."""
+    chain = traced_chain
+    ma = chain.by_hop["mediary-a"]
+    before = metric_sum(metrics_text(ma), "insight_traceparent_invalid_total") or 0
+    first, second = hexid(16), hexid(16)
+    # grpcio keeps only the last of repeated metadata: send the request with raw h2.
+    import socket
+
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    host, port = chain.addr.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=5)
+    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    c.initiate_connection()
+    c.send_headers(1, [(":method", "POST"), (":scheme", "http"), (":path", TEST_SERVICE + "Headers"),
+                       (":authority", "x"), ("content-type", "application/grpc"), ("te", "trailers"),
+                       ("traceparent", traceparent(first, hexid(8))), ("traceparent", traceparent(second, hexid(8)))])
+    c.send_data(1, b"\x00\x00\x00\x00\x00", end_stream=True)
+    sock.sendall(c.data_to_send())
+    body, ended = b"", False
+    while not ended:
+        data = sock.recv(65536)
+        assert data, "connection closed before the response ended"
+        for event in c.receive_data(data):
+            if isinstance(event, h2.events.DataReceived):
+                body += event.data
+                c.acknowledge_received_data(event.flow_controlled_length, 1)
+            ended = ended or isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset))
+        sock.sendall(c.data_to_send())
+    sock.close()
+    tp = server_saw(body[5:], "traceparent")
+    assert len(tp) == 1 and tp[0].split("-")[1] not in (first, second), tp
+    assert metric_sum(metrics_text(ma), "insight_traceparent_invalid_total") == before + 1
+
+
 @pytest.mark.parametrize("bad", [
     "00-" + "A" * 32 + "-" + "b" * 16 + "-01",          # upper case
     "00-" + "0" * 32 + "-" + "b" * 16 + "-01",          # all-zero trace id
@@ -396,3 +448,28 @@ def test_probes_start_their_own_traces():
     finally:
         _stop(mine)
         receiver.stop()
+
+
+def test_check_config_prints_and_checks_tracing(tmp_path):
+    """check-config prints the tracing settings (never header values), rejects a bad port and
+    credentials in the endpoint, and warns about tracing with timing off."""
+    import subprocess
+
+    from conftest import require_sidecar
+
+    def check(*args):
+        return subprocess.run([str(require_sidecar()), "check-config", "--upstream", "127.0.0.1:1", "--hop", "h",
+                               "--region", "r", *args], capture_output=True, text=True, timeout=20)
+
+    ok = check("--tracing-otlp-endpoint", "http://127.0.0.1:4318", "--tracing-sample-ratio", "0.25",
+               "--tracing-header", "authorization=Bearer secret", "--server-timing")
+    assert ok.returncode == 0, ok
+    assert "tracing: http://127.0.0.1:4318/v1/traces, sample_ratio 0.25" in ok.stdout, ok.stdout
+    assert "1 header(s)" in ok.stdout and "secret" not in ok.stdout, ok.stdout
+    assert "server_timing: on" in ok.stdout, ok.stdout
+    for endpoint, words in (("http://h:99999", "port must be 1 to 65535"),
+                            ("http://user:pw@127.0.0.1:4318", "must not carry credentials")):
+        bad = check("--tracing-otlp-endpoint", endpoint)
+        assert bad.returncode == 2 and words in bad.stderr and "pw@" not in bad.stderr, bad
+    warn = check("--tracing-otlp-endpoint", "http://127.0.0.1:4318", "--no-timing")
+    assert warn.returncode == 0 and "warning: tracing.otlp_endpoint is set but timing is off" in warn.stdout, warn

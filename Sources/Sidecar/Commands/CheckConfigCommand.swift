@@ -24,5 +24,12 @@ public struct CheckConfigCommand: AsyncParsableCommand {
         print("drain_timeout: \(DurationValue.format(c.drainTimeout))")
         print("tls: \(c.tls.map { "cert \($0.cert ?? "-"), client_ca \($0.clientCA ?? "-")" } ?? "off (h2c)")")
         print("upstream_tls: \(c.upstreamTLS.map { "ca \($0.ca ?? "system"), cert \($0.cert ?? "-")" } ?? "off (h2c)")")
+        let t = c.tracing
+        print(
+            "tracing: "
+                + (t.isEnabled
+                    ? "\(t.tracesURL), sample_ratio \(t.sampleRatio), service_name \(t.serviceName), "
+                        + "\(t.headers.count) header(s)" : "off"))
+        print("server_timing: \(c.serverTiming ? "on" : "off")")
     }
 }

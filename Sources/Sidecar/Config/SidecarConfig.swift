@@ -180,6 +180,11 @@ public struct SidecarConfig: Sendable, Equatable {
                     + "may reach about \(String(format: "%.1f", megabytes)) MB (a series budget of "
                     + "\(TrafficMetrics.seriesBytesPerRoute) bytes per route)")
         }
+        if self.tracing.isEnabled && !self.timing {
+            out.append(
+                "tracing.otlp_endpoint is set but timing is off (--no-timing): spans are made by the timing "
+                    + "observer, so none are exported")
+        }
         return out
     }
 

@@ -41,7 +41,13 @@ final class LoopTracing {
             let tp = TraceParent(
                 traceID: self.newTraceID(headers), parentID: self.nonZero(), flags: 0)
             return self.replace(&headers, with: tp, newTrace: true)
-        case .sample(let parent):
+        case .sample(var parent):
+            // No traceparent but a valid insight-id from a hop that does not trace: the trace
+            // continues that id (under a placeholder parent span id), so the call keeps one
+            // correlation id at every hop, sampled or not, as the unsampled path does.
+            if parent == nil, let id = Self.insightTraceID(headers) {
+                parent = TraceParent(traceID: id, parentID: self.nonZero(), flags: 1)
+            }
             let clock = EpochClock(offsetNanos: observer.clock.wallClockOffsetNanos())
             let request = StreamSpan.Request(headers, isGRPC: observer.isGRPC)
             var context = ServiceContext.topLevel
@@ -71,9 +77,11 @@ final class LoopTracing {
     private func replace(_ headers: inout HeaderBlock, with tp: TraceParent, newTrace: Bool) -> String {
         headers.replace(name: "traceparent", value: tp.formatted)
         let id = tp.traceIDHex
-        if newTrace {
-            headers.remove(name: "tracestate")
-            if headers.firstIndex(of: "insight-id") != nil { headers.replace(name: "insight-id", value: id) }
+        if newTrace { headers.remove(name: "tracestate") }
+        // The trace id is the correlation id: an `insight-id` that says otherwise is brought
+        // into line, so the hops after this one agree with the trace.
+        if let i = headers.firstIndex(of: "insight-id"), !headers.value(at: i).elementsEqual(id.utf8) {
+            headers.replace(name: "insight-id", value: id)
         }
         return id
     }
@@ -81,12 +89,15 @@ final class LoopTracing {
     /// A new unsampled trace keeps a valid incoming `insight-id` as its trace id, so that the
     /// hops before this one (which may not trace) and the trace agree on the correlation id.
     private func newTraceID(_ headers: HeaderBlock) -> (high: UInt64, low: UInt64) {
-        if let id = headers.first("insight-id"), CorrelationID.isHexID(id),
+        Self.insightTraceID(headers) ?? (self.nonZero(), self.random.next())
+    }
+
+    /// A valid, non-zero 32-hex-digit `insight-id`, as a trace id.
+    private static func insightTraceID(_ headers: HeaderBlock) -> (high: UInt64, low: UInt64)? {
+        guard let id = headers.first("insight-id"), CorrelationID.isHexID(id),
             let high = UInt64(id.prefix(16), radix: 16), let low = UInt64(id.suffix(16), radix: 16), high | low != 0
-        {
-            return (high, low)
-        }
-        return (self.nonZero(), self.random.next())
+        else { return nil }
+        return (high, low)
     }
 
     private func nonZero() -> UInt64 {

@@ -51,23 +51,29 @@ final class StreamSpan {
             if let n = GRPCStatusName.names.firstIndex(of: s.code) { a["rpc.grpc.status_code"] = n }
         } else {
             a["http.request.method"] = self.request.httpMethod
-            a["http.route"] = self.request.method
+            // Not `http.route`: that is the server's matched route template, which a proxy does
+            // not know; the first path segment (the metrics' route label) goes in insight.route.
+            a["insight.route"] = self.request.method
             if let status = Int(s.code) { a["http.response.status_code"] = status }
         }
         a["insight.hop"] = t.hop
         a["insight.region"] = t.region
         a["insight.source"] = o.sourceLabel
         a["insight.code"] = s.code
-        if let d = s.dur { a["insight.dur_ms"] = d }
-        if let v = s.selfTime { a["insight.self_ms"] = v }
-        if let v = s.ttfb { a["insight.ttfb_ms"] = v }
-        for segment in s.segments { a["insight.segment.\(segment.hop)_ms"] = segment.milliseconds }
+        // Microseconds, as `insight-timing` carries them (no binary-fraction noise).
+        if let d = s.dur { a["insight.dur_ms"] = Self.micros(d) }
+        if let v = s.selfTime { a["insight.self_ms"] = Self.micros(v) }
+        if let v = s.ttfb { a["insight.ttfb_ms"] = Self.micros(v) }
+        for segment in s.segments { a["insight.segment.\(segment.hop)_ms"] = Self.micros(segment.milliseconds) }
         self.span.attributes = a
         if Self.isError(code: s.code, isGRPC: self.request.isGRPC) {
             self.span.setStatus(SpanStatus(code: .error, message: o.failureMessage ?? s.code))
         }
         self.span.end(at: self.clock.instant(at))
     }
+
+    /// `ms` rounded to the microsecond.
+    static func micros(_ ms: Double) -> Double { (ms * 1000).rounded() / 1000 }
 
     /// Non-OK gRPC codes; HTTP 5xx and streams reset before their response ended.
     static func isError(code: String, isGRPC: Bool) -> Bool {

@@ -111,6 +111,9 @@ extension TraceParent {
     /// - Returns: `.absent` when there is none, `.invalid` when there is one the rules reject.
     static func find(in headers: HeaderBlock) -> Found {
         guard let i = headers.firstIndex(of: "traceparent") else { return .absent }
+        // Two `traceparent` fields: which one the caller meant is unknown, so neither is
+        // continued (the W3C test suite's `test_traceparent_duplicated`).
+        for j in (i + 1)..<headers.count where headers.nameEquals(at: j, "traceparent") { return .invalid }
         let view = headers.value(at: i)
         let parsed = view.withContiguousStorageIfAvailable { TraceParent($0) } ?? TraceParent(Array(view))
         return parsed.map(Found.valid) ?? .invalid

@@ -1,3 +1,5 @@
+import Foundation
+
 /// Where and how the sidecar sends its spans (`tracing:` in the YAML, `--tracing-*` flags).
 ///
 /// Off unless `otlpEndpoint` is set: then every forwarded stream of a sampled trace becomes
@@ -35,11 +37,21 @@ public struct TracingOptions: Sendable, Equatable {
         if self.isEnabled {
             let e = self.otlpEndpoint
             guard e.hasPrefix("http://") || e.hasPrefix("https://"), e.count > "https://".count,
-                !e.contains(" ")
+                !e.contains(" "), let url = URLComponents(string: e), let host = url.host, !host.isEmpty
             else {
                 throw ConfigError(
                     field: "tracing.otlp_endpoint",
                     reason: "must be an http:// or https:// URL such as http://127.0.0.1:4318, got \"\(e)\"")
+            }
+            if url.user != nil || url.password != nil {
+                // They would be logged with the endpoint; a header is where credentials go.
+                throw ConfigError(
+                    field: "tracing.otlp_endpoint",
+                    reason: "must not carry credentials (user:password@): put them in tracing.headers, "
+                        + "e.g. authorization")
+            }
+            if let port = url.port, !(1...65535).contains(port) {
+                throw ConfigError(field: "tracing.otlp_endpoint", reason: "port must be 1 to 65535, got \(port)")
             }
         }
         for h in self.headers {
