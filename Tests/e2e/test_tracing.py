@@ -474,3 +474,24 @@ def test_check_config_prints_and_checks_tracing(tmp_path):
         assert bad.returncode == 2 and words in bad.stderr and "pw@" not in bad.stderr, bad
     warn = check("--tracing-otlp-endpoint", "http://127.0.0.1:4318", "--no-timing")
     assert warn.returncode == 0 and "warning: tracing.otlp_endpoint is set but timing is off" in warn.stdout, warn
+
+
+def test_shutdown_does_not_wait_for_a_hanging_collector(procs, grpc_server):
+    """SIGTERM with spans queued for a collector that never answers: the sidecar gives the
+    export 2 s after the drain, says what it lost, and exits (it used to wait swift-otel's
+    export timeout and then some, ~6 s, whatever drain_timeout said)."""
+    import signal
+
+    hanging = OTLPReceiver("hang")
+    try:
+        sc = procs.sidecar(grpc_server.port, drain_timeout="1s", extra=tracing_flags(hanging.endpoint))
+        for _ in range(20):
+            call(sc.addr)
+        start = time.monotonic()
+        sc.signal(signal.SIGTERM)
+        assert sc.popen.wait(15) == 0
+        elapsed = time.monotonic() - start
+        assert elapsed < 4.0, f"exit took {elapsed:.1f} s with drain_timeout 1s"
+        assert "span export did not finish within 2 s at shutdown" in sc.log.read_text(), sc.log_tail()
+    finally:
+        hanging.stop()

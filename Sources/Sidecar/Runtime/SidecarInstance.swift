@@ -3,6 +3,7 @@ import Foundation
 import H2Proxy
 import Logging
 import Metrics
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
@@ -152,7 +153,24 @@ final class SidecarInstance: Sendable {
         for task in self.discovery { await task.value }
         try? await self.httpClient?.shutdown()
         self.tlsReloader?.stop()
-        await self.spans?.stop()
+        if let spans = self.spans {
+            // Queued spans get one more export, within 2 s: a collector that is down or hangs
+            // must not hold the shutdown past the drain (swift-otel would wait its 5 s export
+            // timeout). What is left is said in the log.
+            let done = NIOLockedValueBox(false)
+            Task {
+                await spans.stop()
+                done.withLockedValue { $0 = true }
+            }
+            let deadline = ContinuousClock.now + .seconds(2)
+            while !done.withLockedValue({ $0 }) && ContinuousClock.now < deadline {
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+            let finished = done.withLockedValue { $0 }
+            if !finished {
+                self.logger.warning("span export did not finish within 2 s at shutdown: queued spans are lost")
+            }
+        }
         try? await self.adminChannel.close()
     }
 }
