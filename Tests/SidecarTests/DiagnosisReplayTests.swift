@@ -94,6 +94,7 @@ import Testing
             #expect(first.time - step <= 5, "seed \(seed): blamed only after \(first.time - step) s")
             #expect(blame.segment == "mediary-a" && blame.next == "mediary-b", "seed \(seed)")
             #expect(abs(blame.deltaP50 - 100) < 15, "seed \(seed): \(blame)")
+            #expect(abs(blame.shift - 100) < 15, "seed \(seed): \(blame)")
             #expect(blame.confidence >= 0.999 && blame.moved, "seed \(seed): \(blame)")
             #expect(first.verdict.segments.filter(\.moved).count == 1, "seed \(seed): \(first.verdict.segments)")
             #expect(first.verdict.verdict.hasPrefix("segment mediary-a moved +"), "seed \(seed)")
@@ -173,5 +174,28 @@ import Testing
         check([10, 11, 12, 13, 14, 15, 16, 17], [1, 2, 3, 4, 5, 6, 7, 8, 9], u: 72, p: 0.00031775396212345625)
         #expect(MannWhitneyTest(sortedRecent: [], sortedBaseline: [1]).pValue == 1)
         #expect(MannWhitneyTest(sortedRecent: [2, 2], sortedBaseline: [2, 2, 2]).pValue == 1)
+    }
+
+    /// The shift estimate against a brute-force median of all pairwise differences, and on a
+    /// step whose span still holds 36 % old samples.
+    @Test func hodgesLehmannIsTheMedianOfPairwiseDifferences() {
+        var random = SeededRandom(seed: 7)
+        for _ in 0..<50 {
+            let r = (0..<Int.random(in: 5...40, using: &random)).map { _ in Double.random(in: 0...100, using: &random) }
+                .sorted()
+            let b = (0..<Int.random(in: 5...40, using: &random)).map { _ in Double.random(in: 0...100, using: &random) }
+                .sorted()
+            let all = r.flatMap { x in b.map { x - $0 } }.sorted()
+            // The smallest d with at least half the pairs ≤ d: the lower median of the differences.
+            let lowerMedian = all[(all.count + 1) / 2 - 1]
+            #expect(abs(Diagnosis.hodgesLehmann(sortedRecent: r, sortedBaseline: b) - lowerMedian) < 1e-3)
+        }
+        func level(_ base: Double, _ count: Int) -> [Double] {
+            (0..<count).map { (i: Int) -> Double in base + Double(i % 10) * 0.2 }
+        }
+        let baseline = level(60, 200)
+        let recent = (level(60, 36) + level(160, 64)).sorted()
+        #expect(abs(Diagnosis.hodgesLehmann(sortedRecent: recent, sortedBaseline: baseline) - 100) < 2)
+        #expect(Diagnosis.percentile(sorted: recent, 0.5) - Diagnosis.percentile(sorted: baseline, 0.5) > 95)
     }
 }
