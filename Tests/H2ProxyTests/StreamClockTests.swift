@@ -55,6 +55,7 @@ import Testing
             observer.milliseconds(since: Self.t0) == [
                 "received 0", "data request 0", "sent 1", "first byte 3", "data response 6", "end 10", "ended 10",
             ])
+        try Self.finish(h)
     }
 
     @Test func aTrailersOnlyResponseEndsAtItsFirstByte() throws {
@@ -72,6 +73,7 @@ import Testing
             try #require(source.observers.first).milliseconds(since: Self.t0) == [
                 "received 0", "sent 0", "trailers-only 7", "ended 7",
             ])
+        try Self.finish(h)
     }
 
     // MARK: Calls the sidecar makes itself
@@ -96,6 +98,7 @@ import Testing
             try #require(source.observers.first).milliseconds(since: Self.t0) == [
                 "received 0", "sent 0", "first byte 5", "data response 5", "end 5", "ended 5",
             ])
+        try Self.finish(h)
     }
 
     /// A call refused before any response is replayed, like a proxied stream, up to `maxRetries` times.
@@ -116,6 +119,15 @@ import Testing
         let result = try Self.call(h)
         #expect(seen == attempts)
         #expect(result.outcome == (completed ? .completed : .reset(H2ErrorCode.refusedStream)))
+        try Self.finish(h)
+    }
+
+    /// Ends a test: every peer closes, and nothing the harness made may stay alive (the
+    /// AddressSanitizer run reports what a test leaves behind as a leak).
+    static func finish(_ h: BridgeHarness, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        try h.closeAll()
+        #expect(h.isEmpty, "left over: \(h.counts)", sourceLocation: sourceLocation)
+        #expect(h.leftAlive.isEmpty, "still alive: \(h.leftAlive)", sourceLocation: sourceLocation)
     }
 
     static func call(_ h: BridgeHarness) throws -> LocalCallResult {
