@@ -1,9 +1,21 @@
-/// The union of every Consul watch's last good targets.
+/// The union of every Consul watch's last good targets, published to the prober.
+///
+/// Publishing happens inside the actor: two watches answering at once must not publish
+/// their unions out of order (the older, smaller union last would drop a target until the
+/// next change).
 actor ConsulTargets {
     private var byWatch: [String: [ProbeTarget]] = [:]
+    private let prober: Prober
 
-    func set(_ key: String, _ targets: [ProbeTarget]) -> [ProbeTarget] {
+    init(prober: Prober) {
+        self.prober = prober
+    }
+
+    /// Replaces the targets of watch `key` and publishes the union as source `consul`.
+    func set(_ key: String, _ targets: [ProbeTarget]) {
         self.byWatch[key] = targets
-        return self.byWatch.values.flatMap { $0 }
+        // Sorted by watch key: the same union is published in the same order.
+        let all = self.byWatch.keys.sorted().flatMap { self.byWatch[$0]! }
+        self.prober.setTargets(source: "consul", all)
     }
 }

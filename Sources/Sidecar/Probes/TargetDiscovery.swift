@@ -101,7 +101,7 @@ enum TargetDiscovery {
     ) -> Task<Void, Never> {
         Task {
             let dcs: [String?] = config.datacenters.isEmpty ? [nil] : config.datacenters.map { $0 }
-            let merged = ConsulTargets()
+            let merged = ConsulTargets(prober: prober)
             await withTaskGroup(of: Void.self) { tasks in
                 for service in config.services {
                     for dc in dcs {
@@ -128,8 +128,7 @@ enum TargetDiscovery {
                                 if Task.isCancelled { break }
                                 switch action {
                                 case .publish(let targets, let unmapped):
-                                    let all = await merged.set(key, targets)
-                                    prober.setTargets(source: "consul", all)
+                                    await merged.set(key, targets)
                                     logger.info(
                                         "consul targets updated",
                                         metadata: [
