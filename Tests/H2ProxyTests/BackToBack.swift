@@ -93,6 +93,14 @@ extension Array where Element == H2Event {
         }
     }
 
+    /// Streams whose request HEADERS were reported sent, in order.
+    var headersSent: [Int32] {
+        self.compactMap {
+            if case .requestHeadersSent(let id) = $0 { return id }
+            return nil
+        }
+    }
+
     func sent(stream: Int32) -> Int {
         var n = 0
         for case .dataSent(let id, let bytes) in self where id == stream { n += bytes }

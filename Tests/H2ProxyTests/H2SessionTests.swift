@@ -47,6 +47,32 @@ struct H2SessionTests {
         #expect(link.serverEvents.sent(stream: id) == 70000)
     }
 
+    /// "Sent" is when nghttp2 serialises the request HEADERS, not the submit: nothing is
+    /// reported until `produceOutput`, a request held back by the peer's
+    /// MAX_CONCURRENT_STREAMS is reported only once it goes out, and trailers are no request.
+    @Test func requestHeadersAreReportedSentWhenSerialised() throws {
+        var serverSettings = H2Session.Settings()
+        serverSettings.maxConcurrentStreams = 1
+        let link = BackToBack(serverSettings: serverSettings)
+        try link.pump()
+        let first = try link.client.submitRequest(BackToBack.request(), endStream: false)
+        let second = try link.client.submitRequest(BackToBack.request(), endStream: true)
+        link.client.withEvents { link.clientEvents.append($0) }
+        #expect(link.clientEvents.headersSent == [])
+        try link.pump()
+        #expect(link.clientEvents.headersSent == [first])
+        var trailers = HeaderBlock()
+        trailers.append(name: "x-end", value: "1")
+        link.client.endStream(streamID: first, trailers: trailers)
+        try link.pump()
+        #expect(link.clientEvents.headersSent == [first])
+        try link.server.submitResponse(streamID: first, Peer.grpcTrailers(status: 0), endStream: true)
+        try link.pump()
+        // The first stream closed: its slot lets the second request's HEADERS out.
+        #expect(link.clientEvents.headersSent == [first, second])
+        #expect(link.serverEvents.headersSent == [])
+    }
+
     @Test func trailersOnlyResponse() throws {
         let link = BackToBack()
         let id = try link.client.submitRequest(BackToBack.request(), endStream: true)

@@ -76,6 +76,35 @@ import Testing
         try Self.finish(h)
     }
 
+    /// "Sent" is when the upstream session serialised the request HEADERS, in the flush at the
+    /// end of the read, not when the stream submitted them: time the proxy spends on the other
+    /// streams of the same read before it writes is this stream's own time (`self`).
+    @Test func sentIsWhenTheRequestHeadersAreWrittenNotWhenSubmitted() throws {
+        let clock = StreamClock.manual(at: Self.t0)
+        let source = RecordingSource()
+        // Each request for /busy costs the proxy 1 ms before the loop gets to write.
+        source.onRequest = { request in
+            if request.first(":path") == "/busy" { clock.advance(by: .milliseconds(1)) }
+        }
+        let h = BridgeHarness(clock: clock, observerFactory: RecordingFactory(source: source))
+        h.upstreamSetup = { peer in peer.onEvent = Peer.answering { peer, id, _ in peer.respondGRPC(id) } }
+        let client = try h.connectClient()
+        // The upstream connection is up before the two requests arrive.
+        let warmUp = try client.open()
+        try h.pump()
+        #expect(client.grpcStatus(warmUp)?.status == "0")
+        clock.advance(by: .milliseconds(10))
+        let first = try client.open()
+        let busy = try client.open(BackToBack.request(path: "/busy"))
+        try h.pump()
+        #expect(client.grpcStatus(first)?.status == "0")
+        #expect(client.grpcStatus(busy)?.status == "0")
+        // Submitted at 10, before /busy was read; written at 11, after it.
+        let observer = source.observers[1]
+        #expect(observer.milliseconds(since: Self.t0).prefix(2) == ["received 10", "sent 11"])
+        try Self.finish(h)
+    }
+
     // MARK: Calls the sidecar makes itself
 
     @Test func aLocalCallIsTimedByTheLoopsClockAndHandsBackTypedMeasurements() throws {
@@ -173,7 +202,10 @@ final class RecordingObserver: StreamObserver {
 
 final class RecordingSource: LoopObserverSource, @unchecked Sendable {
     private(set) var observers: [RecordingObserver] = []
+    /// Called with each request before its observer sees it (a test's stand-in for work).
+    var onRequest: ((HeaderBlock) -> Void)?
     func makeObserver(for request: HeaderBlock) -> StreamObserver? {
+        self.onRequest?(request)
         let observer = RecordingObserver()
         self.observers.append(observer)
         return observer

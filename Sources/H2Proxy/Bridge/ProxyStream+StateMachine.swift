@@ -122,7 +122,10 @@ extension ProxyStream {
         private var submittedWithEnd = false
         /// Request DATA received and not yet written upstream, oldest first. The same buffers
         /// are queued in the upstream session while the stream is open.
-        private var pendingRequestData = CircularBuffer<ByteBuffer>(initialCapacity: 2)
+        /// Starts as a copy of ``noRequestData``, so a request without a body allocates no queue.
+        private var pendingRequestData = Self.noRequestData
+        /// The empty queue every stream starts with, shared until the first DATA copies it.
+        private static let noRequestData = CircularBuffer<ByteBuffer>(initialCapacity: 2)
         /// Request DATA already written upstream, kept for a replay.
         private var writtenRequestData: [ByteBuffer] = []
         private var writtenRequestBytes = 0
@@ -435,7 +438,7 @@ extension ProxyStream {
 
         private mutating func stopRetaining() {
             self.request = nil
-            self.writtenRequestData.removeAll()
+            if !self.writtenRequestData.isEmpty { self.writtenRequestData.removeAll() }
             self.writtenRequestBytes = 0
         }
 
@@ -444,7 +447,8 @@ extension ProxyStream {
             if self.downstreamConnectionAlive { effects.consumeDownstream += self.unreleasedRequestBytes }
             self.unreleasedRequestBytes = 0
             self.replayCredit = 0
-            self.pendingRequestData.removeAll()
+            // Emptied in place: `removeAll()` would allocate a fresh buffer on every stream end.
+            self.pendingRequestData.removeAll(keepingCapacity: true)
             self.stopRetaining()
         }
 

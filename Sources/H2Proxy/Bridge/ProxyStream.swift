@@ -64,7 +64,6 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
         self.upstream = connection
         self.upstreamID = id
         connection.streams[id] = self
-        self.observer?.requestHeadersSent(at: self.loop.clock.requestSent())
         for chunk in opened.pending { connection.session.sendData(streamID: id, chunk) }
         if opened.end { connection.session.endStream(streamID: id, trailers: opened.trailers) }
         self.loop.markDirty(connection)
@@ -101,6 +100,12 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
             upstream.session.endStream(streamID: self.upstreamID, trailers: trailers)
             self.loop.markDirty(upstream)
         }
+    }
+
+    /// The upstream session serialised the request HEADERS of the current attempt: "sent".
+    func requestHeadersWritten() {
+        guard !self.machine.isClosed else { return }
+        self.observer?.requestHeadersSent(at: self.loop.clock.requestSent())
     }
 
     /// The upstream connection wrote `bytes` of this stream's request DATA.
@@ -167,11 +172,14 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
 
     func responseDataEnded() {
         guard self.machine.responseEnd() else { return }
-        var block = HeaderBlock(capacity: 0)
+        var trailers: HeaderBlock?
         if let observer = self.observer {
+            // Only an observer may add trailers: without one, no block is made.
+            var block = HeaderBlock(capacity: 0)
             observer.trailersWillForward(&block, trailersOnly: false, receivedAt: self.loop.clock.responseEnd())
+            if !block.isEmpty { trailers = block }
         }
-        self.downstream.session.endStream(streamID: self.downstreamID, trailers: block.isEmpty ? nil : block)
+        self.downstream.session.endStream(streamID: self.downstreamID, trailers: trailers)
         self.loop.markDirty(self.downstream)
     }
 

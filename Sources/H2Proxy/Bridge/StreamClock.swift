@@ -13,9 +13,12 @@ import NIOCore
 /// and a branch: nothing is allocated or locked per stream or frame.
 ///
 /// Every event below is seen on the loop when nghttp2 hands the proxy the frame's event, that
-/// is after the loop read and decoded the bytes; "sent" and "forwarded" are when the proxy
-/// queued the frame in the other side's session, which writes it at the end of the same loop
-/// entry point (``ProxyLoop/flushDirty()``).
+/// is after the loop read and decoded the bytes. "Sent" is when the upstream session serialised
+/// the request HEADERS (nghttp2's `on_frame_send`, in the flush at the end of the loop entry
+/// point, ``ProxyLoop/flushDirty()``, right after the frame went to the channel), not when the
+/// proxy queued them: the proxy's own write delay counts as its own time. "Forwarded" is when the
+/// proxy queues the trailers in the client's session (they carry the measurement, so it is read
+/// before they are written).
 ///
 /// Not measurements, and so not read here: the loop's housekeeping tick, connection idle and
 /// age limits, upstream wait and drain deadlines, the readiness check's elapsed time and the
@@ -57,8 +60,11 @@ public final class StreamClock {
     /// request side begin here when the request was never sent.
     public func requestReceived() -> NIODeadline { self.now() }
 
-    /// **Sent**: the request's HEADERS were queued on the upstream stream (read again for each
-    /// retry; the timing observer keeps the first). This hop's `dur` and `ttfb` count from here.
+    /// **Sent**: the upstream session serialised the request's HEADERS frame (nghttp2's
+    /// `on_frame_send`, reported by ``H2Event/requestHeadersSent(streamID:)`` from the flush
+    /// that wrote it), not the moment the proxy submitted them. Read again for each retry; the
+    /// timing observer keeps the first. This hop's `dur` and `ttfb` count from here, and the
+    /// request side of its `self` ends here, so the proxy's own write delay is its own time.
     public func requestSent() -> NIODeadline { self.now() }
 
     /// A DATA frame arrived, in either direction.

@@ -11,7 +11,8 @@ public protocol StreamObserver: AnyObject {
     /// Request headers received from downstream (``StreamClock/requestReceived()``), about to
     /// be sent upstream.
     func requestHeadersWillForward(_ headers: inout HeaderBlock, receivedAt: NIODeadline)
-    /// Request HEADERS were queued towards the upstream connection (``StreamClock/requestSent()``).
+    /// Request HEADERS were serialised by the upstream session, in the flush that writes them
+    /// (``StreamClock/requestSent()``); once per attempt.
     func requestHeadersSent(at: NIODeadline)
     /// Response headers (final, not 1xx) arrived from upstream (``StreamClock/firstByte()``)
     /// and are about to go downstream.

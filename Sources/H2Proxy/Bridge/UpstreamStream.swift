@@ -13,6 +13,8 @@ protocol UpstreamStream: AnyObject {
     func responseData(_ chunk: ByteBuffer)
     /// END_STREAM on a DATA frame: the response ended without trailers.
     func responseDataEnded()
+    /// The upstream session serialised this stream's request HEADERS (``H2Event/requestHeadersSent(streamID:)``).
+    func requestHeadersWritten()
     func requestDataWritten(_ bytes: Int)
     func upstreamDidClose(errorCode: UInt32)
     func upstreamConnectionLost(_ cause: String)

@@ -159,7 +159,7 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
                 if let stream = self.streams.removeValue(forKey: id) {
                     stream.downstreamDidClose(errorCode: code, connectionLost: false)
                 }
-            case .goAway:
+            case .goAway, .requestHeadersSent:
                 break
             case .remoteSettings:
                 self.limits.prefaceDone = true

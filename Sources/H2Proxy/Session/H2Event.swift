@@ -14,6 +14,11 @@ public enum H2Event: Sendable {
     case endStream(streamID: Int32)
     /// `bytes` of this stream's queued DATA were written to the connection.
     case dataSent(streamID: Int32, bytes: Int)
+    /// The request HEADERS of this stream (client role) were serialised into the connection's
+    /// output: queued by the ``H2Session/produceOutput(_:)`` call that writes them, which
+    /// may come well after the submit (nghttp2 sends frames in its own order, and a stream can
+    /// wait for the peer's MAX_CONCURRENT_STREAMS).
+    case requestHeadersSent(streamID: Int32)
     /// The stream is closed; `errorCode` is `0` (NO_ERROR) for a clean close.
     case streamClosed(streamID: Int32, errorCode: UInt32)
     /// The peer sent GOAWAY.

@@ -37,6 +37,17 @@ public final class H2Session {
     private var pendingEvents: [H2Event] = []
     private var spareEvents: [H2Event] = []
     private var outbound: [Int32: OutboundStream] = [:]
+    /// Outbound stream records of closed streams, emptied and kept for the next streams (at
+    /// most ``spareOutboundLimit``), so that opening a stream allocates neither the record nor
+    /// its chunk queue.
+    private var spareOutbound: [OutboundStream] = []
+    static let spareOutboundLimit = 16
+    /// Header blocks this session handed out in events, kept to decode later blocks into (at
+    /// most ``spareBlockLimit``, each small): a block its receiver let go of is reused without
+    /// allocating; one still held elsewhere (a request kept for a replay) costs what a new one does.
+    private var spareBlocks: [HeaderBlock] = []
+    static let spareBlockLimit = 4
+    static let spareBlockMaxCapacity = 2048
 
     // Receive state, valid only inside `receive`.
     private var inputBuffer: ByteBuffer?
@@ -103,6 +114,20 @@ public final class H2Session {
         var ended = false
         var trailers: HeaderBlock?
         var deferred = false
+
+        /// Forgets the closed stream it described, keeping the chunk queue's capacity.
+        func reset() {
+            self.chunks.removeAll(keepingCapacity: true)
+            self.bytes = 0
+            self.ended = false
+            self.trailers = nil
+            self.deferred = false
+        }
+    }
+
+    /// A record for a stream that starts sending DATA: a spare one if there is one.
+    private func makeOutbound() -> OutboundStream {
+        self.spareOutbound.popLast() ?? OutboundStream()
     }
 
     public init(role: Role, settings: Settings = Settings(), allocator: ByteBufferAllocator = ByteBufferAllocator()) {
@@ -119,6 +144,9 @@ public final class H2Session {
         nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, beginHeadersCallback)
         nghttp2_session_callbacks_set_on_header_callback(callbacks, headerCallback)
         nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, frameRecvCallback)
+        if role == .client {
+            nghttp2_session_callbacks_set_on_frame_send_callback(callbacks, frameSendCallback)
+        }
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, dataChunkCallback)
         nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, streamCloseCallback)
         nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(callbacks, invalidFrameCallback)
@@ -231,8 +259,24 @@ public final class H2Session {
         while !self.pendingEvents.isEmpty {
             swap(&self.pendingEvents, &self.spareEvents)
             defer { self.spareEvents.removeAll(keepingCapacity: true) }
-            for event in self.spareEvents { try body(event) }
+            for event in self.spareEvents {
+                try body(event)
+                if case .headers(_, let block, _, _) = event { self.keepForReuse(block) }
+            }
         }
+    }
+
+    private func keepForReuse(_ block: HeaderBlock) {
+        guard self.spareBlocks.count < Self.spareBlockLimit, block.storageCapacity <= Self.spareBlockMaxCapacity
+        else { return }
+        self.spareBlocks.append(block)
+    }
+
+    /// An empty block to decode a header block into: a spare one if there is one.
+    private func makeBlock() -> HeaderBlock {
+        guard var block = self.spareBlocks.popLast() else { return HeaderBlock() }
+        block.removeAll()
+        return block
     }
 
     /// Re-opens the receive window by `bytes` for `streamID` (and the connection) once the
@@ -387,7 +431,7 @@ public final class H2Session {
             id = headers.withNV { nghttp2_submit_request(self.session, nil, $0, $1, &provider, nil) }
         }
         if id < 0 { throw H2Error(code: id, operation: "nghttp2_submit_request") }
-        if !endStream { self.outbound[id] = OutboundStream() }
+        if !endStream { self.outbound[id] = self.makeOutbound() }
         return id
     }
 
@@ -400,7 +444,7 @@ public final class H2Session {
             var provider = nghttp2_data_provider()
             provider.read_callback = readCallback
             rv = headers.withNV { nghttp2_submit_response(self.session, streamID, $0, $1, &provider) }
-            if rv == 0 && self.outbound[streamID] == nil { self.outbound[streamID] = OutboundStream() }
+            if rv == 0 && self.outbound[streamID] == nil { self.outbound[streamID] = self.makeOutbound() }
         }
         if rv != 0 { throw H2Error(code: rv, operation: "nghttp2_submit_response") }
     }
@@ -493,7 +537,7 @@ public final class H2Session {
     // MARK: Callback bodies
 
     fileprivate func beginHeaders(streamID: Int32) {
-        self.currentBlock = HeaderBlock()
+        self.currentBlock = self.makeBlock()
         self.currentBlockTooLarge = false
     }
 
@@ -501,7 +545,7 @@ public final class H2Session {
         streamID: Int32, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, flags: UInt8
     ) -> Int32 {
         guard !self.currentBlockTooLarge else { return 0 }
-        if self.currentBlock == nil { self.currentBlock = HeaderBlock() }
+        if self.currentBlock == nil { self.currentBlock = self.makeBlock() }
         let size = self.currentBlock!.listSize + name.count + value.count + 32
         if size > self.settings.maxHeaderListSize {
             self.currentBlockTooLarge = true
@@ -539,6 +583,14 @@ public final class H2Session {
         }
     }
 
+    /// nghttp2 serialised a frame (client role only): a request's HEADERS are reported as sent.
+    fileprivate func frameSent(_ frame: UnsafePointer<nghttp2_frame>) {
+        guard frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue),
+            frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST
+        else { return }
+        self.pendingEvents.append(.requestHeadersSent(streamID: frame.pointee.hd.stream_id))
+    }
+
     fileprivate func dataChunk(streamID: Int32, data: UnsafeRawPointer, length: Int) {
         let slice: ByteBuffer
         if let base = self.inputBase, let input = self.inputBuffer, data >= base,
@@ -554,7 +606,13 @@ public final class H2Session {
     }
 
     fileprivate func streamClosed(streamID: Int32, errorCode: UInt32) {
-        if let stream = self.outbound.removeValue(forKey: streamID) { self.queuedDataBytes -= stream.bytes }
+        if let stream = self.outbound.removeValue(forKey: streamID) {
+            self.queuedDataBytes -= stream.bytes
+            if self.spareOutbound.count < Self.spareOutboundLimit && stream.chunks.capacity <= 16 {
+                stream.reset()
+                self.spareOutbound.append(stream)
+            }
+        }
         self.pendingEvents.append(.streamClosed(streamID: streamID, errorCode: errorCode))
     }
 
@@ -672,6 +730,11 @@ private let headerCallback: nghttp2_on_header_callback = { _, frame, name, namel
 
 private let frameRecvCallback: nghttp2_on_frame_recv_callback = { _, frame, userData in
     owner(userData).frameReceived(frame!)
+    return 0
+}
+
+private let frameSendCallback: nghttp2_on_frame_send_callback = { _, frame, userData in
+    owner(userData).frameSent(frame!)
     return 0
 }
 

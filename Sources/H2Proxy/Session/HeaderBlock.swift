@@ -24,6 +24,16 @@ public struct HeaderBlock: Sendable {
         self.fields.reserveCapacity(16)
     }
 
+    /// Empties the block for reuse, keeping its memory: no allocation if no copy of it is alive
+    /// (one that is still held elsewhere makes the two part, as any other change would).
+    mutating func removeAll() {
+        self.storage.clear()
+        self.fields.removeAll(keepingCapacity: true)
+    }
+
+    /// Bytes the block can hold before its storage grows.
+    var storageCapacity: Int { self.storage.capacity }
+
     public var count: Int { self.fields.count }
     public var isEmpty: Bool { self.fields.isEmpty }
 

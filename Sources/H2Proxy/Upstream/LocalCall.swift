@@ -59,7 +59,6 @@ final class LocalCall: UpstreamStream {
         }
         self.connection = connection
         connection.streams[self.streamID] = self
-        self.observer?.requestHeadersSent(at: self.loop.clock.requestSent())
         if !endStream {
             connection.session.sendData(streamID: self.streamID, self.requestBody)
             connection.session.endStream(streamID: self.streamID, trailers: nil)
@@ -116,6 +115,11 @@ final class LocalCall: UpstreamStream {
         var block = HeaderBlock(capacity: 0)
         self.observer?.trailersWillForward(&block, trailersOnly: false, receivedAt: self.loop.clock.responseEnd())
         self.trailers = block
+    }
+
+    /// The upstream session serialised the call's request HEADERS: "sent".
+    func requestHeadersWritten() {
+        self.observer?.requestHeadersSent(at: self.loop.clock.requestSent())
     }
 
     func requestDataWritten(_ bytes: Int) {}

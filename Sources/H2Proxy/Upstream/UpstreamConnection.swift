@@ -190,6 +190,8 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
                 self.streams[id]?.responseDataEnded()
             case .dataSent(let id, let bytes):
                 self.streams[id]?.requestDataWritten(bytes)
+            case .requestHeadersSent(let id):
+                self.streams[id]?.requestHeadersWritten()
             case .streamClosed(let id, let code):
                 if let stream = self.streams[id] {
                     stream.upstreamDidClose(errorCode: code)
