@@ -27,6 +27,8 @@ public final class Histogram: @unchecked Sendable {
     private let exemplarLock = NSLock()
     /// Unix seconds, read only when an exemplar is offered.
     private let clock: @Sendable () -> Double
+    /// The `le` label value of each bucket and `+Inf`, printed once.
+    private let leLabels: [String]
 
     public init(
         buckets: [Double] = Histogram.defaultBuckets,
@@ -37,6 +39,7 @@ public final class Histogram: @unchecked Sendable {
         self.counts = (0...self.buckets.count).map { _ in ManagedAtomic<UInt64>(0) }
         self.exemplarSecond = (0...self.buckets.count).map { _ in ManagedAtomic<Int64>(0) }
         self.exemplars = Array(repeating: nil, count: self.buckets.count + 1)
+        self.leLabels = self.buckets.map(Self.format) + ["+Inf"]
     }
 
     /// Records `seconds`; with `exemplar` (label name, value), may keep it for the bucket.
@@ -68,8 +71,8 @@ public final class Histogram: @unchecked Sendable {
     public var count: UInt64 { self.total.load(ordering: .relaxed) }
     public var sum: Double { Double(self.sumNanos.load(ordering: .relaxed)) / 1e9 }
 
-    func render(name: String, labels: String, openMetrics: Bool, into out: inout String) {
-        let inner = labels.isEmpty ? "" : String(labels.dropFirst().dropLast()) + ","
+    func render(name: String, labels: String, openMetrics: Bool, into out: inout [UInt8]) {
+        let inner = labels.isEmpty ? Substring() : labels.dropFirst().dropLast()
         var exemplars: [Exemplar?] = []
         if openMetrics {
             self.exemplarLock.lock()
@@ -79,16 +82,25 @@ public final class Histogram: @unchecked Sendable {
         var cumulative: UInt64 = 0
         for i in 0...self.buckets.count {
             cumulative += self.counts[i].load(ordering: .relaxed)
-            let le = i < self.buckets.count ? Self.format(self.buckets[i]) : "+Inf"
-            out += "\(name)_bucket{\(inner)le=\"\(le)\"} \(cumulative)"
-            if openMetrics, let e = exemplars[i] {
-                out += " # \(MetricsRegistry.render(labels: [(e.labelName, e.labelValue)])) \(e.value) "
-                out += String(format: "%.3f", e.timestamp)
+            out.append(contentsOf: name.utf8)
+            out.append(contentsOf: "_bucket{".utf8)
+            if !inner.isEmpty {
+                out.append(contentsOf: inner.utf8)
+                out.append(UInt8(ascii: ","))
             }
-            out += "\n"
+            out.append(contentsOf: "le=\"".utf8)
+            out.append(contentsOf: self.leLabels[i].utf8)
+            out.append(contentsOf: "\"} ".utf8)
+            MetricsRegistry.appendDecimal(cumulative, to: &out)
+            if openMetrics, let e = exemplars[i] {
+                let exemplar = " # \(MetricsRegistry.render(labels: [(e.labelName, e.labelValue)])) \(e.value) "
+                out.append(contentsOf: exemplar.utf8)
+                out.append(contentsOf: String(format: "%.3f", e.timestamp).utf8)
+            }
+            out.append(UInt8(ascii: "\n"))
         }
-        out += "\(name)_sum\(labels) \(self.sum)\n"
-        out += "\(name)_count\(labels) \(cumulative)\n"
+        out.append(contentsOf: "\(name)_sum\(labels) \(self.sum)\n".utf8)
+        MetricsRegistry.appendSample(name: name + "_count", labels: labels, value: cumulative, to: &out)
     }
 
     static func format(_ v: Double) -> String {

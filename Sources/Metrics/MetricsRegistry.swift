@@ -61,6 +61,8 @@ public final class MetricsRegistry: @unchecked Sendable {
     private var refusals: Counter?
     private var families: [Family] = []
     private var byName: [String: Family] = [:]
+    /// Bytes of the last scrape, to size the next one's buffer.
+    private var lastRenderedBytes = 0
     /// Unix seconds, for exemplar timestamps (tests pass a fixed clock).
     let clock: @Sendable () -> Double
 
@@ -229,27 +231,78 @@ public final class MetricsRegistry: @unchecked Sendable {
     /// The exposition text for every family: Prometheus text 0.0.4, or OpenMetrics 1.0
     /// (with exemplars and `# EOF`) when `openMetrics` is true.
     public func render(openMetrics: Bool = false) -> String {
+        String(decoding: self.renderBytes(openMetrics: openMetrics), as: UTF8.self)
+    }
+
+    /// ``render(openMetrics:)`` as UTF-8 bytes, appended sample by sample with integers printed
+    /// by hand: what the admin listener sends (no `String` interpolation per sample line).
+    public func renderBytes(openMetrics: Bool = false) -> [UInt8] {
         self.lock.lock()
         let snapshot = self.families.map { ($0.name, $0.help, $0.kind, $0.series) }
+        let expected = self.lastRenderedBytes
         self.lock.unlock()
-        var out = ""
-        out.reserveCapacity(4096)
+        var out: [UInt8] = []
+        out.reserveCapacity(max(4096, expected + expected / 8))
         for (name, help, kind, series) in snapshot {
             // OpenMetrics names a counter family without its `_total` suffix.
             let family = openMetrics && kind == .counter && name.hasSuffix("_total") ? String(name.dropLast(6)) : name
-            out += "# HELP \(family) "
-            Self.escape(help, quotes: openMetrics, into: &out)
-            out += "\n# TYPE \(family) \(kind.rawValue)\n"
+            out.append(contentsOf: "# HELP ".utf8)
+            out.append(contentsOf: family.utf8)
+            out.append(UInt8(ascii: " "))
+            var escaped = ""
+            Self.escape(help, quotes: openMetrics, into: &escaped)
+            out.append(contentsOf: escaped.utf8)
+            out.append(contentsOf: "\n# TYPE ".utf8)
+            out.append(contentsOf: family.utf8)
+            out.append(UInt8(ascii: " "))
+            out.append(contentsOf: kind.rawValue.utf8)
+            out.append(UInt8(ascii: "\n"))
             for s in series {
                 switch s.metric {
-                case let c as Counter: out += "\(name)\(s.rendered) \(c.value)\n"
-                case let g as Gauge: out += "\(name)\(s.rendered) \(g.value)\n"
+                case let c as Counter:
+                    Self.appendSample(name: name, labels: s.rendered, value: c.value, to: &out)
+                case let g as Gauge:
+                    out.append(contentsOf: name.utf8)
+                    out.append(contentsOf: s.rendered.utf8)
+                    out.append(UInt8(ascii: " "))
+                    if g.value < 0 { out.append(UInt8(ascii: "-")) }
+                    Self.appendDecimal(g.value.magnitude, to: &out)
+                    out.append(UInt8(ascii: "\n"))
                 case let h as Histogram: h.render(name: name, labels: s.rendered, openMetrics: openMetrics, into: &out)
                 default: break
                 }
             }
         }
-        if openMetrics { out += "# EOF\n" }
+        if openMetrics { out.append(contentsOf: "# EOF\n".utf8) }
+        self.lock.withLock { self.lastRenderedBytes = out.count }
         return out
+    }
+
+    /// `name{labels} value\n`.
+    static func appendSample(name: String, labels: String, value: UInt64, to out: inout [UInt8]) {
+        out.append(contentsOf: name.utf8)
+        out.append(contentsOf: labels.utf8)
+        out.append(UInt8(ascii: " "))
+        Self.appendDecimal(value, to: &out)
+        out.append(UInt8(ascii: "\n"))
+    }
+
+    /// `value` in decimal, as `\(value)` prints it.
+    static func appendDecimal(_ value: UInt64, to out: inout [UInt8]) {
+        guard value >= 10 else {
+            out.append(UInt8(ascii: "0") + UInt8(value))
+            return
+        }
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: UInt64.max has 20 digits
+        var n = 0
+        var rest = value
+        withUnsafeMutableBytes(of: &digits) { d in
+            while rest > 0 {
+                d[n] = UInt8(ascii: "0") + UInt8(rest % 10)
+                rest /= 10
+                n += 1
+            }
+            out.append(contentsOf: d[0..<n].reversed())
+        }
     }
 }

@@ -120,3 +120,19 @@ import Testing
         #expect(cache.count == 0)
     }
 }
+
+@Suite struct MetricsRenderBytesTests {
+    @Test func valuesArePrintedAsSwiftPrintsThem() {
+        let registry = MetricsRegistry()
+        registry.counter("insight_c_total", help: "c").increment(by: .max)
+        registry.counter("insight_z_total", help: "z", labels: [("a", "b")]).increment(by: 0)
+        registry.gauge("insight_g", help: "g").set(-9_000_000_001)
+        registry.gauge("insight_h", help: "h").set(.min)
+        let text = String(decoding: registry.renderBytes(), as: UTF8.self)
+        #expect(text.contains("insight_c_total \(UInt64.max)\n"))
+        #expect(text.contains("insight_z_total{a=\"b\"} 0\n"))
+        #expect(text.contains("insight_g -9000000001\n"))
+        #expect(text.contains("insight_h \(Int64.min)\n"))
+        #expect(text == registry.render())
+    }
+}

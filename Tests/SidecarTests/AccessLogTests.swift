@@ -29,6 +29,17 @@ import Testing
         #expect(AccessLog.milliseconds(1234.5678) == "1234.568")
     }
 
+    @Test func numbersAndStringsAreWrittenAsJSON() throws {
+        #expect(AccessLog.milliseconds(-1.5) == "-1.500")
+        #expect(AccessLog.milliseconds(.nan) == "0.000")
+        #expect(AccessLog.milliseconds(1_000_000.000_4) == "1000000.000")
+        var e = Self.entry()
+        e.service = "caf\u{e9}.v1\u{1}\t\\"
+        let line = AccessLog.line(e)
+        #expect(line.contains(#""service":"café.v1\u0001\t\\""#))
+        #expect(try Self.object(line)["service"] as? String == e.service)
+    }
+
     @Test func completedLineHasFieldsInOrderAndNoResetCode() throws {
         let line = AccessLog.line(Self.entry())
         #expect(line.hasPrefix("{\"time\":\"2025-01-02T03:04:05.678Z\",\"hop\":\"mediary-a\",\"source\":\"traffic\""))

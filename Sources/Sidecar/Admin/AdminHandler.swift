@@ -70,11 +70,13 @@ final class AdminHandler: ChannelInboundHandler {
             let accept = head.headers["accept"].joined(separator: ",")
             if accept.contains("application/openmetrics-text") {
                 self.respond(
-                    context: context, head: head, status: .ok, body: self.registry.render(openMetrics: true),
+                    context: context, head: head, status: .ok,
+                    body: context.channel.allocator.buffer(bytes: self.registry.renderBytes(openMetrics: true)),
                     contentType: "application/openmetrics-text; version=1.0.0; charset=utf-8")
             } else {
                 self.respond(
-                    context: context, head: head, status: .ok, body: self.registry.render(),
+                    context: context, head: head, status: .ok,
+                    body: context.channel.allocator.buffer(bytes: self.registry.renderBytes()),
                     contentType: "text/plain; version=0.0.4; charset=utf-8")
             }
         default:
@@ -88,8 +90,15 @@ final class AdminHandler: ChannelInboundHandler {
         context: ChannelHandlerContext, head: HTTPRequestHead, status: HTTPResponseStatus, body: String,
         contentType: String = "text/plain; charset=utf-8"
     ) {
-        var buffer = context.channel.allocator.buffer(capacity: body.utf8.count)
-        buffer.writeString(body)
+        self.respond(
+            context: context, head: head, status: status, body: context.channel.allocator.buffer(string: body),
+            contentType: contentType)
+    }
+
+    private func respond(
+        context: ChannelHandlerContext, head: HTTPRequestHead, status: HTTPResponseStatus, body buffer: ByteBuffer,
+        contentType: String
+    ) {
         var headers = HTTPHeaders()
         headers.add(name: "content-type", value: contentType)
         headers.add(name: "content-length", value: "\(buffer.readableBytes)")

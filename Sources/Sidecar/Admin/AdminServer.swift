@@ -3,7 +3,10 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// The operator's HTTP/1.1 listener: `/healthz`, `/readyz`, `/metrics`.
+/// The operator's HTTP/1.1 listener: `/healthz`, `/readyz`, `/metrics`, the status page and its API.
+///
+/// `group` should be its own (``SidecarInstance`` gives it one thread): `/metrics` is rendered on
+/// the listener's event loop, so on the proxy's loops a scrape would delay proxied streams.
 public final class AdminServer: Sendable {
     public typealias Readiness = @Sendable () async -> (ready: Bool, detail: String)
 

@@ -15,6 +15,11 @@ final class SidecarInstance: Sendable {
     let prober: Prober?
     let status: StatusSource
     let adminChannel: Channel
+    /// The admin listener's own thread: `/metrics` and the status API are rendered there, never
+    /// on the proxy's event loops, so a scrape does not delay a proxied stream.
+    let adminGroup: MultiThreadedEventLoopGroup
+    /// The access log's queue and writer thread; stopped (what is queued written) after the drain.
+    let accessLog: AccessLog?
     let listening: SocketAddress
     let discovery: [Task<Void, Never>]
     let tlsReloader: TLSReloader?
@@ -27,9 +32,12 @@ final class SidecarInstance: Sendable {
 
     private init(
         config: SidecarConfig, proxy: ProxyServer, prober: Prober?, status: StatusSource, adminChannel: Channel,
-        listening: SocketAddress, discovery: [Task<Void, Never>], tlsReloader: TLSReloader?, logger: Logger,
-        spans: SpanExport?, httpClient: HTTPClient?
+        adminGroup: MultiThreadedEventLoopGroup, accessLog: AccessLog?, listening: SocketAddress,
+        discovery: [Task<Void, Never>], tlsReloader: TLSReloader?, logger: Logger, spans: SpanExport?,
+        httpClient: HTTPClient?
     ) {
+        self.adminGroup = adminGroup
+        self.accessLog = accessLog
         self.spans = spans
         self.httpClient = httpClient
         self.tlsReloader = tlsReloader
@@ -56,7 +64,7 @@ final class SidecarInstance: Sendable {
             registry: registry, hop: timing.hop, region: timing.region, maxRoutes: timing.maxRoutes,
             headerErrorReasons: TimingHeaders.Problem.allCases.map(\.rawValue))
         let accessLog = try config.accessLog.map { path throws(ConfigError) in
-            try AccessLog(path: path, hop: timing.hop)
+            try AccessLog(path: path, hop: timing.hop, registry: registry)
         }
         var observers = HopTimingObserverFactory(options: timing, metrics: traffic, accessLog: accessLog)
         let spans = try SpanExport.start(config: config, registry: registry, observers: &observers, logger: logger)
@@ -91,8 +99,9 @@ final class SidecarInstance: Sendable {
             hop: timing.hop, region: timing.region, observers: observers.sources,
             probers: (prober.map { [$0] } ?? []) + extraProbers, window: statusWindow, demo: demo,
             demoControl: demoControl)
+        let adminGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let admin = AdminServer(
-            group: group, registry: registry,
+            group: adminGroup, registry: registry,
             readiness: {
                 guard proxy.isListening else { return (false, "proxy listener closed") }
                 let answer = await proxy.checkReadiness()
@@ -103,6 +112,7 @@ final class SidecarInstance: Sendable {
             adminChannel = try await admin.start(host: config.admin.host, port: config.admin.port)
         } catch {
             await proxy.drain(timeout: .zero)
+            try? await adminGroup.shutdownGracefully()
             tlsReloader?.stop()
             await spans?.stop()
             throw SidecarStartError(
@@ -141,7 +151,8 @@ final class SidecarInstance: Sendable {
         }
         return SidecarInstance(
             config: config, proxy: proxy, prober: prober, status: status, adminChannel: adminChannel,
-            listening: listening, discovery: discovery, tlsReloader: tlsReloader, logger: logger, spans: spans,
+            adminGroup: adminGroup, accessLog: accessLog, listening: listening, discovery: discovery,
+            tlsReloader: tlsReloader, logger: logger, spans: spans,
             httpClient: httpClient)
     }
 
@@ -171,6 +182,8 @@ final class SidecarInstance: Sendable {
                 self.logger.warning("span export did not finish within 2 s at shutdown: queued spans are lost")
             }
         }
+        self.accessLog?.stop()
         try? await self.adminChannel.close()
+        try? await self.adminGroup.shutdownGracefully()
     }
 }
