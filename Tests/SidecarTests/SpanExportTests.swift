@@ -221,7 +221,8 @@ import Testing
         #expect(h.dropped(.exportFailed) + h.dropped(.queueFull) == 200)
         #expect(h.dropped(.exportFailed) >= 100)
         #expect(h.droppedTotal == 200)
-        #expect(h.collector.requests.withLockedValue { $0.map { $0.spans }.reduce(0, +) } == Int(h.dropped(.exportFailed)))
+        #expect(
+            h.collector.requests.withLockedValue { $0.map { $0.spans }.reduce(0, +) } == Int(h.dropped(.exportFailed)))
     }
 
     @Test func retriesA429AfterItsRetryAfterThenExports() async {
