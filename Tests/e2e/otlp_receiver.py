@@ -41,6 +41,7 @@ class OTLPReceiver:
         self.mode = mode
         self.refusals = refusals
         self.times = []
+        self.refused = 0  # spans in the bodies answered 400
         self.spans = []
         self.requests = 0
         self.paths = []
@@ -72,6 +73,10 @@ class OTLPReceiver:
                     self.send_header("content-length", "0")
                     self.end_headers()
                     return
+                if receiver.mode == "400":
+                    req = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
+                    with receiver.lock:
+                        receiver.refused += sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans)
                 if receiver.mode in ("500", "400"):
                     self.send_response(int(receiver.mode))
                     self.send_header("content-length", "0")
