@@ -20,12 +20,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.1"),
         .package(url: "https://github.com/apple/swift-http-structured-headers.git", from: "1.7.0"),
-        // Traces: swift-otel with only its OTLP/HTTP exporter (no gRPC stack), and the
-        // swift-distributed-tracing API it implements.
-        .package(url: "https://github.com/swift-otel/swift-otel.git", from: "1.6.0", traits: ["OTLPHTTP"]),
-        .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
-        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
-        // Already in the graph through swift-otel's OTLP/HTTP exporter; also Consul's API and `diagnose`.
+        // Span export (OTLP/HTTP, Docs/architecture.md says why it is the sidecar's own code),
+        // Consul's API and `diagnose`.
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
@@ -77,9 +73,6 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "RawStructuredFieldValues", package: "swift-http-structured-headers"),
-                .product(name: "OTel", package: "swift-otel", moduleAliases: ["Metrics": "SwiftMetrics"]),
-                .product(name: "Tracing", package: "swift-distributed-tracing"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: performance

@@ -2,7 +2,8 @@
 the OpenTelemetry project's own ``opentelemetry-proto`` package.
 
 Modes: ``ok`` (200 with an empty ExportTraceServiceResponse), ``500`` (every export fails),
-``hang`` (never answers until stopped).
+``hang`` (never answers until stopped), ``429`` (the first ``refusals`` exports get 429 with
+``Retry-After: 1``, then as ``ok``), ``400`` (every export is refused as malformed).
 """
 
 import http.server
@@ -36,8 +37,11 @@ class Span:
 
 
 class OTLPReceiver:
-    def __init__(self, mode: str = "ok"):
+    def __init__(self, mode: str = "ok", refusals: int = 2):
         self.mode = mode
+        self.refusals = refusals
+        self.times = []
+        self.refused = 0  # spans in the bodies answered 400
         self.spans = []
         self.requests = 0
         self.paths = []
@@ -58,11 +62,23 @@ class OTLPReceiver:
                     receiver.requests += 1
                     receiver.paths.append(self.path)
                     receiver.headers.append(dict(self.headers))
+                    receiver.times.append(time.monotonic())
+                    refuse = receiver.mode == "429" and receiver.requests <= receiver.refusals
                 if receiver.mode == "hang":
                     receiver.stopping.wait(60)
                     return
-                if receiver.mode == "500":
-                    self.send_response(500)
+                if refuse:
+                    self.send_response(429)
+                    self.send_header("retry-after", "1")
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
+                if receiver.mode == "400":
+                    req = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
+                    with receiver.lock:
+                        receiver.refused += sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans)
+                if receiver.mode in ("500", "400"):
+                    self.send_response(int(receiver.mode))
                     self.send_header("content-length", "0")
                     self.end_headers()
                     return

@@ -391,11 +391,49 @@ def test_collector_down_500_or_hanging_costs_traffic_nothing_and_drops_are_count
             assert rss1 - rss0 < 64 * 1024, f"{what}: RSS grew {rss1 - rss0} KiB over 1500 calls"
             log = sc.log.read_text()
             assert log.count("span export failing") == 1, f"{what}: failure logged once\n{log[-3000:]}"
+            # Exact accounting: once the queue has drained, every span started was dropped
+            # (none exported), each counted once.
+            wait_for(lambda: span_counts(sc) == (1520, 0, 1520), timeout=40,
+                     what=f"{what}: started = exported + dropped, got {span_counts(sc)}")
         assert failing.requests > 0 and hanging.requests > 0
         assert failing.paths[0] == "/v1/traces"
     finally:
         failing.stop()
         hanging.stop()
+
+
+def span_counts(sc):
+    """(started, exported, dropped) from the sidecar's metrics."""
+    text = metrics_text(sc)
+    return tuple(int(metric_sum(text, name) or 0) for name in
+                 ("insight_spans_started_total", "insight_spans_exported_total", "insight_spans_dropped_total"))
+
+
+def test_collector_answering_429_is_retried_after_retry_after_and_400_is_not(procs):
+    """A collector that answers 429 (Retry-After: 1) twice, then 200: the batch is sent again
+    after at least a second each time and every span arrives, none dropped. One that answers
+    400: not retried, every span counted as rejected."""
+    require_sidecar()
+    server = procs.grpc_server()
+    throttling, refusing = OTLPReceiver("429", refusals=2), OTLPReceiver("400")
+    try:
+        sc = procs.sidecar(server.port, extra=tracing_flags(throttling.endpoint))
+        bad = procs.sidecar(server.port, extra=tracing_flags(refusing.endpoint))
+        for _ in range(30):
+            call(sc.addr)
+            call(bad.addr)
+        wait_for(lambda: span_counts(sc) == (30, 30, 0), timeout=20, what=f"429 then 200: {span_counts(sc)}")
+        assert len(throttling.spans) == 30
+        assert throttling.requests >= 3
+        gaps = [b - a for a, b in zip(throttling.times, throttling.times[1:3])]
+        assert all(g >= 0.95 for g in gaps), gaps
+        wait_for(lambda: span_counts(bad) == (30, 0, 30), timeout=20, what=f"400: {span_counts(bad)}")
+        assert metric_sum(metrics_text(bad), "insight_spans_dropped_total", reason="rejected") == 30
+        time.sleep(1.5)
+        assert refusing.refused == 30, f"a 400 is not retried: {refusing.refused} spans sent for 30"
+    finally:
+        throttling.stop()
+        refusing.stop()
 
 
 def rss_kib(pid):
@@ -478,8 +516,8 @@ def test_check_config_prints_and_checks_tracing(tmp_path):
 
 def test_shutdown_does_not_wait_for_a_hanging_collector(procs, grpc_server):
     """SIGTERM with spans queued for a collector that never answers: the sidecar gives the
-    export 2 s after the drain, says what it lost, and exits (it used to wait swift-otel's
-    export timeout and then some, ~6 s, whatever drain_timeout said)."""
+    export 2 s after the drain, counts and says what it lost, and exits (with swift-otel it
+    waited its export timeout and then some, ~6 s, whatever drain_timeout said)."""
     import signal
 
     hanging = OTLPReceiver("hang")
@@ -492,6 +530,9 @@ def test_shutdown_does_not_wait_for_a_hanging_collector(procs, grpc_server):
         assert sc.popen.wait(15) == 0
         elapsed = time.monotonic() - start
         assert elapsed < 4.0, f"exit took {elapsed:.1f} s with drain_timeout 1s"
-        assert "span export did not finish within 2 s at shutdown" in sc.log.read_text(), sc.log_tail()
+        log = sc.log.read_text()
+        assert "span export did not finish within 2 s at shutdown" in log, sc.log_tail()
+        # Every span was queued or in flight at shutdown: all 20 counted as lost.
+        assert "spans=20" in log, sc.log_tail()
     finally:
         hanging.stop()

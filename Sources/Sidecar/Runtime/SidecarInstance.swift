@@ -84,7 +84,7 @@ final class SidecarInstance: Sendable {
             listening = try await proxy.start()
         } catch {
             tlsReloader?.stop()
-            await spans?.stop()
+            _ = await spans?.stop(within: .zero)
             throw SidecarStartError(what: "listen on \(config.listen)", underlying: UpstreamFailure.describe(error))
         }
         var prober: Prober?
@@ -114,7 +114,7 @@ final class SidecarInstance: Sendable {
             await proxy.drain(timeout: .zero)
             try? await adminGroup.shutdownGracefully()
             tlsReloader?.stop()
-            await spans?.stop()
+            _ = await spans?.stop(within: .zero)
             throw SidecarStartError(
                 what: "admin listener on \(config.admin)", underlying: UpstreamFailure.describe(error))
         }
@@ -166,20 +166,12 @@ final class SidecarInstance: Sendable {
         self.tlsReloader?.stop()
         if let spans = self.spans {
             // Queued spans get one more export, within 2 s: a collector that is down or hangs
-            // must not hold the shutdown past the drain (swift-otel would wait its 5 s export
-            // timeout). What is left is said in the log.
-            let done = NIOLockedValueBox(false)
-            Task {
-                await spans.stop()
-                done.withLockedValue { $0 = true }
-            }
-            let deadline = ContinuousClock.now + .seconds(2)
-            while !done.withLockedValue({ $0 }) && ContinuousClock.now < deadline {
-                try? await Task.sleep(for: .milliseconds(20))
-            }
-            let finished = done.withLockedValue { $0 }
-            if !finished {
-                self.logger.warning("span export did not finish within 2 s at shutdown: queued spans are lost")
+            // must not hold the shutdown past the drain. What is left is counted and logged.
+            let lost = await spans.stop(within: .seconds(2))
+            if lost > 0 {
+                self.logger.warning(
+                    "span export did not finish within 2 s at shutdown: queued spans are lost",
+                    metadata: ["spans": "\(lost)", "reason": "shutdown"])
             }
         }
         self.accessLog?.stop()

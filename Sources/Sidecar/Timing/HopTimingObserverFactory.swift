@@ -8,14 +8,14 @@ struct HopTimingObserverFactory: StreamObserverFactory {
     let metrics: TrafficMetrics
     let accessLog: AccessLog?
     /// Each loop's ``LoopTracing`` is made from this; `nil`: tracing off.
-    var tracing: (@Sendable () -> LoopTracing)? = nil
+    var tracing: (@Sendable (EventLoop) -> LoopTracing)? = nil
     /// Every loop's source, for the status page and the diagnosis to read recent samples.
     let sources = ObserverSources()
 
     func makeLoopObserverSource(for eventLoop: EventLoop, clock: StreamClock) -> LoopObserverSource {
         let source = HopTimingObserverSource(
             options: self.options, metrics: self.metrics, accessLog: self.accessLog, clock: clock,
-            tracing: self.tracing?())
+            tracing: self.tracing?(eventLoop))
         self.sources.add(source, on: eventLoop)
         return source
     }

@@ -1,5 +1,4 @@
 import NIOCore
-import Tracing
 
 /// Maps the monotonic instants the proxy measures onto the wall clock once per span, so that
 /// span start and end are the sidecar's own measurements, not the time a call was made.
@@ -12,8 +11,8 @@ struct EpochClock {
         self.offset = offsetNanos
     }
 
-    func instant(_ t: NIODeadline) -> DefaultTracerClock.Timestamp {
-        let ns = Int64(bitPattern: t.uptimeNanoseconds) &+ self.offset
-        return DefaultTracerClock.Timestamp(nanosecondsSinceEpoch: UInt64(max(0, ns)))
+    /// Nanoseconds since the Unix epoch.
+    func nanos(_ t: NIODeadline) -> UInt64 {
+        UInt64(max(0, Int64(bitPattern: t.uptimeNanoseconds) &+ self.offset))
     }
 }

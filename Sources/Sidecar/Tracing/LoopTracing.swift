@@ -1,27 +1,35 @@
 import Foundation
 import H2Proxy
 import NIOCore
-import Tracing
 
 /// One event loop's part of tracing: the sampling draws and the ids of unsampled traces come
 /// from a loop-local generator, so a stream that gets no span costs no lock and no system call.
 final class LoopTracing {
     let export: SpanExport
+    let loop: EventLoop
     let sampler: TraceSampler
     /// `server.address` and `server.port` of the spans: the hop this sidecar calls.
     let upstream: HostPort
     let hop: String
     let region: String
     private var random: Xoshiro256
+    /// Spans ended on this loop and not yet handed to ``SpanExport``: at most
+    /// `export.batchSize`, kept for at most `export.interval`.
+    private var ended: [SpanRecord] = []
+    private var handOverScheduled = false
+    /// Set by ``SpanExport/stop(within:)``: spans that end later are dropped as `shutdown`.
+    private var stopped = false
 
-    init(export: SpanExport, sampler: TraceSampler, upstream: HostPort, hop: String, region: String) {
+    init(export: SpanExport, loop: EventLoop, sampler: TraceSampler, upstream: HostPort, hop: String, region: String) {
         self.export = export
+        self.loop = loop
         self.sampler = sampler
         self.upstream = upstream
         self.hop = hop
         self.region = region
         var seed = SystemRandomNumberGenerator()
         self.random = Xoshiro256(seed: &seed)
+        export.register(Handle(tracing: self))
     }
 
     /// Applies the trace context rules to the request about to go upstream and starts the
@@ -41,34 +49,66 @@ final class LoopTracing {
             let tp = TraceParent(
                 traceID: self.newTraceID(headers), parentID: self.nonZero(), flags: 0)
             return self.replace(&headers, with: tp, newTrace: true)
-        case .sample(var parent):
+        case .sample(let caller):
             // No traceparent but a valid insight-id from a hop that does not trace: the trace
             // continues that id (under a placeholder parent span id), so the call keeps one
             // correlation id at every hop, sampled or not, as the unsampled path does.
+            var parent = caller
             if parent == nil, let id = Self.insightTraceID(headers) {
                 parent = TraceParent(traceID: id, parentID: self.nonZero(), flags: 1)
             }
+            let own = TraceParent(
+                traceID: parent?.traceID ?? (self.nonZero(), self.random.next()), parentID: self.nonZero(),
+                flags: parent?.flags ?? 1)
             let clock = EpochClock(offsetNanos: observer.clock.wallClockOffsetNanos())
-            let request = StreamSpan.Request(headers, isGRPC: observer.isGRPC)
-            var context = ServiceContext.topLevel
-            if let parent {
-                let carrier = TraceCarrier(
-                    traceparent: parent.formatted, tracestate: headers.first("tracestate"))
-                self.export.tracer.extract(carrier, into: &context, using: TraceCarrier.Extract())
-            }
-            let span = self.export.tracer.startSpan(
-                request.name, context: context, ofKind: .client, at: clock.instant(receivedAt))
-            var out = TraceCarrier()
-            self.export.tracer.inject(span.context, into: &out, using: TraceCarrier.Inject())
-            guard let text = out.traceparent, let own = TraceParent(Array(text.utf8)) else {
-                // swift-otel always injects for a recording span; if it ever does not, the
-                // span is still exported and the request keeps the caller's context.
-                observer.span = StreamSpan(span: span, clock: clock, request: request, tracing: self)
-                return nil
-            }
             self.export.metrics.started.increment()
-            observer.span = StreamSpan(span: span, clock: clock, request: request, tracing: self)
-            return self.replace(&headers, with: own, newTrace: parent == nil)
+            observer.span = StreamSpan(
+                context: own, parentSpanID: parent?.parentID ?? 0,
+                traceState: caller == nil ? "" : headers.first("tracestate") ?? "", clock: clock,
+                startNanos: clock.nanos(receivedAt), request: StreamSpan.Request(headers, isGRPC: observer.isGRPC),
+                tracing: self)
+            return self.replace(&headers, with: own, newTrace: caller == nil)
+        }
+    }
+
+    /// Keeps an ended span for the next hand-over (on this loop; no lock, no allocation
+    /// beyond the buffer's growth).
+    func spanEnded(_ span: SpanRecord) {
+        guard !self.stopped else {
+            self.export.enqueue([span])  // counted as `shutdown`
+            return
+        }
+        self.ended.append(span)
+        if self.ended.count >= self.export.batchSize {
+            self.handOver()
+        } else if !self.handOverScheduled {
+            self.handOverScheduled = true
+            self.loop.assumeIsolated().scheduleTask(in: self.export.interval) {
+                self.handOverScheduled = false
+                self.handOver()
+            }
+        }
+    }
+
+    /// One batch to the exporter: one lock and at most one task wake-up for all of them.
+    private func handOver() {
+        guard !self.ended.isEmpty else { return }
+        let batch = self.ended
+        self.ended.removeAll(keepingCapacity: true)
+        self.export.enqueue(batch)
+    }
+
+    /// This loop's tracing as ``SpanExport`` keeps it: touched only on `loop`.
+    struct Handle: @unchecked Sendable {
+        let tracing: LoopTracing
+
+        /// Hands over what the loop holds and drops (as `shutdown`) whatever ends later.
+        func stop() async {
+            let handle = self
+            try? await self.tracing.loop.submit {
+                handle.tracing.stopped = true
+                handle.tracing.handOver()
+            }.get()
         }
     }
 

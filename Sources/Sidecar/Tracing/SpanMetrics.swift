@@ -4,12 +4,19 @@ import Metrics
 struct SpanMetrics: Sendable {
     /// Why a span never reached the collector (the `reason` label of `insight_spans_dropped_total`).
     enum DropReason: String, CaseIterable, Sendable {
-        /// The export queue was full (the collector slow or down for a while).
+        /// More than `tracing.max_queued_spans` were waiting (the collector slow or down for a while).
         case queueFull = "queue_full"
-        /// The collector refused the batch, answered an error status or could not be reached.
+        /// The collector could not be reached, or answered 5xx (502/503/504 after the retries).
         case exportFailed = "export_failed"
-        /// The collector did not answer within the export timeout.
+        /// The collector did not answer within the request timeout (4 s).
         case exportTimeout = "export_timeout"
+        /// The collector answered 429 to every retry, or asked to wait past the retry budget.
+        case throttled = "throttled"
+        /// The collector refused them: a 4xx other than 429 (not retried, as the OTLP
+        /// specification says), or `rejected_spans` of a partial success.
+        case rejected = "rejected"
+        /// Still queued or being sent when the 2 s export at shutdown ran out, or ended after it.
+        case shutdown = "shutdown"
     }
 
     let dropped: [DropReason: Counter]

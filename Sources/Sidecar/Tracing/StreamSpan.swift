@@ -1,18 +1,29 @@
 import H2Proxy
 import NIOCore
-import Tracing
 
 /// The span of one forwarded stream of a sampled trace: started when the request headers
 /// are forwarded, ended with the stream, with the hop's measurements as attributes.
 final class StreamSpan {
-    let span: any Span
+    /// The trace id, this span's id (as `parentID`) and the flags forwarded upstream.
+    let context: TraceParent
+    /// The caller's span id; 0 for the root of a new trace.
+    let parentSpanID: UInt64
+    /// The caller's `tracestate`; empty for a new trace.
+    let traceState: String
     let clock: EpochClock
+    let startNanos: UInt64
     let request: Request
     unowned let tracing: LoopTracing
 
-    init(span: any Span, clock: EpochClock, request: Request, tracing: LoopTracing) {
-        self.span = span
+    init(
+        context: TraceParent, parentSpanID: UInt64, traceState: String, clock: EpochClock, startNanos: UInt64,
+        request: Request, tracing: LoopTracing
+    ) {
+        self.context = context
+        self.parentSpanID = parentSpanID
+        self.traceState = traceState
         self.clock = clock
+        self.startNanos = startNanos
         self.request = request
         self.tracing = tracing
     }
@@ -39,37 +50,46 @@ final class StreamSpan {
 
     /// Sets the attributes and status from the hop's measurements and ends the span at `at`.
     func end(_ o: HopTimingObserver, at: NIODeadline) {
-        let s = o.summary
+        self.tracing.spanEnded(self.record(o.summary, source: o.sourceLabel, failure: o.failureMessage, at: at))
+    }
+
+    /// The finished span, from the hop's measurements.
+    func record(_ s: HopTimingObserver.Summary, source: String, failure: String?, at: NIODeadline) -> SpanRecord {
         let t = self.tracing
-        var a = SpanAttributes()
-        a["server.address"] = t.upstream.host
-        a["server.port"] = t.upstream.port
+        var a: [SpanAttribute] = []
+        a.reserveCapacity(16 + s.segments.count)
+        a.append(SpanAttribute("server.address", t.upstream.host))
+        a.append(SpanAttribute("server.port", t.upstream.port))
         if self.request.isGRPC {
-            a["rpc.system"] = "grpc"
-            a["rpc.service"] = self.request.service
-            a["rpc.method"] = self.request.method
-            if let n = GRPCStatusName.names.firstIndex(of: s.code) { a["rpc.grpc.status_code"] = n }
+            a.append(SpanAttribute("rpc.system", "grpc"))
+            a.append(SpanAttribute("rpc.service", self.request.service))
+            a.append(SpanAttribute("rpc.method", self.request.method))
+            if let n = GRPCStatusName.names.firstIndex(of: s.code) {
+                a.append(SpanAttribute("rpc.grpc.status_code", n))
+            }
         } else {
-            a["http.request.method"] = self.request.httpMethod
+            a.append(SpanAttribute("http.request.method", self.request.httpMethod))
             // Not `http.route`: that is the server's matched route template, which a proxy does
             // not know; the first path segment (the metrics' route label) goes in insight.route.
-            a["insight.route"] = self.request.method
-            if let status = Int(s.code) { a["http.response.status_code"] = status }
+            a.append(SpanAttribute("insight.route", self.request.method))
+            if let status = Int(s.code) { a.append(SpanAttribute("http.response.status_code", status)) }
         }
-        a["insight.hop"] = t.hop
-        a["insight.region"] = t.region
-        a["insight.source"] = o.sourceLabel
-        a["insight.code"] = s.code
+        a.append(SpanAttribute("insight.hop", t.hop))
+        a.append(SpanAttribute("insight.region", t.region))
+        a.append(SpanAttribute("insight.source", source))
+        a.append(SpanAttribute("insight.code", s.code))
         // Microseconds, as `insight-timing` carries them (no binary-fraction noise).
-        if let d = s.dur { a["insight.dur_ms"] = Self.micros(d) }
-        if let v = s.selfTime { a["insight.self_ms"] = Self.micros(v) }
-        if let v = s.ttfb { a["insight.ttfb_ms"] = Self.micros(v) }
-        for segment in s.segments { a["insight.segment.\(segment.hop)_ms"] = Self.micros(segment.milliseconds) }
-        self.span.attributes = a
-        if Self.isError(code: s.code, isGRPC: self.request.isGRPC) {
-            self.span.setStatus(SpanStatus(code: .error, message: o.failureMessage ?? s.code))
+        if let d = s.dur { a.append(SpanAttribute("insight.dur_ms", Self.micros(d))) }
+        if let v = s.selfTime { a.append(SpanAttribute("insight.self_ms", Self.micros(v))) }
+        if let v = s.ttfb { a.append(SpanAttribute("insight.ttfb_ms", Self.micros(v))) }
+        for segment in s.segments {
+            a.append(SpanAttribute("insight.segment.\(segment.hop)_ms", Self.micros(segment.milliseconds)))
         }
-        self.span.end(at: self.clock.instant(at))
+        return SpanRecord(
+            traceID: self.context.traceID, spanID: self.context.parentID, parentSpanID: self.parentSpanID,
+            traceState: self.traceState, name: self.request.name, startNanos: self.startNanos,
+            endNanos: self.clock.nanos(at), attributes: a,
+            errorMessage: Self.isError(code: s.code, isGRPC: self.request.isGRPC) ? failure ?? s.code : nil)
     }
 
     /// `ms` rounded to the microsecond.
