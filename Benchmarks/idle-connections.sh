@@ -294,7 +294,7 @@ heap_peak() {
   if (( conns > 0 )); then
     heaptrack_print -f "$file" --print-peaks -n 20 -s 3 >"$TMP/heaptrack-$t.txt" 2>/dev/null
   fi
-  heaptrack_print -f "$file" 2>/dev/null | sed -n 's/^peak heap memory consumption: *\([0-9.]*\)\([KMG]*\)B.*/\1 \2/p' |
+  heaptrack_print -f "$file" 2>/dev/null | sed -n 's/^peak heap memory consumption: *\([0-9.]*\)\([KMG]*\).*/\1 \2/p' |
     awk '{m = ($2 == "K") ? 1e3 : ($2 == "M") ? 1e6 : ($2 == "G") ? 1e9 : 1; printf "%d\n", $1 * m}'
 }
 
