@@ -37,6 +37,15 @@ public final class ProxyServer: Sendable {
         self.loops = loops
     }
 
+    /// Sizes of the buffer a client connection reads into, in bytes: NIO's adaptive allocator
+    /// with a first buffer of 512 instead of its 2,048 (min 64, max 64 KiB as NIO's).
+    ///
+    /// The channel keeps its buffer for the next read, so an idle connection holds one for
+    /// good; what a client sends first (preface, SETTINGS, WINDOW_UPDATE, a gRPC HEADERS
+    /// block) fits in 512. A read that fills the buffer doubles the next one, so a busy
+    /// connection outgrows it within its first reads.
+    static let clientReceiveBuffers = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536)
+
     /// Binds the listener; returns the bound address (port 0 picks a free one).
     public func start() async throws -> SocketAddress {
         let loops = self.loops
@@ -44,6 +53,7 @@ public final class ProxyServer: Sendable {
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.recvAllocator, value: Self.clientReceiveBuffers)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     guard let bound = loops.first(where: { $0.eventLoop === channel.eventLoop }) else {

@@ -168,9 +168,10 @@ public final class H2Session {
         // `self` is not fully initialised yet: create the session with a nil user pointer,
         // then point it at `self` below.
         let rv: Int32
+        var memory = Self.makeMemory()
         switch role {
-        case .server: rv = nghttp2_session_server_new2(&raw, callbacks, nil, option)
-        case .client: rv = nghttp2_session_client_new2(&raw, callbacks, nil, option)
+        case .server: rv = nghttp2_session_server_new3(&raw, callbacks, nil, option, &memory)
+        case .client: rv = nghttp2_session_client_new3(&raw, callbacks, nil, option, &memory)
         }
         precondition(rv == 0 && raw != nil, "nghttp2_session_new failed: \(rv)")
         self.session = raw!
