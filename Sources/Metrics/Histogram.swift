@@ -92,15 +92,30 @@ public final class Histogram: @unchecked Sendable {
             out.append(contentsOf: self.leLabels[i].utf8)
             out.append(contentsOf: "\"} ".utf8)
             MetricsRegistry.appendDecimal(cumulative, to: &out)
-            if openMetrics, let e = exemplars[i] {
-                let exemplar = " # \(MetricsRegistry.render(labels: [(e.labelName, e.labelValue)])) \(e.value) "
-                out.append(contentsOf: exemplar.utf8)
-                out.append(contentsOf: String(format: "%.3f", e.timestamp).utf8)
-            }
+            if openMetrics, let e = exemplars[i] { Self.append(e, to: &out) }
             out.append(UInt8(ascii: "\n"))
         }
         out.append(contentsOf: "\(name)_sum\(labels) \(self.sum)\n".utf8)
         MetricsRegistry.appendSample(name: name + "_count", labels: labels, value: cumulative, to: &out)
+    }
+
+    /// ` # {trace_id="…"} 0.05 1700000000.250`: the exemplar after a bucket's count, its
+    /// timestamp in Unix seconds with milliseconds.
+    private static func append(_ e: Exemplar, to out: inout [UInt8]) {
+        out.append(contentsOf: " # {".utf8)
+        out.append(contentsOf: e.labelName.utf8)
+        out.append(contentsOf: "=\"".utf8)
+        MetricsRegistry.appendEscaped(e.labelValue, quotes: true, to: &out)
+        out.append(contentsOf: "\"} ".utf8)
+        out.append(contentsOf: e.value.description.utf8)
+        out.append(UInt8(ascii: " "))
+        let millis = e.timestamp.isFinite ? UInt64(max(0, min(e.timestamp * 1000, 1e18)).rounded()) : 0
+        MetricsRegistry.appendDecimal(millis / 1000, to: &out)
+        out.append(UInt8(ascii: "."))
+        let fraction = millis % 1000
+        if fraction < 100 { out.append(UInt8(ascii: "0")) }
+        if fraction < 10 { out.append(UInt8(ascii: "0")) }
+        MetricsRegistry.appendDecimal(fraction, to: &out)
     }
 
     static func format(_ v: Double) -> String {

@@ -249,9 +249,7 @@ public final class MetricsRegistry: @unchecked Sendable {
             out.append(contentsOf: "# HELP ".utf8)
             out.append(contentsOf: family.utf8)
             out.append(UInt8(ascii: " "))
-            var escaped = ""
-            Self.escape(help, quotes: openMetrics, into: &escaped)
-            out.append(contentsOf: escaped.utf8)
+            Self.appendEscaped(help, quotes: openMetrics, to: &out)
             out.append(contentsOf: "\n# TYPE ".utf8)
             out.append(contentsOf: family.utf8)
             out.append(UInt8(ascii: " "))
@@ -276,6 +274,18 @@ public final class MetricsRegistry: @unchecked Sendable {
         if openMetrics { out.append(contentsOf: "# EOF\n".utf8) }
         self.lock.withLock { self.lastRenderedBytes = out.count }
         return out
+    }
+
+    /// ``escape(_:quotes:into:)`` into bytes.
+    static func appendEscaped(_ text: String, quotes: Bool, to out: inout [UInt8]) {
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "\\"): out.append(contentsOf: "\\\\".utf8)
+            case UInt8(ascii: "\"") where quotes: out.append(contentsOf: "\\\"".utf8)
+            case UInt8(ascii: "\n"): out.append(contentsOf: "\\n".utf8)
+            default: out.append(byte)
+            }
+        }
     }
 
     /// `name{labels} value\n`.

@@ -136,3 +136,12 @@ import Testing
         #expect(text == registry.render())
     }
 }
+
+@Suite struct ExemplarRenderTests {
+    @Test func exemplarTimestampsHaveMillisecondsAndLabelValuesAreEscaped() {
+        let registry = MetricsRegistry(clock: { 1_700_000_000.007 })
+        registry.histogram("insight_x_seconds", help: "x", buckets: [1]).observe(0.5, exemplar: ("trace_id", "a\"b"))
+        let text = registry.render(openMetrics: true)
+        #expect(text.contains(#"insight_x_seconds_bucket{le="1.0"} 1 # {trace_id="a\"b"} 0.5 1700000000.007"#))
+    }
+}
