@@ -80,4 +80,31 @@ import Testing
             #expect(e.nextDue < self.t0 + .nanoseconds(slot * Int64(i + 1)))
         }
     }
+
+    @Test func dueKeysComeOldestFirstAndFinishingByKeyMovesTheSlotOneIntervalOn() {
+        var s = ProbeSchedule(defaultInterval: .seconds(1), maxConcurrency: 2, jitter: { 0 })
+        let targets = (0..<3).map { self.target($0) }
+        s.update(targets: targets, now: self.t0)
+        // Slots at 0, 333 and 666 ms; at 700 ms all are due, the cap takes the two oldest.
+        let keys = s.dueKeys(now: self.t0 + .milliseconds(700))
+        #expect(keys == [targets[0].key, targets[1].key])
+        #expect(s.inFlight == 2)
+        s.finished(key: targets[0].key, now: self.t0 + .milliseconds(700))
+        #expect(s.inFlight == 1)
+        #expect(s.entries[targets[0].key]?.nextDue == self.t0 + .seconds(1))
+        #expect(s.entries[targets[0].key]?.inFlight == false)
+        // Finishing a key not in flight (or unknown) changes nothing.
+        s.finished(key: targets[0].key, now: self.t0 + .milliseconds(700))
+        s.finished(key: "nope", now: self.t0 + .milliseconds(700))
+        #expect(s.inFlight == 1)
+        #expect(s.dueKeys(now: self.t0 + .milliseconds(700)) == [targets[2].key])
+    }
+
+    @Test func maxConcurrencyIsSplitOverTheShardsWithoutLosingAnyOrLeavingOneAtZero() {
+        #expect(Prober.concurrencyShares(64, loops: 2) == [32, 32])
+        #expect(Prober.concurrencyShares(5, loops: 2) == [3, 2])
+        #expect(Prober.concurrencyShares(1, loops: 4) == [1])
+        #expect(Prober.concurrencyShares(3, loops: 8) == [1, 1, 1])
+        #expect(Prober.concurrencyShares(7, loops: 1) == [7])
+    }
 }

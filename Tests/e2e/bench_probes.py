@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Probe overhead benchmark (not part of pytest; run by hand):
 
-    python3 Tests/e2e/bench_probes.py [--targets 1000] [--interval 1s] [--duration 20]
+    python3 Tests/e2e/bench_probes.py [--targets 1000] [--interval 1s] [--duration 20] [--perf FILE]
 
 A prober sidecar probes N echo targets (all answered by one local receiver sidecar, so
 N distinct targets share one address) at the given interval. After a warm-up it measures,
@@ -14,6 +14,7 @@ Uses ``.build/release/insight-sidecar`` if present, else the debug build (or
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -65,6 +66,8 @@ def main(argv=None):
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--event-loops", type=int, default=0, help="prober event loops (0 = one per core)")
     ap.add_argument("--binary")
+    ap.add_argument("--perf", metavar="FILE",
+                    help="also `perf record -g` the prober for 5 s of the window into FILE")
     args = ap.parse_args(argv)
 
     if args.binary:
@@ -110,10 +113,17 @@ def main(argv=None):
         cpu0, rcpu0 = cpu_seconds(pid), cpu_seconds(rpid)
         res0, _ = probe_totals(prober)
         rss_samples = []
+        perf = None
+        if args.perf:
+            perf = subprocess.Popen(["perf", "record", "-g", "-q", "-p", str(pid), "-o", args.perf, "--",
+                                     "sleep", str(min(5.0, args.duration))],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         while time.monotonic() - t0 < args.duration:
             time.sleep(1.0)
             rss_samples.append(rss_mb(pid))
         elapsed = time.monotonic() - t0
+        if perf:
+            perf.wait()
         cpu1, rcpu1 = cpu_seconds(pid), cpu_seconds(rpid)
         res1, text = probe_totals(prober)
         answered = c.metric_sum(c.metrics_text(receiver), "insight_probe_echo_answered_total") or 0

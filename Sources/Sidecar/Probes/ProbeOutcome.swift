@@ -70,7 +70,10 @@ public struct ProbeOutcome: Sendable {
             }
         }
         let grpcMessage = (call.trailers?.first("grpc-message") ?? call.headers?.first("grpc-message")) ?? ""
-        self.message = grpcMessage.removingPercentEncoding ?? grpcMessage
+        // Foundation's decoding only where there is something to decode (most messages are empty).
+        self.message =
+            grpcMessage.utf8.contains(UInt8(ascii: "%"))
+            ? grpcMessage.removingPercentEncoding ?? grpcMessage : grpcMessage
         guard let status = call.grpcStatus else {
             let http = call.headers?.first(":status") ?? "?"
             (self.result, self.code, self.message) = (.rpcError, "UNKNOWN", "not a gRPC response (HTTP \(http))")

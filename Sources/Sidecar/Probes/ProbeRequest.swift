@@ -22,8 +22,13 @@ struct ProbeRequest {
     func make(for target: ProbeTarget, timeout: TimeAmount) -> (
         address: HostPort, headers: HeaderBlock, body: ByteBuffer
     ) {
+        (self.address(for: target), self.headers(for: target, timeout: timeout), self.body(for: target))
+    }
+
+    /// The request headers of every probe of `target` (they do not change between probes, so
+    /// ``Prober`` builds them once per target).
+    func headers(for target: ProbeTarget, timeout: TimeAmount) -> HeaderBlock {
         let local = target.region == self.region
-        let address = self.address(for: target)
         let routeHeaders = local ? [] : (self.config.routeHeaders[target.region] ?? [])
         var authority = target.authority ?? target.address.description
         if let a = routeHeaders.first(where: { $0.name == ":authority" }) { authority = a.value }
@@ -42,6 +47,12 @@ struct ProbeRequest {
         for pair in routeHeaders where pair.name != ":authority" {
             h.append(name: pair.name.lowercased(), value: pair.value)
         }
+        return h
+    }
+
+    /// The gRPC-framed request message of a probe of `target` sent now (an echo request
+    /// carries its send time).
+    func body(for target: ProbeTarget) -> ByteBuffer {
         let message: ByteBuffer
         switch target.kind {
         case .health:
@@ -52,6 +63,6 @@ struct ProbeRequest {
                 sourceHop: self.hop, sourceRegion: self.region, target: target.name
             ).encoded()
         }
-        return (address, h, GRPCMessageFraming.frame(message))
+        return GRPCMessageFraming.frame(message)
     }
 }

@@ -36,7 +36,7 @@ struct ProbeSchedule {
     /// Replaces the target set: new targets get slots spread over their interval, targets
     /// that stay keep their schedule, removed ones stop (after a probe in flight finishes).
     mutating func update(targets: [ProbeTarget], now: NIODeadline) {
-        let sorted = targets.sorted { $0.key < $1.key }
+        let sorted = targets.map { (key: $0.key, target: $0) }.sorted { $0.key < $1.key }
         let keys = Set(sorted.map(\.key))
         for (key, entry) in self.entries where !keys.contains(key) {
             if entry.inFlight {
@@ -46,48 +46,66 @@ struct ProbeSchedule {
             }
         }
         let n = max(sorted.count, 1)
-        for (i, target) in sorted.enumerated() {
-            if var existing = self.entries[target.key] {
+        for (i, (key, target)) in sorted.enumerated() {
+            if var existing = self.entries[key] {
                 existing.target = target
                 existing.retired = false
-                self.entries[target.key] = existing
+                self.entries[key] = existing
                 continue
             }
             let interval = self.interval(of: target).nanoseconds
             let slot = interval / Int64(n)
             let offset = slot * Int64(i) + Int64(Double(slot) * self.jitter())
-            self.entries[target.key] = Entry(target: target, nextDue: now + .nanoseconds(offset))
+            self.entries[key] = Entry(target: target, nextDue: now + .nanoseconds(offset))
         }
     }
 
     /// Targets to probe now (marked in flight), oldest due first, within the concurrency cap.
     mutating func due(now: NIODeadline) -> [ProbeTarget] {
+        self.dueKeys(now: now).map { self.entries[$0]!.target }
+    }
+
+    /// The keys (``ProbeTarget/key``) of the targets to probe now, as ``due(now:)``.
+    mutating func dueKeys(now: NIODeadline) -> [String] {
         guard self.inFlight < self.maxConcurrency else { return [] }
-        var ready = self.entries.values.filter { !$0.inFlight && !$0.retired && $0.nextDue <= now }
-        guard !ready.isEmpty else { return [] }
-        ready.sort { $0.nextDue < $1.nextDue }
-        var out: [ProbeTarget] = []
-        for entry in ready.prefix(self.maxConcurrency - self.inFlight) {
-            self.entries[entry.target.key]?.inFlight = true
-            self.inFlight += 1
-            out.append(entry.target)
+        var ready: [(due: NIODeadline, key: String)] = []
+        // By index, reading fields in place: no copy of each entry's target per tick.
+        var i = self.entries.startIndex
+        while i != self.entries.endIndex {
+            if !self.entries.values[i].inFlight && !self.entries.values[i].retired
+                && self.entries.values[i].nextDue <= now
+            {
+                ready.append((self.entries.values[i].nextDue, self.entries.keys[i]))
+            }
+            self.entries.formIndex(after: &i)
         }
+        guard !ready.isEmpty else { return [] }
+        ready.sort { $0.due < $1.due }
+        let out = ready.prefix(self.maxConcurrency - self.inFlight).map(\.key)
+        for key in out { self.entries[key]?.inFlight = true }
+        self.inFlight += out.count
         return out
     }
 
     /// A probe of `target` finished; its next slot is one interval after this one.
     mutating func finished(_ target: ProbeTarget, now: NIODeadline) {
-        guard var entry = self.entries[target.key], entry.inFlight else { return }
+        self.finished(key: target.key, now: now)
+    }
+
+    /// A probe of the target with `key` finished, as ``finished(_:now:)``.
+    mutating func finished(key: String, now: NIODeadline) {
+        // In place by index: no copy of the entry's target per probe.
+        guard let i = self.entries.index(forKey: key), self.entries.values[i].inFlight else { return }
         self.inFlight -= 1
-        if entry.retired {
-            self.entries.removeValue(forKey: target.key)
+        if self.entries.values[i].retired {
+            self.entries.remove(at: i)
             return
         }
-        entry.inFlight = false
-        let interval = self.interval(of: entry.target)
-        entry.nextDue = entry.nextDue + interval
-        if entry.nextDue <= now { entry.nextDue = now + interval }
-        self.entries[target.key] = entry
+        let interval = self.entries.values[i].target.interval ?? self.defaultInterval
+        self.entries.values[i].inFlight = false
+        var next = self.entries.values[i].nextDue + interval
+        if next <= now { next = now + interval }
+        self.entries.values[i].nextDue = next
     }
 
     /// The earliest time something may become due (for the driver's timer).

@@ -30,6 +30,16 @@ public struct ProbeTarget: Hashable, Sendable {
         self.kind = kind
     }
 
+    /// The labels of the target's series (`target`, `target_region`, `kind`): targets at two
+    /// addresses with the same name, region and kind share them.
+    struct SeriesLabels: Hashable {
+        var name: String
+        var region: String
+        var kind: Kind
+    }
+
+    var seriesLabels: SeriesLabels { SeriesLabels(name: self.name, region: self.region, kind: self.kind) }
+
     /// Identity in the schedule: a target is the same target while these stay the same.
     var key: String { "\(self.kind.rawValue)|\(self.name)|\(self.address)" }
 }

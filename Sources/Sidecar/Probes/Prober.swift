@@ -5,27 +5,24 @@ import NIOCore
 
 /// Runs probes on schedule through the proxy's upstream pools and records the results.
 ///
-/// Its state lives on one event loop (the first); each probe runs on the loop its target
-/// hashes to, so probes to the upstream share the connections that live traffic uses there.
+/// The targets are split over the event loops by a hash of their key, one ``ProbeShard`` per
+/// loop: each probe runs, and is recorded, on the loop its target hashes to, so probes to the
+/// upstream share the connections that live traffic uses there. The discovery sources are
+/// merged on the first loop.
 public final class Prober: Sendable {
     let proxy: ProxyServer
     let loop: EventLoop
     let request: ProbeRequest
     let metrics: ProbeMetrics
     let logger: Logger
-    private let box: NIOLoopBoundBox<State?>
-    private var state: NIOLoopBoundBox<State?> { self.box }
+    let shards: [ProbeShard]
+    private let box: NIOLoopBoundBox<Sources?>
     static let tick: TimeAmount = .milliseconds(20)
 
-    final class State {
-        var schedule: ProbeSchedule
-        var sources: [String: [ProbeTarget]] = [:]
-        var task: RepeatedTask?
-        var lastResult: [String: ProbeResult] = [:]
-        var history: [String: ProbeHistory] = [:]
-        /// Each target's series, looked up once (not per probe).
-        var series: [String: ProbeMetrics.TargetSeries] = [:]
-        init(schedule: ProbeSchedule) { self.schedule = schedule }
+    /// The targets of each discovery source, and the series labels of all of them.
+    final class Sources {
+        var bySource: [String: [ProbeTarget]] = [:]
+        var seriesLabels: Set<ProbeTarget.SeriesLabels> = []
     }
 
     init(proxy: ProxyServer, request: ProbeRequest, metrics: ProbeMetrics, logger: Logger) {
@@ -34,130 +31,81 @@ public final class Prober: Sendable {
         self.request = request
         self.metrics = metrics
         self.logger = logger
-        let schedule = ProbeSchedule(
-            defaultInterval: request.config.interval, maxConcurrency: request.config.maxConcurrency)
+        let loops = proxy.eventLoops
+        self.shards = Self.concurrencyShares(request.config.maxConcurrency, loops: loops.count).enumerated().map {
+            ProbeShard(
+                loop: loops[$0.offset], proxy: proxy, request: request, maxConcurrency: $0.element, metrics: metrics,
+                logger: logger)
+        }
         // Created empty here (any thread), filled on the loop before anything else runs there.
-        self.box = NIOLoopBoundBox.makeEmptyBox(valueType: State.self, eventLoop: self.loop)
+        self.box = NIOLoopBoundBox.makeEmptyBox(valueType: Sources.self, eventLoop: self.loop)
         let box = self.box
-        self.loop.execute { box.value = State(schedule: schedule) }
+        self.loop.execute { box.value = Sources() }
     }
 
     /// Starts ticking; targets come from ``setTargets(source:_:)``.
     public func start() {
-        self.loop.execute {
-            let state = self.state.value!
-            state.task = self.loop.scheduleRepeatedTask(initialDelay: Self.tick, delay: Self.tick) { _ in
-                self.runDue()
-            }
-        }
+        for shard in self.shards { shard.start() }
     }
 
     public func stop() {
-        self.loop.execute { self.state.value!.task?.cancel() }
+        for shard in self.shards { shard.stop() }
     }
 
     /// Replaces the targets of one discovery source (`static`, `file`, `consul`).
     public func setTargets(source: String, _ targets: [ProbeTarget]) {
         self.loop.execute {
-            let state = self.state.value!
-            state.sources[source] = targets
-            var all: [String: ProbeTarget] = [:]
-            for (_, list) in state.sources { for t in list { all[t.key] = t } }
-            let before = state.schedule.entries.values.map(\.target)
-            state.schedule.update(targets: Array(all.values), now: .now())
-            for gone in before where all[gone.key] == nil {
-                state.history.removeValue(forKey: gone.key)
-                state.lastResult.removeValue(forKey: gone.key)
-                state.series.removeValue(forKey: gone.key)
-                if !all.values.contains(where: {
-                    $0.name == gone.name && $0.region == gone.region && $0.kind == gone.kind
-                }) {
-                    self.metrics.removeTarget(name: gone.name, targetRegion: gone.region, kind: gone.kind.rawValue)
+            let sources = self.box.value!
+            sources.bySource[source] = targets
+            var parts = [[String: ProbeTarget]](repeating: [:], count: self.shards.count)
+            var labels: Set<ProbeTarget.SeriesLabels> = []
+            for (_, list) in sources.bySource {
+                for t in list {
+                    let key = t.key
+                    parts[self.shardIndex(key)][key] = t
+                    labels.insert(t.seriesLabels)
                 }
             }
+            let gone = sources.seriesLabels.subtracting(labels)
+            sources.seriesLabels = labels
+            for (shard, part) in zip(self.shards, parts) { shard.setTargets(part, goneSeries: gone) }
             self.metrics.setTargetCount(source: source, targets.count)
             // The pools of addresses no target uses any more close once their probes are done.
             self.proxy.retainPools(
-                for: all.values.map {
+                for: parts.flatMap(\.values).map {
                     let address = self.request.address(for: $0)
                     return (address.host, address.port)
                 })
         }
     }
 
-    private func runDue() {
-        let state = self.state.value!
-        let due = state.schedule.due(now: .now())
-        guard !due.isEmpty else { return }
-        let loops = self.proxy.eventLoops
-        for target in due {
-            let timeout = target.timeout ?? self.request.config.timeout
-            let (address, headers, body) = self.request.make(for: target, timeout: timeout)
-            var hasher = Hasher()
-            hasher.combine(target.key)
-            let loop = loops[Int(UInt(bitPattern: hasher.finalize()) % UInt(loops.count))]
-            self.proxy.call(
-                host: address.host, port: address.port, request: headers, body: body, timeout: timeout, on: loop
-            )
-            .hop(to: self.loop)
-            .assumeIsolated()
-            .whenComplete { result in
-                let outcome: ProbeOutcome
-                switch result {
-                case .success(let call): outcome = ProbeOutcome(call, kind: target.kind, address: address)
-                case .failure(let error): outcome = ProbeOutcome(failure: "\(error)")
-                }
-                self.record(target, outcome)
-                self.state.value!.schedule.finished(target, now: .now())
-            }
-        }
+    /// Each shard's share of `probes.max_concurrency`: one shard per loop (fewer only when
+    /// `maxConcurrency` is smaller than `loops`), each at least 1, adding up to `maxConcurrency`.
+    static func concurrencyShares(_ maxConcurrency: Int, loops: Int) -> [Int] {
+        let count = max(1, min(loops, maxConcurrency))
+        return (0..<count).map { maxConcurrency / count + ($0 < maxConcurrency % count ? 1 : 0) }
+    }
+
+    /// The shard (and so the event loop) of the target with `key`.
+    func shardIndex(_ key: String) -> Int {
+        var hasher = Hasher()
+        hasher.combine(key)
+        return Int(UInt(bitPattern: hasher.finalize()) % UInt(self.shards.count))
     }
 
     /// The latest results of every target, for the status page's probe matrix.
     public func snapshot() async -> [ProbeStatus] {
-        let box = self.box
-        let hop = self.request.hop
-        let region = self.request.region
-        let request = self.request
-        return
-            (try? await self.loop.submit {
-                (box.value?.history ?? [:]).values.map { h in
-                    var status = ProbeStatus(
-                        hop: hop, sourceRegion: region, target: h.target.name, targetRegion: h.target.region,
-                        kind: h.target.kind.rawValue, result: h.last.result.rawValue, code: h.last.code,
-                        message: h.last.message, lastMilliseconds: h.last.seconds * 1000,
-                        successRatio: h.successRatio, p50Milliseconds: h.p50 * 1000, count: h.total)
-                    status.address = request.address(for: h.target).description
-                    status.targetAddress = h.target.address.description
-                    return status
-                }
-            }.get()) ?? []
-    }
-
-    private func record(_ target: ProbeTarget, _ outcome: ProbeOutcome) {
-        // A target removed while its probe was in flight: do not bring its series back.
-        guard let entry = self.state.value!.schedule.entries[target.key], !entry.retired else { return }
-        var history = self.state.value!.history[target.key] ?? ProbeHistory(target: target, last: outcome)
-        history.add(outcome)
-        self.state.value!.history[target.key] = history
-        let series =
-            self.state.value!.series[target.key]
-            ?? self.metrics.target(name: target.name, targetRegion: target.region, kind: target.kind.rawValue)
-        self.state.value!.series[target.key] = series
-        series.result(outcome.result.rawValue, code: outcome.code).increment()
-        series.up.set(outcome.result == .success ? 1 : 0)
-        if outcome.result == .success { series.duration.observe(outcome.seconds) }
-        let state = self.state.value!
-        if state.lastResult[target.key] != outcome.result {
-            state.lastResult[target.key] = outcome.result
-            let level: Logger.Level = outcome.result == .success ? .info : .warning
-            self.logger.log(
-                level: level, "probe result changed",
-                metadata: [
-                    "target": "\(target.name)", "target_region": "\(target.region)", "kind": "\(target.kind.rawValue)",
-                    "target_address": "\(target.address)", "address": "\(self.request.address(for: target))",
-                    "result": "\(outcome.result.rawValue)", "code": "\(outcome.code)", "message": "\(outcome.message)",
-                ])
+        var histories: [ProbeHistory] = []
+        for shard in self.shards { histories += (try? await shard.histories().get()) ?? [] }
+        return histories.map { h in
+            var status = ProbeStatus(
+                hop: self.request.hop, sourceRegion: self.request.region, target: h.target.name,
+                targetRegion: h.target.region, kind: h.target.kind.rawValue, result: h.last.result.rawValue,
+                code: h.last.code, message: h.last.message, lastMilliseconds: h.last.seconds * 1000,
+                successRatio: h.successRatio, p50Milliseconds: h.p50 * 1000, count: h.total)
+            status.address = self.request.address(for: h.target).description
+            status.targetAddress = h.target.address.description
+            return status
         }
     }
 }

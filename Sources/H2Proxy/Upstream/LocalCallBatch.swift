@@ -1,0 +1,60 @@
+import NIOCore
+
+/// Local calls started together on one event loop (a probe tick's calls for that loop).
+///
+/// ``ProxyServer/call(host:port:request:body:timeout:on:)`` costs a task on the loop and a
+/// socket write per call; a batch costs one task (none when started from the loop itself) and
+/// one write per connection for all of its calls.
+public struct LocalCallBatch: Sendable {
+    /// One call: where to connect and what to send, as for ``ProxyServer/call(host:port:request:body:timeout:on:)``.
+    public struct Call: Sendable {
+        public var host: String
+        public var port: Int
+        public var request: HeaderBlock
+        public var body: ByteBuffer
+        /// From the call's start to its response's end; the stream is cancelled after it.
+        public var timeout: TimeAmount
+
+        public init(host: String, port: Int, request: HeaderBlock, body: ByteBuffer, timeout: TimeAmount) {
+            self.host = host
+            self.port = port
+            self.request = request
+            self.body = body
+            self.timeout = timeout
+        }
+    }
+
+    public var calls: [Call]
+
+    public init(_ calls: [Call] = []) { self.calls = calls }
+
+    /// Starts every call on `loop`'s pools, then writes every connection they made dirty once;
+    /// call `promises[i]` completes with call `i`.
+    func start(on loop: ProxyLoop, promises: [EventLoopPromise<LocalCallResult>]) {
+        for (call, promise) in zip(self.calls, promises) {
+            LocalCall(
+                loop: loop, pool: loop.pool(host: call.host, port: call.port), request: call.request,
+                body: call.body, timeout: call.timeout, promise: promise
+            ).start()
+        }
+        loop.flushDirty()
+    }
+}
+
+extension ProxyServer {
+    /// Starts every call of `batch` on `eventLoop` (inline when called there), on that loop's
+    /// pools, and writes their requests once at the end; the futures are in the batch's order
+    /// and complete on `eventLoop`.
+    public func call(_ batch: LocalCallBatch, on eventLoop: EventLoop) -> [EventLoopFuture<LocalCallResult>] {
+        guard let bound = self.loops.first(where: { $0.eventLoop === eventLoop }) else {
+            return batch.calls.map { _ in eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel) }
+        }
+        let promises = batch.calls.map { _ in eventLoop.makePromise(of: LocalCallResult.self) }
+        if eventLoop.inEventLoop {
+            batch.start(on: bound.value, promises: promises)
+        } else {
+            eventLoop.execute { batch.start(on: bound.value, promises: promises) }
+        }
+        return promises.map(\.futureResult)
+    }
+}

@@ -1,0 +1,190 @@
+import H2Proxy
+import Logging
+import Metrics
+import NIOCore
+
+/// The targets whose probes run on one event loop: their schedule, prepared requests and results.
+///
+/// Everything here lives on `loop`. A tick starts that loop's due probes on its own pools
+/// (shared with the live traffic of the loop) in one batch, written once per connection, and
+/// each result is recorded on the same loop, so a probe never hops between threads.
+final class ProbeShard: Sendable {
+    let loop: EventLoop
+    let proxy: ProxyServer
+    let request: ProbeRequest
+    let metrics: ProbeMetrics
+    let logger: Logger
+    private let box: NIOLoopBoundBox<State?>
+
+    /// One target's request, built once, and its results so far.
+    final class Slot {
+        let target: ProbeTarget
+        let key: String
+        let address: HostPort
+        let headers: HeaderBlock
+        let timeout: TimeAmount
+        var history: ProbeHistory?
+        var lastResult: ProbeResult?
+        var series: ProbeMetrics.TargetSeries?
+        /// The `insight_probe_total` counter of the last result and code, reused while they repeat.
+        var resultCounter: (result: ProbeResult, code: String, counter: Counter)?
+
+        init(target: ProbeTarget, key: String, request: ProbeRequest) {
+            self.target = target
+            self.key = key
+            self.address = request.address(for: target)
+            self.timeout = target.timeout ?? request.config.timeout
+            self.headers = request.headers(for: target, timeout: self.timeout)
+        }
+    }
+
+    final class State {
+        var schedule: ProbeSchedule
+        var slots: [String: Slot] = [:]
+        var task: RepeatedTask?
+        init(schedule: ProbeSchedule) { self.schedule = schedule }
+    }
+
+    /// `maxConcurrency`: this shard's share of `probes.max_concurrency`.
+    init(
+        loop: EventLoop, proxy: ProxyServer, request: ProbeRequest, maxConcurrency: Int, metrics: ProbeMetrics,
+        logger: Logger
+    ) {
+        self.loop = loop
+        self.proxy = proxy
+        self.request = request
+        self.metrics = metrics
+        self.logger = logger
+        let schedule = ProbeSchedule(defaultInterval: request.config.interval, maxConcurrency: maxConcurrency)
+        // Created empty here (any thread), filled on the loop before anything else runs there.
+        self.box = NIOLoopBoundBox.makeEmptyBox(valueType: State.self, eventLoop: loop)
+        let box = self.box
+        loop.execute { box.value = State(schedule: schedule) }
+    }
+
+    func start() {
+        self.loop.execute {
+            self.box.value!.task = self.loop.scheduleRepeatedTask(initialDelay: Prober.tick, delay: Prober.tick) {
+                _ in
+                self.runDue()
+            }
+        }
+    }
+
+    func stop() {
+        self.loop.execute { self.box.value!.task?.cancel() }
+    }
+
+    /// Replaces this shard's targets (keyed by ``ProbeTarget/key``). The series of removed
+    /// targets whose labels are in `goneSeries` (no target has them any more) leave `/metrics`.
+    func setTargets(_ targets: [String: ProbeTarget], goneSeries: Set<ProbeTarget.SeriesLabels>) {
+        self.loop.execute {
+            let state = self.box.value!
+            state.schedule.update(targets: Array(targets.values), now: .now())
+            for (key, slot) in state.slots where targets[key] == nil {
+                state.slots.removeValue(forKey: key)
+                if goneSeries.contains(slot.target.seriesLabels) {
+                    self.metrics.removeTarget(
+                        name: slot.target.name, targetRegion: slot.target.region, kind: slot.target.kind.rawValue)
+                }
+            }
+            for (key, target) in targets {
+                let old = state.slots[key]
+                guard old?.target != target else { continue }
+                let slot = Slot(target: target, key: key, request: self.request)
+                if let old {
+                    // Same key, new settings (interval, timeout, authority…): keep what was measured.
+                    slot.history = old.history
+                    slot.history?.target = target
+                    slot.lastResult = old.lastResult
+                    if old.target.seriesLabels == target.seriesLabels {
+                        slot.series = old.series
+                        slot.resultCounter = old.resultCounter
+                    }
+                }
+                state.slots[key] = slot
+            }
+        }
+    }
+
+    /// The latest results of this shard's targets, for the status page.
+    func histories() -> EventLoopFuture<[ProbeHistory]> {
+        let box = self.box
+        return self.loop.submit {
+            guard let state = box.value else { return [] }
+            return state.slots.values.compactMap(\.history)
+        }
+    }
+
+    private func runDue() {
+        let state = self.box.value!
+        let due = state.schedule.dueKeys(now: .now())
+        guard !due.isEmpty else { return }
+        var batch = LocalCallBatch()
+        batch.calls.reserveCapacity(due.count)
+        var slots: [Slot] = []
+        slots.reserveCapacity(due.count)
+        for key in due {
+            guard let slot = state.slots[key] else {
+                state.schedule.finished(key: key, now: .now())
+                continue
+            }
+            slots.append(slot)
+            batch.calls.append(
+                LocalCallBatch.Call(
+                    host: slot.address.host, port: slot.address.port, request: slot.headers,
+                    body: self.request.body(for: slot.target), timeout: slot.timeout))
+        }
+        let results = self.proxy.call(batch, on: self.loop)
+        for (slot, result) in zip(slots, results) {
+            result.assumeIsolated().whenComplete { result in
+                self.finished(slot, result)
+            }
+        }
+    }
+
+    private func finished(_ probed: Slot, _ result: Result<LocalCallResult, Error>) {
+        let state = self.box.value!
+        // A target removed while its probe was in flight has no slot: do not bring its series back.
+        // One whose settings changed has a new slot: the result goes there.
+        if let slot = state.slots[probed.key] {
+            let outcome: ProbeOutcome
+            switch result {
+            case .success(let call): outcome = ProbeOutcome(call, kind: probed.target.kind, address: probed.address)
+            case .failure(let error): outcome = ProbeOutcome(failure: "\(error)")
+            }
+            self.record(slot, outcome)
+        }
+        state.schedule.finished(key: probed.key, now: .now())
+    }
+
+    private func record(_ slot: Slot, _ outcome: ProbeOutcome) {
+        let target = slot.target
+        if slot.history == nil { slot.history = ProbeHistory(target: target, last: outcome) }
+        slot.history!.add(outcome)
+        let series =
+            slot.series
+            ?? self.metrics.target(name: target.name, targetRegion: target.region, kind: target.kind.rawValue)
+        slot.series = series
+        if let cached = slot.resultCounter, cached.result == outcome.result, cached.code == outcome.code {
+            cached.counter.increment()
+        } else {
+            let counter = series.result(outcome.result.rawValue, code: outcome.code)
+            slot.resultCounter = (outcome.result, outcome.code, counter)
+            counter.increment()
+        }
+        series.up.set(outcome.result == .success ? 1 : 0)
+        if outcome.result == .success { series.duration.observe(outcome.seconds) }
+        if slot.lastResult != outcome.result {
+            slot.lastResult = outcome.result
+            let level: Logger.Level = outcome.result == .success ? .info : .warning
+            self.logger.log(
+                level: level, "probe result changed",
+                metadata: [
+                    "target": "\(target.name)", "target_region": "\(target.region)", "kind": "\(target.kind.rawValue)",
+                    "target_address": "\(target.address)", "address": "\(slot.address)",
+                    "result": "\(outcome.result.rawValue)", "code": "\(outcome.code)", "message": "\(outcome.message)",
+                ])
+        }
+    }
+}

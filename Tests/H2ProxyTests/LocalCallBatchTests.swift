@@ -1,0 +1,58 @@
+import NIOCore
+import NIOEmbedded
+import Testing
+
+@testable import H2Proxy
+
+/// Counts the flushes that reach the socket.
+private final class FlushCounter: ChannelOutboundHandler {
+    typealias OutboundIn = ByteBuffer
+    var flushes = 0
+
+    func flush(context: ChannelHandlerContext) {
+        self.flushes += 1
+        context.flush()
+    }
+}
+
+@Suite struct LocalCallBatchTests {
+    static func call(_ i: Int) -> LocalCallBatch.Call {
+        var request = HeaderBlock(capacity: 0)
+        for (name, value) in [(":method", "POST"), (":scheme", "http"), (":authority", "u"), (":path", "/s/m\(i)")] {
+            request.append(name: name, value: value)
+        }
+        return LocalCallBatch.Call(
+            host: "upstream.test", port: 50051, request: request, body: ByteBuffer(), timeout: .seconds(10))
+    }
+
+    @Test func aBatchsCallsShareOneConnectionAndOneFlush() throws {
+        let h = BridgeHarness()
+        let counter = FlushCounter()
+        h.upstreamSetup = { peer in try! peer.channel.pipeline.syncOperations.addHandler(counter, position: .first) }
+        var results: [Int: LocalCallResult.Outcome] = [:]
+        func start(_ batch: LocalCallBatch) {
+            let promises = batch.calls.map { _ in h.eventLoop.makePromise(of: LocalCallResult.self) }
+            for (promise, call) in zip(promises, batch.calls) {
+                let i = Int(call.request.first(":path")!.dropFirst(4))!
+                promise.futureResult.whenSuccess { results[i] = $0.outcome }
+            }
+            batch.start(on: h.loop, promises: promises)
+        }
+        // The first call brings the connection up.
+        start(LocalCallBatch([Self.call(0)]))
+        try h.pump()
+        #expect(h.upstreams.count == 1)
+
+        let before = counter.flushes
+        start(LocalCallBatch((1...5).map(Self.call)))
+        #expect(counter.flushes == before + 1)
+        try h.pump()
+        let paths = h.upstreams[0].requests.values.compactMap { $0.first(":path") }.sorted()
+        #expect(paths == (0...5).map { "/s/m\($0)" })
+        #expect(h.upstreams.count == 1)
+
+        try h.closeAll()
+        #expect(results.keys.sorted() == Array(0...5))
+        #expect(h.isEmpty, "\(h.counts)")
+    }
+}
