@@ -19,10 +19,12 @@ public final class Histogram: @unchecked Sendable {
     }
 
     public let buckets: [Double]
-    private let counts: [ManagedAtomic<UInt64>]
-    private let sumNanos = ManagedAtomic<UInt64>(0)
-    private let total = ManagedAtomic<UInt64>(0)
-    private let exemplarSecond: [ManagedAtomic<Int64>]
+    // `UnsafeAtomic`s (freed in `deinit`) rather than `ManagedAtomic` objects: recording then
+    // retains and releases nothing.
+    private let counts: [UnsafeAtomic<UInt64>]
+    private let sumNanos = UnsafeAtomic<UInt64>.create(0)
+    private let total = UnsafeAtomic<UInt64>.create(0)
+    private let exemplarSecond: [UnsafeAtomic<Int64>]
     private var exemplars: [Exemplar?]
     private let exemplarLock = NSLock()
     /// Unix seconds, read only when an exemplar is offered.
@@ -34,9 +36,16 @@ public final class Histogram: @unchecked Sendable {
     ) {
         self.clock = clock
         self.buckets = buckets.sorted()
-        self.counts = (0...self.buckets.count).map { _ in ManagedAtomic<UInt64>(0) }
-        self.exemplarSecond = (0...self.buckets.count).map { _ in ManagedAtomic<Int64>(0) }
+        self.counts = (0...self.buckets.count).map { _ in UnsafeAtomic<UInt64>.create(0) }
+        self.exemplarSecond = (0...self.buckets.count).map { _ in UnsafeAtomic<Int64>.create(0) }
         self.exemplars = Array(repeating: nil, count: self.buckets.count + 1)
+    }
+
+    deinit {
+        for c in self.counts { c.destroy() }
+        for s in self.exemplarSecond { s.destroy() }
+        self.sumNanos.destroy()
+        self.total.destroy()
     }
 
     /// Records `seconds`; with `exemplar` (label name, value), may keep it for the bucket,
@@ -64,10 +73,10 @@ public final class Histogram: @unchecked Sendable {
     @inline(__always)
     private func record(_ seconds: Double) -> (Int, Double) {
         let v = seconds.isFinite ? max(0, seconds) : 0
-        var index = self.buckets.count
-        for (i, upper) in self.buckets.enumerated() where v <= upper {
-            index = i
-            break
+        let index = self.buckets.withUnsafeBufferPointer { buckets in
+            var i = 0
+            while i < buckets.count && v > buckets[i] { i += 1 }
+            return i
         }
         self.counts[index].wrappingIncrement(ordering: .relaxed)
         self.total.wrappingIncrement(ordering: .relaxed)
