@@ -19,10 +19,12 @@ public final class Histogram: @unchecked Sendable {
     }
 
     public let buckets: [Double]
-    private let counts: [ManagedAtomic<UInt64>]
-    private let sumNanos = ManagedAtomic<UInt64>(0)
-    private let total = ManagedAtomic<UInt64>(0)
-    private let exemplarSecond: [ManagedAtomic<Int64>]
+    // `UnsafeAtomic`s (freed in `deinit`) rather than `ManagedAtomic` objects: recording then
+    // retains and releases nothing.
+    private let counts: [UnsafeAtomic<UInt64>]
+    private let sumNanos = UnsafeAtomic<UInt64>.create(0)
+    private let total = UnsafeAtomic<UInt64>.create(0)
+    private let exemplarSecond: [UnsafeAtomic<Int64>]
     private var exemplars: [Exemplar?]
     private let exemplarLock = NSLock()
     /// Unix seconds, read only when an exemplar is offered.
@@ -36,36 +38,68 @@ public final class Histogram: @unchecked Sendable {
     ) {
         self.clock = clock
         self.buckets = buckets.sorted()
-        self.counts = (0...self.buckets.count).map { _ in ManagedAtomic<UInt64>(0) }
-        self.exemplarSecond = (0...self.buckets.count).map { _ in ManagedAtomic<Int64>(0) }
+        self.counts = (0...self.buckets.count).map { _ in UnsafeAtomic<UInt64>.create(0) }
+        self.exemplarSecond = (0...self.buckets.count).map { _ in UnsafeAtomic<Int64>.create(0) }
         self.exemplars = Array(repeating: nil, count: self.buckets.count + 1)
         self.leLabels = self.buckets.map(Self.format) + ["+Inf"]
     }
 
-    /// Records `seconds`; with `exemplar` (label name, value), may keep it for the bucket.
+    deinit {
+        for c in self.counts { c.destroy() }
+        for s in self.exemplarSecond { s.destroy() }
+        self.sumNanos.destroy()
+        self.total.destroy()
+    }
+
+    /// Records `seconds`; with `exemplar` (label name, value), may keep it for the bucket,
+    /// stamped with the histogram's clock.
     public func observe(_ seconds: Double, exemplar: (String, String)? = nil) {
+        let (index, v) = self.record(seconds)
+        guard let (name, value) = exemplar else { return }
+        let now = self.clock()
+        if self.claimExemplar(index, second: Int64(now)) {
+            self.keep(Exemplar(labelName: name, labelValue: value, value: v, timestamp: now), at: index)
+        }
+    }
+
+    /// Records `seconds`; with `traceID`, may keep it as the bucket's `trace_id` exemplar,
+    /// stamped `unixSeconds`: a time the caller already read (the stream's end), so that the
+    /// data path reads no clock here and builds the id's text only for an exemplar it keeps.
+    public func observe(_ seconds: Double, traceID: TraceID?, unixSeconds: Double) {
+        let (index, v) = self.record(seconds)
+        guard let traceID, self.claimExemplar(index, second: Int64(unixSeconds)) else { return }
+        self.keep(Exemplar(labelName: "trace_id", labelValue: traceID.hex, value: v, timestamp: unixSeconds), at: index)
+    }
+
+    /// Counts `seconds` (clamped to ≥ 0, non-finite as 0) in its bucket; returns the bucket
+    /// index and the value counted.
+    @inline(__always)
+    private func record(_ seconds: Double) -> (Int, Double) {
         let v = seconds.isFinite ? max(0, seconds) : 0
-        var index = self.buckets.count
-        for (i, upper) in self.buckets.enumerated() where v <= upper {
-            index = i
-            break
+        let index = self.buckets.withUnsafeBufferPointer { buckets in
+            var i = 0
+            while i < buckets.count && v > buckets[i] { i += 1 }
+            return i
         }
         self.counts[index].wrappingIncrement(ordering: .relaxed)
         self.total.wrappingIncrement(ordering: .relaxed)
         self.sumNanos.wrappingIncrement(by: UInt64(min(v, 1e9) * 1e9), ordering: .relaxed)
-        if let (name, value) = exemplar {
-            let now = self.clock()
-            let second = Int64(now)
-            let last = self.exemplarSecond[index].load(ordering: .relaxed)
-            if last != second,
-                self.exemplarSecond[index].compareExchange(expected: last, desired: second, ordering: .relaxed)
-                    .exchanged
-            {
-                self.exemplarLock.lock()
-                self.exemplars[index] = Exemplar(labelName: name, labelValue: value, value: v, timestamp: now)
-                self.exemplarLock.unlock()
-            }
-        }
+        return (index, v)
+    }
+
+    /// Whether this call may replace bucket `index`'s exemplar: the first offer in each Unix
+    /// second `second` wins, so the lock is taken at most once a second per bucket.
+    @inline(__always)
+    private func claimExemplar(_ index: Int, second: Int64) -> Bool {
+        let last = self.exemplarSecond[index].load(ordering: .relaxed)
+        return last != second
+            && self.exemplarSecond[index].compareExchange(expected: last, desired: second, ordering: .relaxed).exchanged
+    }
+
+    private func keep(_ exemplar: Exemplar, at index: Int) {
+        self.exemplarLock.lock()
+        self.exemplars[index] = exemplar
+        self.exemplarLock.unlock()
     }
 
     public var count: UInt64 { self.total.load(ordering: .relaxed) }

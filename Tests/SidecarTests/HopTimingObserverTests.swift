@@ -55,4 +55,61 @@ import Testing
             #expect(observer.isGRPC == (contentType?.hasPrefix("application/grpc") ?? false))
         }
     }
+
+    /// Every histogram of a stream's end offers the stream's correlation id as its exemplar,
+    /// stamped with the time the stream ended: the registry's clock is never read.
+    @Test func exemplarsCarryTheStreamsIDAndEndTime() throws {
+        let clock = StreamClock.manual(at: Self.t0, unixMicros: Self.wall)
+        let registry = MetricsRegistry(clock: {
+            Issue.record("an exemplar read the registry's clock")
+            return 0
+        })
+        let source = HopTimingObserverSource(
+            options: TimingOptions(hop: "h", region: "r"),
+            metrics: TrafficMetrics(registry: registry, hop: "h", region: "r", headerErrorReasons: []),
+            accessLog: nil, clock: clock)
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736"
+        let request = HeaderBlock([
+            (":method", "POST"), (":path", "/pkg.S/M"), ("content-type", "application/grpc"),
+            ("traceparent", "00-\(id)-00f067aa0ba902b7-01"),
+        ])
+        let observer = try #require(source.makeObserver(for: request) as? HopTimingObserver)
+        var forwarded = request
+        observer.requestHeadersWillForward(&forwarded, receivedAt: Self.t0)
+        #expect(observer.correlationID == id)
+        #expect(forwarded.first("insight-id") == nil)
+        observer.requestHeadersSent(at: Self.t0)
+        var response = HeaderBlock([(":status", "200"), ("content-type", "application/grpc")])
+        observer.responseHeadersWillForward(&response, at: Self.t0 + .milliseconds(2))
+        clock.advance(by: .milliseconds(3))
+        var trailers = HeaderBlock([("grpc-status", "0")])
+        observer.trailersWillForward(&trailers, trailersOnly: false, receivedAt: clock.responseEnd())
+        observer.streamEnded(.completed, at: clock.streamEnded())
+
+        let text = registry.render(openMetrics: true)
+        let exemplar = #" # {trace_id="\#(id)"} "#
+        let stamped = text.split(separator: "\n").filter { $0.contains(exemplar) }
+        // upstream duration, ttfb, proxy overhead, and the one segment.
+        #expect(stamped.count == 4)
+        #expect(stamped.allSatisfy { $0.hasSuffix(" 1800000000.003") })
+        #expect(stamped.contains { $0.hasPrefix("insight_segment_duration_seconds_bucket{") })
+    }
+
+    /// A request without an id leaves with a new `insight-id`, the stream's correlation id.
+    @Test func aRequestWithoutAnIDGetsOne() throws {
+        let source = HopTimingObserverSource(
+            options: TimingOptions(hop: "h", region: "r"),
+            metrics: TrafficMetrics(registry: MetricsRegistry(), hop: "h", region: "r", headerErrorReasons: []),
+            accessLog: nil)
+        for existing in [nil, "not-an-id"] {
+            var request = HeaderBlock([(":method", "GET"), (":path", "/")])
+            if let existing { request.append(name: "insight-id", value: existing) }
+            let observer = try #require(source.makeObserver(for: request) as? HopTimingObserver)
+            observer.requestHeadersWillForward(&request, receivedAt: Self.t0)
+            let id = try #require(request.first("insight-id"))
+            #expect(CorrelationID.isHexID(id))
+            #expect(observer.correlationID == id)
+            #expect(request.pairs.filter { $0.name == "insight-id" }.count == 1)
+        }
+    }
 }

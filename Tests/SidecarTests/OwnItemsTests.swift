@@ -17,6 +17,17 @@ import Testing
         #expect(own.chainItem == "mediary-a")
     }
 
+    /// The stamp written from a stack buffer is the library's serialisation, digit for digit.
+    @Test func theHopsStampWrittenInPlaceMatchesTheLibrary() {
+        let own = OwnItems(hop: "mediary-a", region: "eu-west")
+        for t: Int64 in [0, 7, 10, 999, 1_796_000_000_123_456, Int64.max] {
+            let stamp = HopStamp(hop: "mediary-a", region: "eu-west", epochMicros: t)
+            let written = own.withHops(epochMicros: t) { String(decoding: $0, as: UTF8.self) }
+            #expect(written == TimingHeaders.serialize([stamp.item]))
+        }
+        #expect(own.withHops(epochMicros: -12) { String(decoding: $0, as: UTF8.self) }.hasSuffix(#"t="-12""#))
+    }
+
     @Test func appendingKeepsValidTextAndRepairsInvalid() {
         var problems: [TimingHeaders.Problem] = []
         let ok = HeaderBlock([("insight-chain", "a"), ("insight-chain", "b")])

@@ -1,25 +1,64 @@
 import H2Proxy
+import Metrics
 
 /// The id that ties one call's measurements together across sidecars.
 enum CorrelationID {
     /// The W3C `traceparent` trace-id if the request has a valid one, else `insight-id`.
     static func find(in headers: HeaderBlock) -> String? {
-        if let tp = headers.first("traceparent"), let id = self.traceID(fromTraceparent: tp) { return id }
-        if let id = headers.first("insight-id"), self.isHexID(id) { return id }
+        self.findTraceID(in: headers)?.hex
+    }
+
+    /// ``find(in:)`` read straight from the header bytes: no `String` is built.
+    static func findTraceID(in headers: HeaderBlock) -> TraceID? {
+        if let i = headers.firstIndex(of: "traceparent"),
+            let id = headers.value(at: i).withContiguousStorageIfAvailable(Self.traceID(fromTraceparent:)) ?? nil
+        {
+            return id
+        }
+        if let i = headers.firstIndex(of: "insight-id"),
+            let id = headers.value(at: i).withContiguousStorageIfAvailable({ TraceID(hex: $0) }) ?? nil
+        {
+            return id
+        }
         return nil
     }
 
     /// `version-traceid-parentid-flags`, trace-id 32 lower-case hex digits and not all zero.
     static func traceID(fromTraceparent value: String) -> String? {
-        let parts = value.split(separator: "-", omittingEmptySubsequences: false)
-        guard parts.count >= 4, parts[0].count == 2, parts[0] != "ff", parts[1].count == 32, parts[2].count == 16
+        var value = value
+        return value.withUTF8 { Self.traceID(fromTraceparent: $0) }?.hex
+    }
+
+    /// `version-traceid-parentid-flags`: a two-character version other than `ff`, a trace-id
+    /// of 32 lower-case hex digits not all zero, a 16-character parent id, then flags (and
+    /// whatever later versions add).
+    static func traceID(fromTraceparent value: UnsafeBufferPointer<UInt8>) -> TraceID? {
+        let dash = UInt8(ascii: "-")
+        guard value.count >= 53, value[2] == dash, value[35] == dash, value[52] == dash,
+            value[0] != dash, value[1] != dash, !(value[0] == UInt8(ascii: "f") && value[1] == UInt8(ascii: "f")),
+            !value[36..<52].contains(dash),
+            let id = TraceID(hex: value[3..<35]), id != TraceID(high: 0, low: 0)
         else { return nil }
-        let id = String(parts[1])
-        guard self.isHexID(id), id != String(repeating: "0", count: 32) else { return nil }
         return id
     }
 
     static func isHexID(_ s: String) -> Bool {
         s.utf8.count == 32 && s.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }
+    }
+
+    /// Sets `insight-id` to `id`: appended from a stack buffer when the request has none
+    /// (no `String` is built), replaced when it has an invalid one.
+    static func write(_ id: TraceID, to headers: inout HeaderBlock) {
+        guard headers.firstIndex(of: "insight-id") == nil else {
+            headers.replace(name: "insight-id", value: id.hex)
+            return
+        }
+        let name: StaticString = "insight-id"
+        withUnsafeTemporaryAllocation(byteCount: 32, alignment: 1) { value in
+            id.writeHex(to: value)
+            headers.append(
+                name: UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount),
+                value: UnsafeRawBufferPointer(value), flags: TimingHeaders.neverIndexed)
+        }
     }
 }

@@ -12,11 +12,14 @@ import RawStructuredFieldValues
 /// reads is its loop's ``StreamClock`` (``HopTimingObserverSource/clock``).
 final class HopTimingObserver: StreamObserver {
     unowned let source: HopTimingObserverSource
-    let route: RouteMetrics
+    /// This loop's series of the stream's route.
+    let loopRoute: LoopRoute
     let sourceIndex: Int
     let isGRPC: Bool
     let clientWantsTrailers: Bool
-    private(set) var correlationID: String?
+    /// The correlation id (see ``CorrelationID``), kept as bits: its text is written only
+    /// into the request (when this hop makes it) and into an exemplar the stream's end keeps.
+    private(set) var traceID: TraceID?
     private var method = ""
 
     private(set) var receivedAt: NIODeadline = .uptimeNanoseconds(0)
@@ -28,7 +31,11 @@ final class HopTimingObserver: StreamObserver {
     private var requestMessages = 0
     private var responseMessages = 0
     private var code = "UNKNOWN"
-    private var chain: TimingChain?
+    /// The response's `insight-timing` entries from the hops inwards of this one.
+    private var innerEntries: [TimingEntry] = []
+    /// Whether those entries cover every hop `insight-chain` named (then, with ``ownEntry``,
+    /// they are the complete ``chain``).
+    private var chainComplete = false
     private var ownEntry: TimingEntry?
     private var expectedChainLength = 0
     private(set) var failureMessage: String?
@@ -47,9 +54,9 @@ final class HopTimingObserver: StreamObserver {
     var clock: StreamClock { self.source.clock }
     var metrics: TrafficMetrics { self.source.metrics }
 
-    init(source: HopTimingObserverSource, route: RouteMetrics, isProbe: Bool, isGRPC: Bool, clientWantsTrailers: Bool) {
+    init(source: HopTimingObserverSource, route: LoopRoute, isProbe: Bool, isGRPC: Bool, clientWantsTrailers: Bool) {
         self.source = source
-        self.route = route
+        self.loopRoute = route
         self.sourceIndex = isProbe ? 1 : 0
         self.isGRPC = isGRPC
         self.clientWantsTrailers = clientWantsTrailers
@@ -57,6 +64,18 @@ final class HopTimingObserver: StreamObserver {
 
     /// Per-hop segments of the response's complete chain (empty if incomplete or not seen yet).
     var measurements: StreamMeasurements? { StreamMeasurements(segments: self.chain?.segments ?? []) }
+
+    /// The route's shared series.
+    var route: RouteMetrics { self.loopRoute.metrics }
+
+    /// ``traceID`` as its 32 hex digits.
+    var correlationID: String? { self.traceID?.hex }
+
+    /// The response's complete timing chain, innermost first, once its end was forwarded.
+    var chain: TimingChain? {
+        guard self.chainComplete, let own = self.ownEntry else { return nil }
+        return TimingChain(entries: self.innerEntries + [own])
+    }
 
     var sourceLabel: String { self.sourceIndex == 1 ? "probe" : "traffic" }
 
@@ -68,21 +87,29 @@ final class HopTimingObserver: StreamObserver {
         }
         var problems: [TimingHeaders.Problem] = []
         // Correlation id: traceparent's trace-id, else insight-id, else a new insight-id.
-        self.correlationID =
-            self.source.tracing?.begin(&headers, observer: self, receivedAt: receivedAt)
-            ?? CorrelationID.find(in: headers)
-        if self.correlationID == nil {
-            let id = self.source.makeCorrelationID()
-            self.correlationID = id
-            headers.replace(name: "insight-id", value: id)
+        if let tracing = self.source.tracing, let id = tracing.begin(&headers, observer: self, receivedAt: receivedAt) {
+            self.traceID = TraceID(hex: id.utf8)
+        }
+        if self.traceID == nil { self.traceID = CorrelationID.findTraceID(in: headers) }
+        if self.traceID == nil {
+            let id = self.source.makeTraceID()
+            self.traceID = id
+            CorrelationID.write(id, to: &headers)
         }
         if self.options.stripRequestHeaders {
             headers.removeAll { block, i in block.name(at: i).starts(with: "insight-".utf8) }
         } else {
-            let own = self.source.own.hops(epochMicros: self.clock.unixMicros())
+            let epochMicros = self.source.unixMicros(at: receivedAt)
             if headers.firstIndex(of: "insight-hops") == nil {
-                headers.append(name: "insight-hops", value: own)
+                let name: StaticString = "insight-hops"
+                self.source.own.withHops(epochMicros: epochMicros) { value in
+                    headers.append(
+                        name: UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount),
+                        value: value,
+                        flags: TimingHeaders.neverIndexed)
+                }
             } else {
+                let own = self.source.own.hops(epochMicros: epochMicros)
                 let parsed = TimingHeaders.parseListKeepingText("insight-hops", in: headers, problems: &problems)
                 var items = parsed?.items ?? []
                 var valid = parsed?.validText
@@ -139,23 +166,24 @@ final class HopTimingObserver: StreamObserver {
         var problems: [TimingHeaders.Problem] = []
         var items: [Item] = []
         var validText: String?
+        // No arrays are made for a response without `insight-timing` (the innermost hop).
+        var entries: [TimingEntry] = []
         if trailers.firstIndex(of: "insight-timing") != nil,
             let parsed = TimingHeaders.parseListKeepingText("insight-timing", in: trailers, problems: &problems)
         {
             items = parsed.items
             validText = parsed.validText
-        }
-        var entries: [TimingEntry] = []
-        entries.reserveCapacity(items.count + 1)
-        for item in items {
-            if let e = TimingEntry(item) {
-                entries.append(e)
-            } else {
-                problems.append(.invalidItem)
-                validText = nil
+            entries.reserveCapacity(items.count)
+            for item in items {
+                if let e = TimingEntry(item) {
+                    entries.append(e)
+                } else {
+                    problems.append(.invalidItem)
+                    validText = nil
+                }
             }
+            if validText == nil { items = entries.map(\.item) }
         }
-        if validText == nil { items = entries.map(\.item) }
         if entries.count < self.expectedChainLength {
             problems.append(.incompleteChain)
             self.metrics.chainIncomplete.increment()
@@ -169,16 +197,15 @@ final class HopTimingObserver: StreamObserver {
             ttfbNanos: self.responseHeadersAt.map { nanos(from: sent, to: $0) },
             selfNanos: self.selfNanos(endReceived: receivedAt, submitted: now))
         self.ownEntry = own
-        if entries.count >= self.expectedChainLength {
-            self.chain = TimingChain(entries: entries + [own])
-        }
+        self.chainComplete = entries.count >= self.expectedChainLength
+        self.innerEntries = entries
         if self.options.stripResponseTiming {
             trailers.remove(name: "insight-timing")
             trailers.remove(name: "insight-chain")
         } else if self.isGRPC || self.clientWantsTrailers,
             let value = TimingHeaders.appending(self.source.own.timing(own), to: validText, items: items)
         {
-            trailers.replace(name: "insight-timing", value: value)
+            TimingHeaders.setPerCall("insight-timing", to: value, in: &trailers)
         }
         if self.options.serverTiming || self.options.stripResponseTiming {
             self.serverTimingAtEnd(&trailers, trailersOnly: trailersOnly, own: own)
@@ -188,7 +215,7 @@ final class HopTimingObserver: StreamObserver {
 
     func streamEnded(_ reason: StreamEndReason, at: NIODeadline) {
         self.endedAt = at
-        self.endedUnixMicros = self.clock.unixMicros()
+        self.endedUnixMicros = self.source.unixMicros(at: at)
         switch reason {
         case .completed: break
         case .upstreamUnavailable: self.code = self.isGRPC ? "UNAVAILABLE" : "502"
@@ -213,41 +240,45 @@ final class HopTimingObserver: StreamObserver {
         self.span = nil
         let s = self.sourceIndex
         let source: RouteMetrics.Source = s == 1 ? .probe : .traffic
-        self.source.requests(self.route, code: self.code, sourceIndex: s).increment()
+        let route = self.loopRoute
+        route.requests(code: self.code, source: source).increment()
         if self.requestMessages > 0 {
-            self.route.messages(source, response: false).increment(by: UInt64(self.requestMessages))
+            route.messages(source, response: false).increment(by: UInt64(self.requestMessages))
         }
         if self.responseMessages > 0 {
-            self.route.messages(source, response: true).increment(by: UInt64(self.responseMessages))
+            route.messages(source, response: true).increment(by: UInt64(self.responseMessages))
         }
-        let exemplar = self.correlationID.map { ("trace_id", $0) }
+        // Exemplars are stamped with the stream's end: no clock is read per histogram.
+        let id = self.traceID
+        let endedSeconds = Double(self.endedUnixMicros) / 1e6
         // Every call that ends is timed, however it ended: a call cut short by a deadline, a
         // reset or a lost connection counts until the moment it ended.
         let start = self.sentAt ?? self.receivedAt
         let end = self.responseEndAt ?? at
         let seconds = Double(max(0, nanos(from: start, to: end))) / 1e9
         let unary = self.requestMessages <= 1 && self.responseMessages <= 1
-        self.route.histogram(unary ? .upstreamDuration : .streamDuration, source).observe(seconds, exemplar: exemplar)
+        route.histogram(unary ? .upstreamDuration : .streamDuration, source)
+            .observe(seconds, traceID: id, unixSeconds: endedSeconds)
         if let h = self.responseHeadersAt {
-            self.route.histogram(.upstreamTTFB, source).observe(
-                Double(nanos(from: start, to: h)) / 1e9, exemplar: exemplar)
+            route.histogram(.upstreamTTFB, source)
+                .observe(Double(nanos(from: start, to: h)) / 1e9, traceID: id, unixSeconds: endedSeconds)
         }
         if let own = self.ownEntry {
-            self.metrics.proxyOverhead.observe(own.selfTime / 1000, exemplar: exemplar)
+            self.metrics.proxyOverhead.observe(own.selfTime / 1000, traceID: id, unixSeconds: endedSeconds)
         }
-        if let chain = self.chain {
-            for segment in chain.segments {
+        if self.chainComplete, let own = self.ownEntry {
+            TimingChain.forEachSegment(inner: self.innerEntries, outermost: own) { segment in
                 self.source.segmentHistogram(segment: segment.hop, next: segment.next, sourceIndex: s)
-                    .observe(segment.milliseconds / 1000, exemplar: exemplar)
+                    .observe(segment.milliseconds / 1000, traceID: id, unixSeconds: endedSeconds)
             }
         } else if self.responseEndAt == nil {
             // No response end, so no timing chain: the time from this hop on belongs to no
             // known next hop, and is recorded as such rather than left out of the segment SLO.
             self.source.segmentHistogram(segment: self.options.hop, next: Self.unknownNext, sourceIndex: s)
-                .observe(seconds, exemplar: exemplar)
+                .observe(seconds, traceID: id, unixSeconds: endedSeconds)
         }
         self.source.accessLog?.write(self, reason: reason)
-        let now = Double(self.endedUnixMicros) / 1e6
+        let now = endedSeconds
         // The first samples of each second are kept, failures or not, so rates stay unbiased.
         guard self.source.recent.admit(second: Int(now)) else { return }
         var failure = self.failureMessage

@@ -17,22 +17,31 @@ final class HopTimingObserverSource: LoopObserverSource, @unchecked Sendable {
     let clock: StreamClock
     /// Tracing on this loop; `nil` when tracing is off (then it costs one check per stream).
     let tracing: LoopTracing?
-    private var routes: [String: RouteMetrics] = [:]
-    private var requestCounters: [RequestKey: Counter] = [:]
+    /// Routes by the `:path` bytes before any query string.
+    private var routeCache: RouteCache
+    /// This loop's view of each route's series, by the shared route object (at most
+    /// `maxRoutes` + 1 of them, with the overflow route).
+    private var loopRoutes: [ObjectIdentifier: LoopRoute] = [:]
+    /// The first segment histograms this loop used: the own hop's segments (whose names are
+    /// the same `String`s every time) are found with a few word compares, no hashing.
+    private var firstSegments: [(segment: String, next: String, source: Int, histogram: Histogram)] = []
+    /// The rest.
     private var segments: [SegmentKey: Histogram] = [:]
-    private var random: Xoshiro256
-
-    struct RequestKey: Hashable {
-        var route: ObjectIdentifier
-        var code: String
-        var source: Int
-    }
 
     struct SegmentKey: Hashable {
         var segment: String
         var next: String
         var source: Int
     }
+
+    /// Segments kept in ``firstSegments``.
+    static let firstSegmentCount = 8
+    private var random: Xoshiro256
+    /// Unix nanoseconds minus monotonic nanoseconds (``StreamClock/wallClockOffsetNanos()``),
+    /// and the monotonic time it was read: wall-clock stamps are derived from times the
+    /// stream already read, with the offset read again at most once a second.
+    private var wallOffsetNanos: Int64 = 0
+    private var wallOffsetReadAt: UInt64?
 
     let recent = RecentSamples(capacity: 8192)
 
@@ -46,38 +55,39 @@ final class HopTimingObserverSource: LoopObserverSource, @unchecked Sendable {
         self.metrics = metrics
         self.accessLog = accessLog
         self.own = OwnItems(hop: options.hop, region: options.region)
+        self.routeCache = RouteCache(limit: 4 * metrics.maxRoutes)
         var seed = SystemRandomNumberGenerator()
         self.random = Xoshiro256(seed: &seed)
     }
 
     /// A new `insight-id`: 16 bytes from a per-loop generator seeded from the system's, so
     /// that ids are unique without a system call per stream.
-    func makeCorrelationID() -> String {
-        let a = self.random.next()
-        let b = self.random.next()
-        return String(unsafeUninitializedCapacity: 32) { buffer in
-            let digits: StaticString = "0123456789abcdef"
-            for i in 0..<16 {
-                buffer[i] = digits.utf8Start[Int((a >> UInt64(60 - 4 * i)) & 0xf)]
-                buffer[16 + i] = digits.utf8Start[Int((b >> UInt64(60 - 4 * i)) & 0xf)]
-            }
-            return 32
+    func makeTraceID() -> TraceID {
+        TraceID(high: self.random.next(), low: self.random.next())
+    }
+
+    /// ``makeTraceID()`` as its 32 hex digits.
+    func makeCorrelationID() -> String { self.makeTraceID().hex }
+
+    /// Unix microseconds at `at`, a time read from ``clock``: `at` plus the offset between the
+    /// wall and monotonic clocks, read again when it is a second old (so a step of the wall
+    /// clock shows within a second, and a stream reads no wall clock of its own).
+    func unixMicros(at: NIODeadline) -> Int64 {
+        let now = at.uptimeNanoseconds
+        if let readAt = self.wallOffsetReadAt, now &- readAt < 1_000_000_000 {
+        } else {
+            self.wallOffsetNanos = self.clock.wallClockOffsetNanos()
+            self.wallOffsetReadAt = now
         }
+        return (Int64(bitPattern: now) &+ self.wallOffsetNanos) / 1000
     }
 
     func makeObserver(for request: HeaderBlock) -> StreamObserver? {
-        let path = request.first(":path") ?? "/"
-        let route: RouteMetrics
-        if let cached = self.routes[path] {
-            route = cached
+        let route: LoopRoute
+        if let i = request.firstIndex(of: ":path") {
+            route = request.value(at: i).withContiguousStorageIfAvailable(self.route(path:)) ?? self.route(path: "/")
         } else {
-            let (service, method) = Self.serviceAndMethod(path)
-            route = self.metrics.route(service: service, method: method)
-            if route.isOverflow {
-                self.metrics.labelOverflow.increment()
-            } else if self.routes.count < 4 * self.metrics.maxRoutes {
-                self.routes[path] = route
-            }
+            route = self.route(path: "/")
         }
         let isGRPC = request.isGRPC
         var wantsTrailers = false
@@ -91,19 +101,49 @@ final class HopTimingObserverSource: LoopObserverSource, @unchecked Sendable {
         return observer
     }
 
-    func requests(_ route: RouteMetrics, code: String, sourceIndex: Int) -> Counter {
-        let key = RequestKey(route: ObjectIdentifier(route), code: code, source: sourceIndex)
-        if let c = self.requestCounters[key] { return c }
-        let c = route.requests(code: code, source: sourceIndex == 1 ? "probe" : "traffic")
-        self.requestCounters[key] = c
-        return c
+    private func route(path: StaticString) -> LoopRoute {
+        self.route(path: UnsafeBufferPointer(start: path.utf8Start, count: path.utf8CodeUnitCount))
     }
 
+    /// The route of request path `path` (the `:path` bytes): from the cache, else made and
+    /// remembered. A stream folded into the overflow route counts in `labelOverflow` each time.
+    private func route(path: UnsafeBufferPointer<UInt8>) -> LoopRoute {
+        let key = RouteCache.routePath(path)
+        let hash = RouteCache.hash(key)
+        if let cached = self.routeCache.route(for: key, hash: hash) { return cached }
+        let (service, method) = Self.serviceAndMethod(String(decoding: key, as: UTF8.self))
+        let shared = self.metrics.route(service: service, method: method)
+        let route: LoopRoute
+        if let known = self.loopRoutes[ObjectIdentifier(shared)] {
+            route = known
+        } else {
+            route = LoopRoute(shared)
+            self.loopRoutes[ObjectIdentifier(shared)] = route
+        }
+        if shared.isOverflow {
+            self.metrics.labelOverflow.increment()
+        } else {
+            self.routeCache.insert(route, for: key, hash: hash)
+        }
+        return route
+    }
+
+    /// Paths the route cache remembers (for tests).
+    var cachedPaths: Int { self.routeCache.count }
+
     func segmentHistogram(segment: String, next: String, sourceIndex: Int) -> Histogram {
+        for entry in self.firstSegments
+        where entry.source == sourceIndex && entry.segment == segment && entry.next == next {
+            return entry.histogram
+        }
         let key = SegmentKey(segment: segment, next: next, source: sourceIndex)
         if let h = self.segments[key] { return h }
         let h = self.metrics.segment(segment: segment, next: next, source: sourceIndex == 1 ? "probe" : "traffic")
-        if self.segments.count < 4 * self.metrics.maxSegments { self.segments[key] = h }
+        if self.firstSegments.count < Self.firstSegmentCount {
+            self.firstSegments.append((segment, next, sourceIndex, h))
+        } else if self.segments.count < 4 * self.metrics.maxSegments {
+            self.segments[key] = h
+        }
         return h
     }
 

@@ -19,17 +19,24 @@ public struct TimingChain: Equatable, Sendable {
         var out: [Segment] = []
         out.reserveCapacity(self.entries.count)
         for i in stride(from: self.entries.count - 1, through: 0, by: -1) {
-            let e = self.entries[i]
-            if i == 0 {
-                out.append(Segment(hop: e.hop, next: "service", milliseconds: e.duration))
-            } else {
-                let inner = self.entries[i - 1]
-                out.append(
-                    Segment(
-                        hop: e.hop, next: inner.hop,
-                        milliseconds: max(0, e.duration - (inner.duration + inner.selfTime))))
-            }
+            out.append(Self.segment(self.entries[i], inner: i > 0 ? self.entries[i - 1] : nil))
         }
         return out
+    }
+
+    /// The ``segments`` of the chain `inner + [outermost]`, handed to `body` one by one
+    /// (outermost first) without building the chain or an array.
+    static func forEachSegment(inner: [TimingEntry], outermost: TimingEntry, _ body: (Segment) -> Void) {
+        body(Self.segment(outermost, inner: inner.last))
+        for i in stride(from: inner.count - 1, through: 0, by: -1) {
+            body(Self.segment(inner[i], inner: i > 0 ? inner[i - 1] : nil))
+        }
+    }
+
+    /// The segment of entry `e`, whose next hop inwards is `inner` (`nil`: the service).
+    private static func segment(_ e: TimingEntry, inner: TimingEntry?) -> Segment {
+        guard let inner else { return Segment(hop: e.hop, next: "service", milliseconds: e.duration) }
+        return Segment(
+            hop: e.hop, next: inner.hop, milliseconds: max(0, e.duration - (inner.duration + inner.selfTime)))
     }
 }

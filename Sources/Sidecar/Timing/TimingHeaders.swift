@@ -30,6 +30,23 @@ public enum TimingHeaders {
         case incompleteChain = "incomplete_chain"
     }
 
+    /// `nghttp2_nv_flag` `NO_INDEX`: HPACK "never indexed" for fields whose value is new on
+    /// every call (`insight-id`, `insight-hops`, `insight-timing`). Indexed, each such value
+    /// costs the encoder a dynamic-table entry (allocations on both sides of every hop) and
+    /// evicts entries that would have been used again; the flag also travels with the field to
+    /// the next hop, which treats it the same way.
+    static let neverIndexed: UInt8 = 0x01
+
+    /// Sets `name` to `value` (``HeaderBlock/replace(name:value:)``), as a ``neverIndexed``
+    /// field when the block had none.
+    static func setPerCall(_ name: StaticString, to value: String, in block: inout HeaderBlock) {
+        if block.firstIndex(of: name) == nil {
+            block.append(name: name, value: value, flags: Self.neverIndexed)
+        } else {
+            block.replace(name: name, value: value)
+        }
+    }
+
     /// Parses every field line named `name` in `block` as one combined SF List.
     static func parseList(
         _ name: StaticString, in block: HeaderBlock, problems: inout [Problem]

@@ -1,0 +1,57 @@
+import Metrics
+
+/// One route's series as one event loop records them: found once per stream by the loop's
+/// ``HopTimingObserverSource`` (``RouteCache``) and touched by no other thread, so that
+/// recording a stream's end finds every series without a lock, a hash or an atomic load.
+///
+/// The series themselves belong to the shared ``RouteMetrics`` (and its registry); this
+/// only remembers which ones this loop has used.
+final class LoopRoute {
+    let metrics: RouteMetrics
+    /// Indexed by `HistogramKind.rawValue * 2 + Source.rawValue`.
+    private var histograms: [Histogram?]
+    /// Indexed by `Source.rawValue * 2 + (response ? 1 : 0)`.
+    private var messageCounters: [Counter?]
+    /// `insight_requests_total` by code and source, in the order first seen; codes compare as
+    /// strings, which for the static gRPC names and short HTTP statuses is a few word compares.
+    private var requestCounters: [(code: String, source: RouteMetrics.Source, counter: Counter)] = []
+
+    /// Codes per route remembered by one loop; a route that ends with more (HTTP statuses are
+    /// chosen by the upstream) finds the rest through ``RouteMetrics/requests(code:source:)``.
+    static let maxCachedCodes = 32
+
+    init(_ metrics: RouteMetrics) {
+        self.metrics = metrics
+        self.histograms = Array(repeating: nil, count: RouteMetrics.HistogramKind.allCases.count * 2)
+        self.messageCounters = Array(repeating: nil, count: 4)
+    }
+
+    /// The histogram `kind` of calls from `source`.
+    func histogram(_ kind: RouteMetrics.HistogramKind, _ source: RouteMetrics.Source) -> Histogram {
+        let i = kind.rawValue * 2 + source.rawValue
+        if let h = self.histograms[i] { return h }
+        let h = self.metrics.histogram(kind, source)
+        self.histograms[i] = h
+        return h
+    }
+
+    /// `insight_messages_total` for `source` and direction.
+    func messages(_ source: RouteMetrics.Source, response: Bool) -> Counter {
+        let i = source.rawValue * 2 + (response ? 1 : 0)
+        if let c = self.messageCounters[i] { return c }
+        let c = self.metrics.messages(source, response: response)
+        self.messageCounters[i] = c
+        return c
+    }
+
+    /// `insight_requests_total` for `code` and `source`.
+    func requests(code: String, source: RouteMetrics.Source) -> Counter {
+        for entry in self.requestCounters where entry.source == source && entry.code == code { return entry.counter }
+        let c = self.metrics.requests(code: code, source: source.label)
+        if self.requestCounters.count < Self.maxCachedCodes { self.requestCounters.append((code, source, c)) }
+        return c
+    }
+
+    /// Codes this loop remembers for the route (for tests).
+    var cachedCodes: Int { self.requestCounters.count }
+}

@@ -1,0 +1,80 @@
+import H2Proxy
+import Metrics
+import Testing
+
+@testable import Sidecar
+
+@Suite struct RouteCacheTests {
+    private static func source(maxRoutes: Int = 128) -> (HopTimingObserverSource, TrafficMetrics) {
+        let metrics = TrafficMetrics(
+            registry: MetricsRegistry(), hop: "h", region: "r", maxRoutes: maxRoutes, headerErrorReasons: [])
+        return (
+            HopTimingObserverSource(options: TimingOptions(hop: "h", region: "r"), metrics: metrics, accessLog: nil),
+            metrics
+        )
+    }
+
+    private static func route(_ source: HopTimingObserverSource, path: String?) throws -> LoopRoute {
+        var request = HeaderBlock([(":method", "GET")])
+        if let path { request.append(name: ":path", value: path) }
+        return try #require(source.makeObserver(for: request) as? HopTimingObserver).loopRoute
+    }
+
+    @Test func pathsThatDifferOnlyInTheirQueryShareOneEntry() throws {
+        let (source, _) = Self.source()
+        let a = try Self.route(source, path: "/pkg.Service/Method?x=1")
+        let b = try Self.route(source, path: "/pkg.Service/Method?x=2")
+        let c = try Self.route(source, path: "/pkg.Service/Method")
+        #expect(a === b && b === c)
+        #expect(a.metrics.service == "pkg.Service" && a.metrics.method == "Method")
+        #expect(source.cachedPaths == 1)
+    }
+
+    @Test func pathsOfOneRouteShareItsSeries() throws {
+        let (source, _) = Self.source()
+        let a = try Self.route(source, path: "/docs")
+        let b = try Self.route(source, path: "/docs/more/index.html")
+        let none = try Self.route(source, path: nil)
+        let root = try Self.route(source, path: "/")
+        #expect(a === b)
+        #expect(a.metrics.service == "http" && a.metrics.method == "/docs")
+        #expect(none === root && root.metrics.method == "/")
+        #expect(source.cachedPaths == 3)
+    }
+
+    @Test func overflowStreamsAreCountedEachTimeAndNotRemembered() throws {
+        let (source, metrics) = Self.source(maxRoutes: 1)
+        let first = try Self.route(source, path: "/a")
+        let x = try Self.route(source, path: "/b")
+        let y = try Self.route(source, path: "/b")
+        #expect(!first.metrics.isOverflow)
+        #expect(x === y && x.metrics.isOverflow)
+        #expect(metrics.labelOverflow.value == 2)
+        #expect(source.cachedPaths == 1)
+    }
+
+    @Test func theCacheStopsAtItsLimitAndStillAnswers() {
+        var cache = RouteCache(limit: 3)
+        let metrics = TrafficMetrics(registry: MetricsRegistry(), hop: "h", region: "r", headerErrorReasons: [])
+        let route = LoopRoute(metrics.route(service: "s", method: "m"))
+        for i in 0..<10 {
+            let path = Array("/p\(i)".utf8)
+            path.withUnsafeBufferPointer { p in
+                cache.insert(route, for: p, hash: RouteCache.hash(p))
+                #expect((cache.route(for: p, hash: RouteCache.hash(p)) != nil) == (i < 3))
+            }
+        }
+        #expect(cache.count == 3)
+    }
+
+    @Test func aLoopRouteCountsEveryCodePastTheOnesItRemembers() {
+        let metrics = TrafficMetrics(registry: MetricsRegistry(), hop: "h", region: "r", headerErrorReasons: [])
+        let route = LoopRoute(metrics.route(service: "s", method: "m"))
+        let codes = (0..<(LoopRoute.maxCachedCodes + 8)).map { String(200 + $0) }
+        for code in codes + codes { route.requests(code: code, source: .traffic).increment() }
+        route.requests(code: "200", source: .probe).increment()
+        #expect(route.cachedCodes == LoopRoute.maxCachedCodes)
+        for code in codes { #expect(route.metrics.requests(code: code, source: "traffic").value == 2) }
+        #expect(route.metrics.requests(code: "200", source: "probe").value == 1)
+    }
+}
