@@ -105,6 +105,31 @@ import Testing
         try Self.finish(h)
     }
 
+    @Test func requestsInOneReadShareTheReceivedTimeOfThatRead() throws {
+        let clock = StreamClock.manual(at: Self.t0)
+        let source = RecordingSource()
+        // Each request for /busy costs the proxy 1 ms while the read is being decoded.
+        source.onRequest = { request in
+            if request.first(":path") == "/busy" { clock.advance(by: .milliseconds(1)) }
+        }
+        let h = BridgeHarness(clock: clock, observerFactory: RecordingFactory(source: source))
+        h.upstreamSetup = { peer in peer.onEvent = Peer.answering { peer, id, _ in peer.respondGRPC(id) } }
+        let client = try h.connectClient()
+        let warmUp = try client.open()
+        try h.pump()
+        #expect(client.grpcStatus(warmUp)?.status == "0")
+        clock.advance(by: .milliseconds(10))
+        // Both requests arrive in one read: the second was received at 10, not when its turn
+        // to be decoded came after /busy (11).
+        let busy = try client.open(BackToBack.request(path: "/busy"))
+        let second = try client.open()
+        try h.pump()
+        #expect(client.grpcStatus(busy)?.status == "0")
+        #expect(client.grpcStatus(second)?.status == "0")
+        #expect(source.observers[2].milliseconds(since: Self.t0).first == "received 10")
+        try Self.finish(h)
+    }
+
     // MARK: Calls the sidecar makes itself
 
     @Test func aLocalCallIsTimedByTheLoopsClockAndHandsBackTypedMeasurements() throws {

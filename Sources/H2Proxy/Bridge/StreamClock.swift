@@ -55,8 +55,9 @@ public final class StreamClock {
 
     // MARK: The moments of one stream
 
-    /// **Received**: the request's HEADERS arrived from the client (for a call this sidecar
-    /// makes itself, ``LocalCall``, the moment it starts). Hop durations that begin on the
+    /// **Received**: the bytes carrying the request's HEADERS were read from the client's
+    /// connection (read once per read, before decoding: every request in one read shares it; for
+    /// a call this sidecar makes itself, ``LocalCall``, the moment it starts). Hop durations that begin on the
     /// request side begin here when the request was never sent.
     public func requestReceived() -> NIODeadline { self.now() }
 

@@ -13,6 +13,9 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
     var isDirty = false
     private var context: ChannelHandlerContext?
     private var closed = false
+    /// When the bytes being decoded were read from the client (``StreamClock/requestReceived()``):
+    /// the received time of every request whose HEADERS they carry.
+    private var readAt: NIODeadline = .uptimeNanoseconds(0)
     private var goAwaySent = false
     private var limits = Limits(now: .now())
     /// Request DATA bytes received on this connection whose window is not given back yet: held
@@ -59,6 +62,10 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !self.closed else { return }
         let buffer = self.unwrapInboundIn(data)
+        // Every request whose HEADERS are in these bytes was received now, not when its turn
+        // to be decoded came: a burst of calls in one read must not start their clocks late
+        // (a 300 ms deadline call then looked cancelled early).
+        self.readAt = self.loop.clock.requestReceived()
         do {
             try self.session.receive(buffer)
         } catch {
@@ -186,7 +193,7 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
         if let responder = self.loop.localResponder, responder.handles(request) {
             let stream = LocallyAnsweredStream(
                 downstream: self, streamID: id, request: request, responder: responder,
-                receivedAt: self.loop.clock.requestReceived())
+                receivedAt: self.readAt)
             self.streams[id] = stream
             if endStream { stream.requestEnd(trailers: nil) }
             return
@@ -197,7 +204,7 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
         }
         let stream = ProxyStream(
             downstream: self, streamID: id, request: request, endStream: endStream,
-            receivedAt: self.loop.clock.requestReceived())
+            receivedAt: self.readAt)
         self.streams[id] = stream
         self.loop.metrics.streamsTotal.increment()
         self.loop.metrics.streamsActive.increment()
