@@ -67,10 +67,11 @@ run: build
 run-backend: build
 	@bash Deploy/local/run-local.sh $(BIN)
 
-# The proxy comparison (Benchmarks/run.sh), then the tracing cost (Benchmarks/tracing.sh).
+# The proxy comparison (Benchmarks/run.sh), the tracing cost (Benchmarks/tracing.sh), TLS termination (Benchmarks/run-tls.sh).
 bench: deps
 	Benchmarks/run.sh
 	Benchmarks/tracing.sh --no-build
+	Benchmarks/run-tls.sh --no-build
 
 clean:
 	rm -rf .build

@@ -1,6 +1,6 @@
-# Shell helpers shared by the benchmark scripts (run.sh, tracing.sh): logging, background
+# Shell helpers shared by the benchmark scripts (run.sh, run-tls.sh, tracing.sh): logging, background
 # processes pinned with taskset and killed on exit, loopback ports, smoke tests, machine
-# quietness and the CPU time of a process tree from /proc.
+# quietness, the CPU time of a process tree from /proc and an h2load run with that CPU time around it.
 #
 # The sourcing script sets TMP (a temp dir; process logs go to $TMP/NAME.log), PIDS=() and
 # NAMES=(), KEEP_TMP, LOAD_CPU, PARSER, SMALL_BYTES and BULK_BYTES, and installs
@@ -57,11 +57,12 @@ wait_port() {
 }
 
 # smoke NAME PORT: two requests for /small and one for /bulk must succeed with the right body size
+# (over TLS when the caller sets SMOKE_SCHEME=https)
 smoke() {
-  local name="$1" port="$2" f="$TMP/smoke-$1.txt"
-  if timeout 20 taskset -c "$LOAD_CPU" h2load -c1 -m1 -n2 "http://127.0.0.1:$port/small" >"$f" 2>&1 &&
+  local name="$1" port="$2" f="$TMP/smoke-$1.txt" scheme="${SMOKE_SCHEME:-http}"
+  if timeout 20 taskset -c "$LOAD_CPU" h2load -c1 -m1 -n2 "$scheme://127.0.0.1:$port/small" >"$f" 2>&1 &&
      python3 "$PARSER" check "$f" "$SMALL_BYTES" 2>>"$f" &&
-     timeout 20 taskset -c "$LOAD_CPU" h2load -c1 -m1 -n1 "http://127.0.0.1:$port/bulk" >"$f.bulk" 2>&1 &&
+     timeout 20 taskset -c "$LOAD_CPU" h2load -c1 -m1 -n1 "$scheme://127.0.0.1:$port/bulk" >"$f.bulk" 2>&1 &&
      python3 "$PARSER" check "$f.bulk" "$BULK_BYTES" 2>>"$f"; then
     return 0
   fi
@@ -142,6 +143,24 @@ proc_tree_cpu() {
   done
   (( sched )) || ns="-"
   (( found )) && echo "$total $ns"
+}
+
+# h2load_cpu OUT PID ARGS...: `h2load ARGS` pinned to $LOAD_CPU (capped at 60 s) into OUT.txt, and
+# the CPU time of PID's process tree around it into OUT.cpu as
+# "TICKS_BEFORE TICKS_AFTER CLK_TCK NS_BEFORE NS_AFTER" (what parse_h2load.py's cpu_seconds reads).
+# No OUT.cpu when PID is empty (no proxy) or the process died during the run.
+h2load_cpu() {
+  local out="$1" pid="$2" before="" after="" rc; shift 2
+  [[ -n "$pid" ]] && before="$(proc_tree_cpu "$pid")"
+  timeout 60 taskset -c "$LOAD_CPU" h2load "$@" >"$out.txt" 2>&1
+  rc=$?
+  (( rc == 0 )) || echo "h2load exit status $rc" >>"$out.txt"
+  [[ -n "$before" ]] && after="$(proc_tree_cpu "$pid")"
+  if [[ -n "$after" ]]; then
+    printf '%s %s %s %s %s\n' "${before% *}" "${after% *}" "${CLK_TCK:-$(getconf CLK_TCK)}" "${before#* }" "${after#* }" \
+      >"$out.cpu"
+  fi
+  return 0
 }
 
 # describe_bin PATH: "PATH (git REV, built DATE)" with REV = HEAD of the git tree the binary lives in

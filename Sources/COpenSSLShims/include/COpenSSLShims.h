@@ -42,6 +42,9 @@ static inline size_t insight_BIO_pending(BIO *bio) {
     return BIO_ctrl_pending(bio);
 }
 
+static inline void insight_BIO_set_retry_read(BIO *bio) { BIO_set_retry_read(bio); }
+static inline void insight_BIO_clear_retry_flags(BIO *bio) { BIO_clear_retry_flags(bio); }
+
 static inline int insight_SSL_set_app_data(SSL *ssl, void *data) {
     return SSL_set_app_data(ssl, data);
 }
@@ -61,5 +64,6 @@ static const long insight_SSL_MODE_RELEASE_BUFFERS = SSL_MODE_RELEASE_BUFFERS;
 static const int insight_TLSEXT_TYPE_alpn = TLSEXT_TYPE_application_layer_protocol_negotiation;
 static const int insight_SSL_AD_NO_APPLICATION_PROTOCOL = SSL_AD_NO_APPLICATION_PROTOCOL;
 static const int insight_SSL_AD_REASON_OFFSET = SSL_AD_REASON_OFFSET;
+static const int insight_BIO_TYPE_SOURCE_SINK = BIO_TYPE_SOURCE_SINK;
 
 #endif

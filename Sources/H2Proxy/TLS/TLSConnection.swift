@@ -2,14 +2,12 @@ internal import COpenSSL
 internal import COpenSSLShims
 import NIOCore
 
-/// One OpenSSL `SSL` object between two memory BIOs: ciphertext in, plaintext out and back.
-/// It does no I/O; ``TLSHandler`` moves the bytes.
+/// One OpenSSL `SSL` object over a ``TLSCiphertextBuffer``: ciphertext in, plaintext out and
+/// back. It does no I/O; ``TLSHandler`` moves the bytes.
 final class TLSConnection {
     let ssl: OpaquePointer
-    /// Ciphertext received from the peer, read by OpenSSL (owned by `ssl`).
-    private let input: OpaquePointer
-    /// Ciphertext OpenSSL wants sent (owned by `ssl`).
-    private let output: OpaquePointer
+    /// What OpenSSL reads and writes through its BIO (`TLSConnection+BIO.swift`).
+    var ciphertext = TLSCiphertextBuffer()
     /// The client's ALPN list when it did not offer `h2` (empty: no ALPN at all); set by the
     /// context's callbacks.
     var offeredProtocols: [String]?
@@ -25,17 +23,10 @@ final class TLSConnection {
 
     init?(context: TLSContext) {
         guard let ssl = SSL_new(context.ctx) else { return nil }
-        guard let input = BIO_new(BIO_s_mem()), let output = BIO_new(BIO_s_mem()) else {
-            SSL_free(ssl)
-            return nil
-        }
-        // An empty input BIO means "wait for more", not end of file.
-        _ = insight_BIO_set_mem_eof_return(input, -1)
-        _ = insight_BIO_set_mem_eof_return(output, -1)
-        SSL_set_bio(ssl, input, output)
         self.ssl = ssl
-        self.input = input
-        self.output = output
+        guard let bio = self.makeBIO() else { return nil }
+        // One BIO both ways: the SSL takes over its one reference and frees it.
+        SSL_set_bio(ssl, bio, bio)
         switch context.role {
         case .server:
             SSL_set_accept_state(ssl)
@@ -62,12 +53,9 @@ final class TLSConnection {
         return Unmanaged<TLSConnection>.fromOpaque(data).takeUnretainedValue()
     }
 
-    /// Hands received ciphertext to OpenSSL.
+    /// Hands received ciphertext to OpenSSL (it reads it from this buffer, no copy until then).
     func receive(_ buffer: ByteBuffer) {
-        buffer.withUnsafeReadableBytes { bytes in
-            guard let base = bytes.baseAddress, bytes.count > 0 else { return }
-            _ = BIO_write(self.input, base, Int32(bytes.count))
-        }
+        self.ciphertext.receive(buffer)
     }
 
     func handshake() -> Result {
@@ -90,7 +78,7 @@ final class TLSConnection {
         return self.result(0)
     }
 
-    /// Encrypts `plaintext` into the output BIO (which grows as needed, so this never blocks).
+    /// Encrypts `plaintext` into the outgoing ciphertext (which grows as needed, so this never blocks).
     func write(_ plaintext: ByteBuffer) -> Result {
         ERR_clear_error()
         var result = Result.done
@@ -109,17 +97,11 @@ final class TLSConnection {
         ERR_clear_error()
     }
 
-    var pendingOutput: Int { insight_BIO_pending(self.output) }
+    var pendingOutput: Int { self.ciphertext.outboundBytes }
 
-    /// Moves the ciphertext OpenSSL produced into a new buffer.
-    func takeOutput(allocator: ByteBufferAllocator) -> ByteBuffer? {
-        let pending = self.pendingOutput
-        guard pending > 0 else { return nil }
-        var buffer = allocator.buffer(capacity: pending)
-        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: pending) { space in
-            Int(max(0, BIO_read(self.output, space.baseAddress, Int32(pending))))
-        }
-        return buffer
+    /// The ciphertext OpenSSL produced since the last call (no copy), or nil.
+    func takeOutput() -> ByteBuffer? {
+        self.ciphertext.takeOutbound()
     }
 
     var negotiatedProtocol: String? {

@@ -24,6 +24,11 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var timeout: Scheduled<Void>?
     private var peer = "?"
 
+    /// Bytes: one TLS record's plaintext at most.
+    static let maximumPlaintextBuffer = 16_384
+    /// Bytes: the smallest plaintext buffer, for reads of a few bytes (a PING, a WINDOW_UPDATE).
+    static let minimumPlaintextBuffer = 256
+
     init(endpoint: TLSEndpoint, context: TLSContext, logger: Logger) {
         self.endpoint = endpoint
         self.connection = TLSConnection(context: context)
@@ -111,12 +116,16 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
+    /// Decrypts every complete record received so far and passes the plaintext on.
+    /// - Parameter hint: ciphertext bytes just received. The plaintext is no larger (records
+    ///   split across reads aside), so buffers are sized to it, up to one record: a few hundred
+    ///   bytes of HTTP/2 frames come from the allocator's small-size cache, not a 16 KiB block.
     private func readPlaintext(context: ChannelHandlerContext, hint: Int) {
         guard let connection = self.connection else { return }
-        let size = max(16_384, hint)
+        let size = min(Self.maximumPlaintextBuffer, max(Self.minimumPlaintextBuffer, hint))
         var buffer = context.channel.allocator.buffer(capacity: size)
         loop: while true {
-            if buffer.writableBytes < 1024 {
+            if buffer.writableBytes == 0 {
                 self.state.dataReceived()
                 context.fireChannelRead(self.wrapInboundOut(buffer))
                 buffer = context.channel.allocator.buffer(capacity: size)
@@ -199,7 +208,7 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
         }
         let promise = self.combinedPromise(context: context)
-        if let output = connection.takeOutput(allocator: context.channel.allocator) {
+        if let output = connection.takeOutput() {
             context.writeAndFlush(self.wrapOutboundOut(output), promise: promise)
         } else {
             promise?.succeed()
@@ -229,7 +238,7 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Sends what OpenSSL produced (handshake messages, alerts, tickets).
     private func sendOutput(context: ChannelHandlerContext) {
-        guard let output = self.connection?.takeOutput(allocator: context.channel.allocator) else { return }
+        guard let output = self.connection?.takeOutput() else { return }
         context.writeAndFlush(self.wrapOutboundOut(output), promise: nil)
     }
 
