@@ -2,6 +2,8 @@ import Metrics
 import NIOCore
 import NIOHTTP1
 
+/// Answers one admin connection's requests, one at a time; the decisions (when to answer, when
+/// to hold a request, when the connection has idled too long) are ``StateMachine``'s.
 final class AdminHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -10,11 +12,37 @@ final class AdminHandler: ChannelInboundHandler {
     let readiness: AdminServer.Readiness
     let status: StatusSource?
     private var head: HTTPRequestHead?
+    private var machine: StateMachine
+    private var idleTimer: Scheduled<Void>?
 
-    init(registry: MetricsRegistry, readiness: @escaping AdminServer.Readiness, status: StatusSource?) {
+    init(
+        registry: MetricsRegistry, readiness: @escaping AdminServer.Readiness, status: StatusSource?,
+        idleTimeout: TimeAmount
+    ) {
         self.registry = registry
         self.readiness = readiness
         self.status = status
+        self.machine = StateMachine(idleTimeout: idleTimeout, now: .now())
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { self.armIdleTimer(context: context, deadline: .now() + self.machine.idleTimeout) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        if self.idleTimer == nil { self.armIdleTimer(context: context, deadline: .now() + self.machine.idleTimeout) }
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.idleTimer?.cancel()
+        self.idleTimer = nil
+        context.fireChannelInactive()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        self.perform(self.machine.resume(writable: context.channel.isWritable), context: context)
+        context.fireChannelWritabilityChanged()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -26,7 +54,39 @@ final class AdminHandler: ChannelInboundHandler {
         case .end:
             guard let head = self.head else { return }
             self.head = nil
+            let action = self.machine.requestReceived(head, now: .now(), writable: context.channel.isWritable)
+            self.perform(action, context: context)
+        }
+    }
+
+    private func perform(_ action: StateMachine.Action, context: ChannelHandlerContext) {
+        switch action {
+        case .none:
+            break
+        case .answer(let head):
             self.route(context: context, head: head)
+        case .resumeLater:
+            let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            context.eventLoop.execute {
+                let (handler, context) = loopBound.value
+                handler.perform(handler.machine.resume(writable: context.channel.isWritable), context: context)
+            }
+        case .close:
+            context.close(promise: nil)
+        }
+    }
+
+    private func armIdleTimer(context: ChannelHandlerContext, deadline: NIODeadline) {
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        self.idleTimer = context.eventLoop.scheduleTask(deadline: deadline) {
+            let (handler, context) = loopBound.value
+            switch handler.machine.timerFired(now: .now()) {
+            case .rearm(let next):
+                handler.armIdleTimer(context: context, deadline: next)
+            case .close:
+                handler.idleTimer = nil
+                context.close(promise: nil)
+            }
         }
     }
 
@@ -104,6 +164,8 @@ final class AdminHandler: ChannelInboundHandler {
         headers.add(name: "content-length", value: "\(buffer.readableBytes)")
         let keepAlive = head.isKeepAlive
         if !keepAlive { headers.add(name: "connection", value: "close") }
+        guard context.channel.isActive else { return }
+        self.machine.responseStarted(now: .now())
         context.write(
             self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))),
             promise: nil)
@@ -111,8 +173,12 @@ final class AdminHandler: ChannelInboundHandler {
             context.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         }
         let done = context.writeAndFlush(self.wrapOutboundOut(.end(nil)))
-        if !keepAlive {
+        if keepAlive {
+            let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            done.whenSuccess { loopBound.value.machine.responseSent(now: .now()) }
+        } else {
             done.whenComplete { _ in context.close(promise: nil) }
         }
+        self.perform(self.machine.responseFlushed(writable: context.channel.isWritable), context: context)
     }
 }

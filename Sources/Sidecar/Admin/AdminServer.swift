@@ -1,4 +1,5 @@
 import Metrics
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -7,36 +8,65 @@ import NIOPosix
 ///
 /// `group` should be its own (``SidecarInstance`` gives it one thread): `/metrics` is rendered on
 /// the listener's event loop, so on the proxy's loops a scrape would delay proxied streams.
+///
+/// What one client can cost is bounded: one request in flight per connection and no response
+/// rendered while the previous one is not taken off the send buffer (``AdminHandler/StateMachine``),
+/// a connection closed after `idleTimeout` without progress, and at most `maxConnections` open
+/// (connections past that are accepted and closed at once).
 public final class AdminServer: Sendable {
     public typealias Readiness = @Sendable () async -> (ready: Bool, detail: String)
+
+    /// Open admin connections at most; the next one is closed as soon as it is accepted.
+    public static let defaultMaxConnections = 256
 
     let group: EventLoopGroup
     let registry: MetricsRegistry
     let readiness: Readiness
     let status: StatusSource?
+    /// How long a connection may go without a complete request or a response taken by the client.
+    let idleTimeout: TimeAmount
+    let maxConnections: Int
+    private let openConnections = NIOLockedValueBox(0)
 
     public convenience init(group: EventLoopGroup, registry: MetricsRegistry, readiness: @escaping Readiness) {
         self.init(group: group, registry: registry, readiness: readiness, status: nil)
     }
 
-    init(group: EventLoopGroup, registry: MetricsRegistry, readiness: @escaping Readiness, status: StatusSource?) {
+    init(
+        group: EventLoopGroup, registry: MetricsRegistry, readiness: @escaping Readiness, status: StatusSource?,
+        idleTimeout: TimeAmount = .seconds(30), maxConnections: Int = AdminServer.defaultMaxConnections
+    ) {
         self.group = group
         self.registry = registry
         self.readiness = readiness
         self.status = status
+        self.idleTimeout = idleTimeout
+        self.maxConnections = maxConnections
     }
 
     public func start(host: String, port: Int) async throws -> Channel {
         let registry = self.registry
         let readiness = self.readiness
         let status = self.status
+        let idleTimeout = self.idleTimeout
+        let maxConnections = self.maxConnections
+        let open = self.openConnections
         return try await ServerBootstrap(group: self.group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                let admitted = open.withLockedValue { count in
+                    guard count < maxConnections else { return false }
+                    count += 1
+                    return true
+                }
+                guard admitted else {
+                    return channel.eventLoop.makeFailedFuture(AdminConnectionLimitReached())
+                }
+                channel.closeFuture.whenComplete { _ in open.withLockedValue { $0 -= 1 } }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: true)
                     try channel.pipeline.syncOperations.addHandler(
-                        AdminHandler(registry: registry, readiness: readiness, status: status))
+                        AdminHandler(registry: registry, readiness: readiness, status: status, idleTimeout: idleTimeout))
                 }
             }
             .bind(host: host, port: port)

@@ -23,6 +23,13 @@ public struct ConfigOptions: ParsableArguments {
         help: "Admin listener for /healthz, /readyz, /metrics, HOST:PORT. YAML: admin. Default 127.0.0.1:9901.")
     var admin: String?
 
+    @Option(
+        name: .long, parsing: .unconditional,
+        help:
+            "Close an admin connection after this long without a complete request or a response taken, more than 0. YAML: admin_idle_timeout. Default 30s."
+    )
+    var adminIdleTimeout: String?
+
     // `.unconditional` so that `--event-loops -1` reaches validation ("must be 0 … to 256, got -1")
     // instead of reading as a missing value followed by an unknown flag.
     @Option(
@@ -89,6 +96,9 @@ public struct ConfigOptions: ParsableArguments {
         if let v = self.hop { c.hop = v }
         if let v = self.region { c.region = v }
         if let v = self.admin { c.admin = try HostPort(parsing: v, field: "admin") }
+        if let v = self.adminIdleTimeout {
+            c.adminIdleTimeout = try SidecarConfig.connectTimeout(v, field: "admin_idle_timeout")
+        }
         if let v = self.eventLoops { c.eventLoops = v }
         if let v = self.drainTimeout { c.drainTimeout = try DurationValue.parse(v, field: "drain_timeout") }
         if let v = self.connectTimeout {

@@ -26,6 +26,8 @@ extension SidecarConfig {
             case "region": config.region = try value.yamlText(key)
             case "admin": config.admin = try HostPort(parsing: try value.yamlText(key), field: key)
             case "event_loops": config.eventLoops = try value.yamlInteger(key)
+            case "admin_idle_timeout":
+                config.adminIdleTimeout = try Self.connectTimeout(try value.yamlText(key), field: key)
             case "drain_timeout": config.drainTimeout = try DurationValue.parse(try value.yamlText(key), field: key)
             case "connect_timeout": config.connectTimeout = try Self.connectTimeout(try value.yamlText(key), field: key)
             case "log_level": config.logLevel = try parseLogLevel(try value.yamlText(key), field: key)
@@ -83,7 +85,8 @@ extension SidecarConfig {
 }
 
 extension SidecarConfig {
-    /// `connect_timeout` from a flag or YAML: a duration above zero (a zero timeout fails every connect).
+    /// `connect_timeout` (and `admin_idle_timeout`) from a flag or YAML: a duration above zero (a zero
+    /// timeout fails every connect, or closes every admin connection at once).
     static func connectTimeout(_ text: String, field: String) throws(ConfigError) -> TimeAmount {
         let t = try DurationValue.parse(text, field: field)
         guard t > .zero else { throw ConfigError(field: field, reason: "must be more than 0, got \"\(text)\"") }

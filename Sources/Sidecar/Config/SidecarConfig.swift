@@ -12,6 +12,9 @@ public struct SidecarConfig: Sendable, Equatable {
     public var hop: String?
     public var region: String?
     public var admin = HostPort(host: "127.0.0.1", port: 9901)
+    /// How long an admin connection may go without a complete request or a response taken by the
+    /// client before it is closed.
+    public var adminIdleTimeout: TimeAmount = .seconds(30)
     /// Event loops (threads); 0 means one per core.
     public var eventLoops = 0
     public var drainTimeout: TimeAmount = .seconds(30)

@@ -106,7 +106,7 @@ final class SidecarInstance: Sendable {
                 guard proxy.isListening else { return (false, "proxy listener closed") }
                 let answer = await proxy.checkReadiness()
                 return (answer.isReady, answer.detail)
-            }, status: status)
+            }, status: status, idleTimeout: config.adminIdleTimeout)
         let adminChannel: Channel
         do {
             adminChannel = try await admin.start(host: config.admin.host, port: config.admin.port)
