@@ -66,7 +66,8 @@ public final class AdminServer: Sendable {
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: true)
                     try channel.pipeline.syncOperations.addHandler(
-                        AdminHandler(registry: registry, readiness: readiness, status: status, idleTimeout: idleTimeout))
+                        AdminHandler(registry: registry, readiness: readiness, status: status, idleTimeout: idleTimeout)
+                    )
                 }
             }
             .bind(host: host, port: port)
