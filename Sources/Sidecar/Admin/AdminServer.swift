@@ -12,11 +12,11 @@ import NIOPosix
 /// What one client can cost is bounded: one request in flight per connection and no response
 /// rendered while the previous one is not taken off the send buffer (``AdminHandler/StateMachine``),
 /// a connection closed after `idleTimeout` without progress, and at most `maxConnections` open
-/// (connections past that are accepted and closed at once).
+/// (past that the oldest is closed, see ``Connections``).
 public final class AdminServer: Sendable {
     public typealias Readiness = @Sendable () async -> (ready: Bool, detail: String)
 
-    /// Open admin connections at most; the next one is closed as soon as it is accepted.
+    /// Open admin connections at most; past that the oldest is closed.
     public static let defaultMaxConnections = 256
 
     let group: EventLoopGroup
@@ -26,7 +26,7 @@ public final class AdminServer: Sendable {
     /// How long a connection may go without a complete request or a response taken by the client.
     let idleTimeout: TimeAmount
     let maxConnections: Int
-    private let openConnections = NIOLockedValueBox(0)
+    private let connections: NIOLockedValueBox<(Connections, [ObjectIdentifier: Channel])>
 
     public convenience init(group: EventLoopGroup, registry: MetricsRegistry, readiness: @escaping Readiness) {
         self.init(group: group, registry: registry, readiness: readiness, status: nil)
@@ -42,6 +42,7 @@ public final class AdminServer: Sendable {
         self.status = status
         self.idleTimeout = idleTimeout
         self.maxConnections = maxConnections
+        self.connections = NIOLockedValueBox((Connections(maxConnections: maxConnections), [:]))
     }
 
     public func start(host: String, port: Int) async throws -> Channel {
@@ -49,20 +50,23 @@ public final class AdminServer: Sendable {
         let readiness = self.readiness
         let status = self.status
         let idleTimeout = self.idleTimeout
-        let maxConnections = self.maxConnections
-        let open = self.openConnections
+        let connections = self.connections
         return try await ServerBootstrap(group: self.group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                let admitted = open.withLockedValue { count in
-                    guard count < maxConnections else { return false }
-                    count += 1
-                    return true
+                let id = ObjectIdentifier(channel)
+                let evicted = connections.withLockedValue { state -> Channel? in
+                    state.1[id] = channel
+                    guard let oldest = state.0.opened(id) else { return nil }
+                    return state.1.removeValue(forKey: oldest)
                 }
-                guard admitted else {
-                    return channel.eventLoop.makeFailedFuture(AdminConnectionLimitReached())
+                evicted?.close(promise: nil)
+                channel.closeFuture.whenComplete { _ in
+                    connections.withLockedValue { state in
+                        state.0.closed(id)
+                        state.1[id] = nil
+                    }
                 }
-                channel.closeFuture.whenComplete { _ in open.withLockedValue { $0 -= 1 } }
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: true)
                     try channel.pipeline.syncOperations.addHandler(
