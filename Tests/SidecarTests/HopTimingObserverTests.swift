@@ -112,4 +112,46 @@ import Testing
             #expect(request.pairs.filter { $0.name == "insight-id" }.count == 1)
         }
     }
+
+    /// Repeated `insight-id` fields leave as one, carrying the correlation id; two
+    /// `traceparent` fields are not a correlation id.
+    @Test func oneInsightIDGoesUpstream() throws {
+        let source = HopTimingObserverSource(
+            options: TimingOptions(hop: "h", region: "r"),
+            metrics: TrafficMetrics(registry: MetricsRegistry(), hop: "h", region: "r", headerErrorReasons: []),
+            accessLog: nil)
+        let a = "0123456789abcdef0123456789abcdef"
+        let b = "fedcba9876543210fedcba9876543210"
+        let t = "4bf92f3577b34da6a3ce929d0e0e4736"
+        let tp = "00-\(t)-00f067aa0ba902b7-01"
+        let cases: [([(String, String)], String)] = [
+            ([("insight-id", a), ("insight-id", b)], a),
+            ([("traceparent", tp), ("insight-id", a), ("insight-id", a)], t),
+            ([("traceparent", tp), ("traceparent", tp), ("insight-id", a), ("insight-id", b)], a),
+        ]
+        for (fields, want) in cases {
+            var request = HeaderBlock([(":method", "POST"), (":path", "/p.S/M")] + fields)
+            let observer = try #require(source.makeObserver(for: request) as? HopTimingObserver)
+            observer.requestHeadersWillForward(&request, receivedAt: Self.t0)
+            #expect(observer.correlationID == want)
+            #expect(request.pairs.filter { $0.name == "insight-id" }.map(\.value) == [want])
+        }
+    }
+
+    /// A call whose request headers never went upstream has no `dur` or `ttfb`.
+    @Test func aCallNeverSentHasNoDuration() throws {
+        let source = HopTimingObserverSource(
+            options: TimingOptions(hop: "h", region: "r"),
+            metrics: TrafficMetrics(registry: MetricsRegistry(), hop: "h", region: "r", headerErrorReasons: []),
+            accessLog: nil)
+        for sent in [false, true] {
+            var request = HeaderBlock([(":method", "POST"), (":path", "/p.S/M")])
+            let observer = try #require(source.makeObserver(for: request) as? HopTimingObserver)
+            observer.requestHeadersWillForward(&request, receivedAt: Self.t0)
+            if sent { observer.requestHeadersSent(at: Self.t0 + .milliseconds(100)) }
+            observer.streamEnded(.downstreamReset(8), at: Self.t0 + .milliseconds(700))
+            #expect(observer.summary.dur == (sent ? 600 : nil))
+            #expect(observer.summary.ttfb == nil)
+        }
+    }
 }

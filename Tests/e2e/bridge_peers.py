@@ -21,7 +21,7 @@
 
   Every request's headers are recorded in ``requests`` (name, value as str).
   ``initial_window`` is the SETTINGS_INITIAL_WINDOW_SIZE it advertises (from its first
-  SETTINGS frame). ``close_all()`` sends GOAWAY (last stream = highest seen), stops answering
+  SETTINGS frame), ``max_concurrent_streams`` its SETTINGS_MAX_CONCURRENT_STREAMS (if set). ``close_all()`` sends GOAWAY (last stream = highest seen), stops answering
   streams above it, and closes every connection ``linger`` seconds later.
 
 - ``H2Client``: a blocking ``h2`` client on a raw socket that collects per-stream results.
@@ -104,8 +104,9 @@ class BridgeUpstream:
     """See the module docstring. ``helpers`` is a conftest ``_LoopThread``."""
 
     def __init__(self, helpers, initial_window: int = 65535, conn_window_increment: int = 16 << 20,
-                 big_header_bytes: int = 6000):
+                 big_header_bytes: int = 6000, max_concurrent_streams: Optional[int] = None):
         self.helpers = helpers
+        self.max_concurrent_streams = max_concurrent_streams
         self.initial_window = initial_window
         self.conn_window_increment = conn_window_increment
         self.big_header_bytes = big_header_bytes
@@ -170,7 +171,10 @@ class BridgeUpstream:
         import h2.events as ev
         import h2.settings
         self.connections_total += 1
-        c = _new_connection(False, {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: self.initial_window})
+        ours = {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: self.initial_window}
+        if self.max_concurrent_streams is not None:
+            ours[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = self.max_concurrent_streams
+        c = _new_connection(False, ours)
         if self.conn_window_increment:
             c.increment_flow_control_window(self.conn_window_increment)
         st = {"h2": c, "writer": writer, "goaway_last": None}

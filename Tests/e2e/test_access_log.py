@@ -148,3 +148,47 @@ def test_a_client_connection_that_goes_away_is_logged_as_client_reset_cancel(pro
     assert len(lines) == 1, lines
     check_line(lines[0], rows)
     assert (lines[0]["end"], lines[0]["reset_code"]) == ("client_reset", "CANCEL"), lines[0]
+
+
+def test_a_call_never_sent_upstream_has_no_dur_ms(procs, tmp_path):
+    """A call queued behind the upstream's MAX_CONCURRENT_STREAMS (one connection allowed) and
+    reset by the client before its HEADERS went upstream: `dur` (request headers sent →) never
+    started, so the line has no dur_ms and no ttfb_ms; the duration histogram still observes it,
+    from when its headers were received (Docs/metrics.md)."""
+    from bridge_peers import BRIDGE_SERVICE, BridgeUpstream, H2Client, LoopThread, grpc_frame, \
+        grpc_request_headers
+    from conftest import metric_sum, metrics_text
+
+    lt = LoopThread()
+    up = BridgeUpstream(lt, max_concurrent_streams=1).start()
+    try:
+        log = tmp_path / "access.jsonl"
+        cfg = tmp_path / "onecon.yaml"
+        cfg.write_text("limits:\n  max_upstream_connections: 1\n")
+        sc = procs.sidecar(up.port, extra=["--access-log", str(log), "--event-loops", "1", "--config", str(cfg)])
+        c = H2Client(sc.port)
+        # The held request never ends, so the upstream never answers it: its one slot stays taken.
+        held = c.request(grpc_request_headers(sc.port, BRIDGE_SERVICE + "Held"), grpc_frame(b"x"), end_stream=False)
+        time.sleep(0.3)
+        queued = c.request(grpc_request_headers(sc.port, BRIDGE_SERVICE + "Queued"), grpc_frame(b"x"))
+        time.sleep(0.5)
+        c.conn.reset_stream(queued, 8)  # CANCEL
+        c._flush()
+        time.sleep(0.3)
+        c.conn.reset_stream(held, 8)
+        c._flush()
+        lines = read_lines(log, 2)
+        c.close()
+        assert [p for h in up.requests for k, p in h if k == ":path"] == [BRIDGE_SERVICE + "Held"], up.requests
+        by_method = {line["method"]: line for line in lines}
+        q = by_method["Queued"]
+        assert (q["code"], q["end"]) == ("CANCELLED", "client_reset"), q
+        assert "dur_ms" not in q and "ttfb_ms" not in q, q
+        assert by_method["Held"]["dur_ms"] >= 700, by_method["Held"]
+        text = metrics_text(sc)
+        labels = {"service": "bridge.v1.Bridge", "method": "Queued", "source": "traffic"}
+        assert metric_sum(text, "insight_upstream_duration_seconds_count", **labels) == 1, text
+        assert metric_sum(text, "insight_upstream_duration_seconds_sum", **labels) >= 0.45, text
+    finally:
+        up.stop()
+        lt.stop()

@@ -8,9 +8,10 @@ enum CorrelationID {
         self.findTraceID(in: headers)?.hex
     }
 
-    /// ``find(in:)`` read straight from the header bytes: no `String` is built.
+    /// ``find(in:)`` read straight from the header bytes: no `String` is built. Two
+    /// `traceparent` fields are invalid, as for tracing (which one the caller meant is unknown).
     static func findTraceID(in headers: HeaderBlock) -> TraceID? {
-        if let i = headers.firstIndex(of: "traceparent"),
+        if let i = headers.firstIndex(of: "traceparent"), !Self.hasAnother("traceparent", after: i, in: headers),
             let id = headers.value(at: i).withContiguousStorageIfAvailable(Self.traceID(fromTraceparent:)) ?? nil
         {
             return id
@@ -44,6 +45,26 @@ enum CorrelationID {
 
     static func isHexID(_ s: String) -> Bool {
         s.utf8.count == 32 && s.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x66) }
+    }
+
+    /// Leaves a request that carries `insight-id` with exactly one, equal to `id` (the
+    /// correlation id): a different value is rewritten, later fields are removed. A request
+    /// without one is left alone. Compared in place; a `String` is built only to rewrite.
+    static func align(_ id: TraceID, in headers: inout HeaderBlock) {
+        guard let i = headers.firstIndex(of: "insight-id") else { return }
+        let same = withUnsafeTemporaryAllocation(byteCount: 32, alignment: 1) { hex in
+            id.writeHex(to: hex)
+            return headers.value(at: i).elementsEqual(UnsafeRawBufferPointer(hex))
+        }
+        if !same || Self.hasAnother("insight-id", after: i, in: headers) {
+            headers.replace(name: "insight-id", value: id.hex)
+        }
+    }
+
+    /// Whether a field named `name` follows index `i`.
+    private static func hasAnother(_ name: StaticString, after i: Int, in headers: HeaderBlock) -> Bool {
+        for j in (i + 1)..<headers.count where headers.nameEquals(at: j, name) { return true }
+        return false
     }
 
     /// Sets `insight-id` to `id`: appended from a stack buffer when the request has none

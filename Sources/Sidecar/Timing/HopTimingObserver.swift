@@ -91,7 +91,10 @@ final class HopTimingObserver: StreamObserver {
             self.traceID = TraceID(hex: id.utf8)
         }
         if self.traceID == nil { self.traceID = CorrelationID.findTraceID(in: headers) }
-        if self.traceID == nil {
+        if let id = self.traceID {
+            // One `insight-id` goes upstream, and it says the correlation id (Docs/protocol.md).
+            CorrelationID.align(id, in: &headers)
+        } else {
             let id = self.source.makeTraceID()
             self.traceID = id
             CorrelationID.write(id, to: &headers)
@@ -330,19 +333,21 @@ final class HopTimingObserver: StreamObserver {
     static let unknownNext = "unknown"
 
     /// This hop's `dur` in milliseconds: from its own timing entry, or for a call cut short,
-    /// request headers sent (or received, if never sent) until it ended.
+    /// request headers sent until it ended. `nil` when the request headers never went upstream
+    /// (`dur` starts there; the duration histograms time such a call from its arrival instead).
     var durationMilliseconds: Double? {
         if let own = self.ownEntry { return own.duration }
-        guard let end = self.endedAt else { return nil }
-        return Double(max(0, nanos(from: self.sentAt ?? self.receivedAt, to: end))) / 1e6
+        guard let end = self.endedAt, let sent = self.sentAt else { return nil }
+        return Double(max(0, nanos(from: sent, to: end))) / 1e6
     }
 
     /// This hop's `ttfb` in milliseconds: request sent → response headers, also for a call cut
     /// short after its headers came (the same moments `insight_upstream_ttfb_seconds` observes).
+    /// `nil`, like ``durationMilliseconds``, when the request headers never went upstream.
     var ttfbMilliseconds: Double? {
         if let own = self.ownEntry { return own.ttfb }
-        guard let headers = self.responseHeadersAt else { return nil }
-        return Double(max(0, nanos(from: self.sentAt ?? self.receivedAt, to: headers))) / 1e6
+        guard let headers = self.responseHeadersAt, let sent = self.sentAt else { return nil }
+        return Double(max(0, nanos(from: sent, to: headers))) / 1e6
     }
 
     /// What this hop saw of one call, for its access log line.

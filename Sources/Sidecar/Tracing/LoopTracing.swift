@@ -112,18 +112,13 @@ final class LoopTracing {
         }
     }
 
-    /// Writes `traceparent`; a new trace drops the old `tracestate` (it belonged to no trace
-    /// this one continues) and brings `insight-id` into line with the trace id.
+    /// Writes `traceparent` (one field: later ones are removed); a new trace drops the old
+    /// `tracestate` (it belonged to no trace this one continues). The returned trace id is the
+    /// correlation id, which the observer then writes into `insight-id` (``CorrelationID/align(_:in:)``).
     private func replace(_ headers: inout HeaderBlock, with tp: TraceParent, newTrace: Bool) -> String {
         headers.replace(name: "traceparent", value: tp.formatted)
-        let id = tp.traceIDHex
         if newTrace { headers.remove(name: "tracestate") }
-        // The trace id is the correlation id: an `insight-id` that says otherwise is brought
-        // into line, so the hops after this one agree with the trace.
-        if let i = headers.firstIndex(of: "insight-id"), !headers.value(at: i).elementsEqual(id.utf8) {
-            headers.replace(name: "insight-id", value: id)
-        }
-        return id
+        return tp.traceIDHex
     }
 
     /// A new unsampled trace keeps a valid incoming `insight-id` as its trace id, so that the
