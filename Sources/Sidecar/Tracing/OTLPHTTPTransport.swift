@@ -14,7 +14,7 @@ struct OTLPHTTPTransport: Sendable {
     let timeout: TimeAmount
     /// The most bytes of an answer's body read (an OTLP answer is a few bytes); a longer body
     /// ends the request as `.failed`.
-    static let maxAnswerBytes = 64 * 1024
+    static let maxAnswerBytes = 1 << 20
 
     init(options: TracingOptions, timeout: TimeAmount = .seconds(4)) {
         var configuration = HTTPClient.Configuration()
@@ -31,10 +31,7 @@ struct OTLPHTTPTransport: Sendable {
     /// One export: ``ExportOutcome/timedOut`` when the whole exchange, body included, takes
     /// longer than ``timeout``; the request is then cancelled (its connection closed).
     func send(_ body: ByteBuffer) async -> ExportOutcome {
-        var request = HTTPClientRequest(url: self.url)
-        request.method = .POST
-        request.headers = self.headers
-        request.body = .bytes(body)
+        let request = self.request(body)
         let deadline = NIODeadline.now() + self.timeout
         let timeout = self.timeout
         return await withTaskGroup(of: ExportOutcome?.self) { group in
@@ -55,6 +52,14 @@ struct OTLPHTTPTransport: Sendable {
             }
             return .failed
         }
+    }
+
+    private func request(_ body: ByteBuffer) -> HTTPClientRequest {
+        var request = HTTPClientRequest(url: self.url)
+        request.method = .POST
+        request.headers = self.headers
+        request.body = .bytes(body)
+        return request
     }
 
     /// The request and the whole answer; cancelled by ``send(_:)`` when its deadline passes.
