@@ -3,7 +3,9 @@ the OpenTelemetry project's own ``opentelemetry-proto`` package.
 
 Modes: ``ok`` (200 with an empty ExportTraceServiceResponse), ``500`` (every export fails),
 ``hang`` (never answers until stopped), ``429`` (the first ``refusals`` exports get 429 with
-``Retry-After: 1``, then as ``ok``), ``400`` (every export is refused as malformed).
+``Retry-After: 1``, then as ``ok``), ``400`` (every export is refused as malformed),
+``slowbody`` (answers 200 with ``content-length: 100000`` at once, then one byte a second
+until stopped or the client goes away).
 """
 
 import http.server
@@ -66,6 +68,21 @@ class OTLPReceiver:
                     refuse = receiver.mode == "429" and receiver.requests <= receiver.refusals
                 if receiver.mode == "hang":
                     receiver.stopping.wait(60)
+                    return
+                if receiver.mode == "slowbody":
+                    self.send_response(200)
+                    self.send_header("content-type", "application/x-protobuf")
+                    self.send_header("content-length", "100000")
+                    self.end_headers()
+                    try:
+                        for _ in range(100000):
+                            self.wfile.write(b"\0")
+                            self.wfile.flush()
+                            if receiver.stopping.wait(1):
+                                break
+                    except OSError:
+                        pass  # the client closed the connection: what the test wants
+                    self.close_connection = True
                     return
                 if refuse:
                     self.send_response(429)

@@ -10,6 +10,7 @@ timestamp with milliseconds, and the documented words for ``end``.
 
 import datetime
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ import grpc
 import pytest
 
 import h2raw as r
-from conftest import TEST_SERVICE, free_port, make_channel
+from conftest import TEST_SERVICE, free_port, make_channel, metric_sum, metrics_text, wait_for
 
 DOCS = Path(__file__).resolve().parents[2] / "Docs" / "operations.md"
 RFC3339_MS_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
@@ -192,3 +193,70 @@ def test_a_call_never_sent_upstream_has_no_dur_ms(procs, tmp_path):
     finally:
         up.stop()
         lt.stop()
+
+
+def unary_calls(addr, n):
+    ch = make_channel(addr)
+    try:
+        fn = ch.unary_unary(TEST_SERVICE + "Unary")
+        for _ in range(n):
+            fn(b"x", timeout=5)
+    finally:
+        ch.close()
+
+
+def dropped(sc, reason):
+    return metric_sum(metrics_text(sc), "insight_access_log_dropped_total", reason=reason)
+
+
+def test_a_full_device_counts_every_line_as_a_write_error_and_warns_once(procs):
+    """``access_log: /dev/full``: every write(2) fails with ENOSPC. Each line is counted in
+    ``insight_access_log_dropped_total{reason="write_error"}`` (none as ``queue_full``) and
+    the log says so once, not once per batch (it used to lose them silently)."""
+    server = procs.grpc_server()
+    sc = procs.sidecar(server.port, extra=["--access-log", "/dev/full"])
+    calls = 40
+    for _ in range(4):
+        unary_calls(sc.addr, calls // 4)
+        time.sleep(0.1)  # several batches, so that "once" means something
+    wait_for(lambda: dropped(sc, "write_error") == calls, timeout=10,
+             what=f"write_error = {calls}: {dropped(sc, 'write_error')}")
+    assert dropped(sc, "queue_full") == 0
+    log = sc.log.read_text()
+    assert log.count("access log write failing") == 1, sc.log_tail()
+    assert "No space left on device" in log, sc.log_tail()
+    assert "access log write recovered" not in log
+
+
+def test_a_fifo_whose_reader_left_counts_write_errors_and_recovers_when_one_comes_back(procs, tmp_path):
+    """The FIFO's reader goes away: writes fail with EPIPE, every line is counted as a
+    write error, one warning. A new reader: lines arrive again, whole (the first line after
+    the gap is not glued to a torn one), and one notice says how many were lost."""
+    server = procs.grpc_server()
+    fifo = tmp_path / "access.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    sc = procs.sidecar(server.port, extra=["--access-log", str(fifo)])
+    os.close(reader)
+    unary_calls(sc.addr, 15)
+    wait_for(lambda: dropped(sc, "write_error") == 15, timeout=10,
+             what=f"write_error = 15: {dropped(sc, 'write_error')}")
+    assert sc.log.read_text().count("access log write failing") == 1, sc.log_tail()
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        unary_calls(sc.addr, 5)
+        got = b""
+        deadline = time.time() + 10
+        while got.count(b"\n") < 5 and time.time() < deadline:
+            try:
+                got += os.read(reader, 65536)
+            except BlockingIOError:
+                time.sleep(0.05)
+        lines = [json.loads(x) for x in got.splitlines() if x.strip()]
+        assert len(lines) == 5, got
+        wait_for(lambda: "access log write recovered" in sc.log.read_text(), timeout=5, what="recovered notice")
+        log = sc.log.read_text()
+        assert log.count("access log write recovered") == 1 and "lost=15" in log, sc.log_tail()
+        assert dropped(sc, "write_error") == 15 and dropped(sc, "queue_full") == 0
+    finally:
+        os.close(reader)

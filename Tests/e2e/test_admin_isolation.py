@@ -58,7 +58,7 @@ def test_an_access_log_nobody_reads_drops_lines_instead_of_stalling_calls(procs,
         # The pipe holds at most 64 KiB of ~300-byte lines and the queue 8,192 lines.
         assert dropped >= CALLS - 8192 - 65536 // 200, text
         assert dropped <= CALLS
-        assert 'insight_access_log_dropped_total{hop="test"}' in text
+        assert 'insight_access_log_dropped_total{hop="test",reason="queue_full"}' in text
         assert elapsed < 30
     finally:
         os.close(reader)

@@ -436,6 +436,35 @@ def test_collector_answering_429_is_retried_after_retry_after_and_400_is_not(pro
         refusing.stop()
 
 
+def test_collector_trickling_its_answer_body_times_out_within_the_export_timeout(procs):
+    """A collector that answers 200 with ``content-length: 100000`` at once and then sends a
+    byte a second: the 4 s export timeout covers the body too, so the batch is counted as
+    ``export_timeout`` and started = exported + dropped within seconds, not 100 s (the
+    timeout used to end with the answer's head)."""
+    require_sidecar()
+    server = procs.grpc_server()
+    trickling = OTLPReceiver("slowbody")
+    try:
+        sc = procs.sidecar(server.port, extra=tracing_flags(trickling.endpoint))
+        for _ in range(50):
+            call(sc.addr, method="Unary")
+        start = time.monotonic()
+        wait_for(lambda: span_counts(sc) == (50, 0, 50), timeout=30,
+                 what=f"started = exported + dropped: {span_counts(sc)}")
+        elapsed = time.monotonic() - start
+        text = metrics_text(sc)
+        assert metric_sum(text, "insight_spans_dropped_total", reason="export_timeout") == 50, text
+        # Batches go one at a time, each given at most 4 s (plus the batching delay).
+        assert elapsed < 20, f"accounted after {elapsed:.1f} s"
+        assert sc.log.read_text().count("span export failing") == 1, sc.log_tail()
+        # Later spans are not stuck behind the trickle either.
+        for _ in range(10):
+            call(sc.addr, method="Unary")
+        wait_for(lambda: span_counts(sc) == (60, 0, 60), timeout=15, what=f"second round: {span_counts(sc)}")
+    finally:
+        trickling.stop()
+
+
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:

@@ -64,7 +64,7 @@ final class SidecarInstance: Sendable {
             registry: registry, hop: timing.hop, region: timing.region, maxRoutes: timing.maxRoutes,
             headerErrorReasons: TimingHeaders.Problem.allCases.map(\.rawValue))
         let accessLog = try config.accessLog.map { path throws(ConfigError) in
-            try AccessLog(path: path, hop: timing.hop, registry: registry)
+            try AccessLog(path: path, hop: timing.hop, registry: registry, logger: logger)
         }
         var observers = HopTimingObserverFactory(options: timing, metrics: traffic, accessLog: accessLog)
         let spans = try SpanExport.start(config: config, registry: registry, observers: &observers, logger: logger)

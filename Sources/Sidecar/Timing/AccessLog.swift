@@ -1,5 +1,6 @@
 import Foundation
 import H2Proxy
+import Logging
 import Metrics
 
 /// One JSON line per ended stream, in the format documented in `Docs/operations.md` (Access log).
@@ -8,7 +9,10 @@ import Metrics
 /// formatted and written by the log's own thread, in batches (one `write(2)` per batch, so lines
 /// from several event loops never interleave). The queue holds ``queueCapacity`` entries; when a
 /// slow or stuck output (a full pipe, a FIFO nobody reads) lets it fill, new entries are dropped
-/// and counted in `insight_access_log_dropped_total`, so a loop never waits for the log.
+/// and counted in `insight_access_log_dropped_total{reason="queue_full"}`, so a loop never waits
+/// for the log. Lines a write error (`ENOSPC`, `EPIPE`, `EIO`) loses are counted with
+/// `reason="write_error"`, and the error is logged once when it starts and once when writes
+/// work again (``AccessLogWriteHealth``).
 /// Fields are written in the order of ``Field``; a field without a value on this stream (no
 /// response headers, no complete chain) is left out.
 final class AccessLog: @unchecked Sendable {
@@ -18,13 +22,20 @@ final class AccessLog: @unchecked Sendable {
 
     let fd: Int32
     let hop: String
+    /// As configured (`access_log`), for the log messages.
+    let path: String
     /// Guards ``queue`` and ``stopping``; the writer waits on it when the queue is empty.
     private let condition = NSCondition()
     private var queue: AccessLogQueue<Entry>
     private var stopping = false
     private var writerDone = false
-    /// `insight_access_log_dropped_total`; nil in unit tests without a registry.
+    /// `insight_access_log_dropped_total{reason="queue_full"}`; nil in unit tests without a registry.
     private let droppedCounter: Counter?
+    /// `insight_access_log_dropped_total{reason="write_error"}`; nil without a registry.
+    private let writeErrorCounter: Counter?
+    /// Lines lost to write errors since start; written by the writer thread under ``condition``.
+    private var lostToWriteErrors: UInt64 = 0
+    private let logger: Logger?
 
     /// The fields of a line, in the order they are written.
     ///
@@ -94,16 +105,23 @@ final class AccessLog: @unchecked Sendable {
     }
 
     /// Opens `path` (`stdout`, `-`, `stderr` or a file, appended to) and starts the writer
-    /// thread; `registry` gets `insight_access_log_dropped_total{hop}`.
-    init(path: String, hop: String, registry: MetricsRegistry?, capacity: Int = AccessLog.queueCapacity)
-        throws(ConfigError)
-    {
+    /// thread; `registry` gets `insight_access_log_dropped_total{hop,reason}`, `logger` the
+    /// warning when writes start failing and the notice when they work again.
+    init(
+        path: String, hop: String, registry: MetricsRegistry?, logger: Logger? = nil,
+        capacity: Int = AccessLog.queueCapacity
+    ) throws(ConfigError) {
         self.hop = hop
+        self.path = path
+        self.logger = logger
         self.queue = AccessLogQueue(capacity: capacity)
+        let help =
+            "Access log lines not written: queue_full (the queue to the log's writer thread was full), "
+            + "write_error (write(2) to the output failed)."
         self.droppedCounter = registry?.counter(
-            "insight_access_log_dropped_total",
-            help: "Access log lines dropped because the queue to the log's writer thread was full.",
-            labels: [("hop", hop)])
+            "insight_access_log_dropped_total", help: help, labels: [("hop", hop), ("reason", "queue_full")])
+        self.writeErrorCounter = registry?.counter(
+            "insight_access_log_dropped_total", help: help, labels: [("hop", hop), ("reason", "write_error")])
         if path == "stdout" || path == "-" {
             self.fd = STDOUT_FILENO
         } else if path == "stderr" {
@@ -146,8 +164,12 @@ final class AccessLog: @unchecked Sendable {
         return true
     }
 
-    /// Entries dropped since start (the counter's value, also without a registry).
+    /// Entries dropped because the queue was full, since start (the `queue_full` counter's
+    /// value, also without a registry).
     var dropped: UInt64 { self.condition.withLock { self.queue.dropped } }
+
+    /// Lines lost to write errors since start (the `write_error` counter's value).
+    var lostToWriteError: UInt64 { self.condition.withLock { self.lostToWriteErrors } }
 
     /// Writes what is queued and ends the writer thread; waits at most `timeout` (an output that
     /// does not drain, such as a full pipe, must not hold the shutdown). Returns whether the
@@ -177,6 +199,11 @@ final class AccessLog: @unchecked Sendable {
         var batch: [Entry] = []
         var bytes: [UInt8] = []
         bytes.reserveCapacity(64 * 1024)
+        var lineEnds: [Int] = []
+        var health = AccessLogWriteHealth()
+        // A failed write cut a line in the middle: the next batch starts with a newline, so
+        // that the torn line does not run into the next one.
+        var torn = false
         while true {
             self.condition.lock()
             while true {
@@ -192,18 +219,50 @@ final class AccessLog: @unchecked Sendable {
             self.condition.unlock()
             if last { return }
             bytes.removeAll(keepingCapacity: true)
+            lineEnds.removeAll(keepingCapacity: true)
+            if torn { bytes.append(UInt8(ascii: "\n")) }
+            let start = bytes.count
             for entry in batch {
                 Self.append(entry, to: &bytes)
                 bytes.append(UInt8(ascii: "\n"))
+                lineEnds.append(bytes.count)
             }
-            Self.writeAll(self.fd, bytes)
+            let (written, error) = Self.writeAll(self.fd, bytes)
+            let action: AccessLogWriteHealth.Action
+            if let error {
+                let lost = AccessLogWriteHealth.linesLost(lineEnds: lineEnds, written: written)
+                if written > 0 { torn = written != start && !lineEnds.contains(written) }
+                self.condition.withLock { self.lostToWriteErrors += UInt64(lost) }
+                self.writeErrorCounter?.increment(by: UInt64(lost))
+                action = health.event(.failed(errno: error, lines: lost))
+            } else {
+                torn = false
+                action = health.event(.written)
+            }
+            self.log(action)
             // Let a batch gather: under load this bounds the wake-ups the loops pay for (a
             // futex wake each) to about 1,000 a second; the queue absorbs 1 ms of any rate.
             if batch.count < self.queue.capacity / 2 { usleep(1000) }
         }
     }
 
-    private static func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
+    private func log(_ action: AccessLogWriteHealth.Action) {
+        switch action {
+        case .none: break
+        case .logFailing(let error):
+            self.logger?.warning(
+                "access log write failing: lines are dropped and counted in insight_access_log_dropped_total",
+                metadata: [
+                    "reason": "write_error", "error": "\(String(cString: strerror(error)))", "path": "\(self.path)",
+                ])
+        case .logRecovered(let lost):
+            self.logger?.notice("access log write recovered", metadata: ["lost": "\(lost)", "path": "\(self.path)"])
+        }
+    }
+
+    /// Writes `bytes`, going on after short writes; returns how many bytes were written and,
+    /// when a write failed (`EPIPE`, `ENOSPC`, `EIO`; or wrote nothing), its `errno`.
+    private static func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> (written: Int, errno: Int32?) {
         bytes.withUnsafeBytes { buffer in
             var offset = 0
             while offset < buffer.count {
@@ -213,9 +272,10 @@ final class AccessLog: @unchecked Sendable {
                 } else if n < 0 && errno == EINTR {
                     continue
                 } else {
-                    return  // EPIPE, ENOSPC, EIO: the batch is lost, as a line was before.
+                    return (offset, n < 0 ? errno : EIO)
                 }
             }
+            return (offset, nil)
         }
     }
 
