@@ -68,8 +68,11 @@ def test_deadline_calls_are_counted_and_timed(procs):
     # The 10 deadline calls each took at least ~300 ms (the 5 % allowance is the sidecar's).
     assert metric_sum(text, "insight_upstream_duration_seconds_sum", **LABELS) >= 10 * 0.28
     # Time to first byte only where a first byte came: grpcio sends the headers of a unary
-    # response with the response, so the deadline calls have none.
-    assert metric_sum(text, "insight_upstream_ttfb_seconds_count", **LABELS) == 10
+    # response with the response, so a deadline call has one only when the server's own
+    # deadline timer answered (a Trailers-Only DEADLINE_EXCEEDED) before the client's reset
+    # arrived, a race the test does not control (seen in 1 run of 6, baseline build too).
+    ttfb = metric_sum(text, "insight_upstream_ttfb_seconds_count", **LABELS)
+    assert 10 <= ttfb <= 20, ttfb
     seg = "insight_segment_duration_seconds_count"
     assert metric_sum(text, seg, hop="test", segment="test", next="service", source="traffic") == 10
     assert metric_sum(text, seg, hop="test", segment="test", next="unknown", source="traffic") == 10
