@@ -14,7 +14,10 @@ public struct TraceID: Hashable, Sendable {
         self.low = low
     }
 
-    /// Parses exactly 32 lower-case hex digits; `nil` for anything else.
+    /// Parses exactly 32 lower-case hex digits; `nil` for anything else. Inlinable, so that
+    /// callers in other modules get it specialised for their collection (unspecialised, it
+    /// looked up generic metadata on every call).
+    @inlinable
     public init?<Bytes: Collection>(hex bytes: Bytes) where Bytes.Element == UInt8 {
         guard bytes.count == 32 else { return nil }
         var high: UInt64 = 0

@@ -87,8 +87,8 @@ final class HopTimingObserver: StreamObserver {
         }
         var problems: [TimingHeaders.Problem] = []
         // Correlation id: traceparent's trace-id, else insight-id, else a new insight-id.
-        if let tracing = self.source.tracing, let id = tracing.begin(&headers, observer: self, receivedAt: receivedAt) {
-            self.traceID = TraceID(hex: id.utf8)
+        if let tracing = self.source.tracing {
+            self.traceID = tracing.begin(&headers, observer: self, receivedAt: receivedAt)
         }
         if self.traceID == nil { self.traceID = CorrelationID.findTraceID(in: headers) }
         if let id = self.traceID {

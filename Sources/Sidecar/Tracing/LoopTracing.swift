@@ -1,5 +1,6 @@
 import Foundation
 import H2Proxy
+import Metrics
 import NIOCore
 
 /// One event loop's part of tracing: the sampling draws and the ids of unsampled traces come
@@ -39,7 +40,7 @@ final class LoopTracing {
     ///   `traceparent` goes on unchanged (the timing code then reads the id from it).
     func begin(
         _ headers: inout HeaderBlock, observer: HopTimingObserver, receivedAt: NIODeadline
-    ) -> String? {
+    ) -> TraceID? {
         let found = TraceParent.find(in: headers)
         if found == .invalid { self.export.metrics.invalidTraceparent.increment() }
         switch self.sampler.decide(found, draw: self.random.next()) {
@@ -115,10 +116,10 @@ final class LoopTracing {
     /// Writes `traceparent` (one field: later ones are removed); a new trace drops the old
     /// `tracestate` (it belonged to no trace this one continues). The returned trace id is the
     /// correlation id, which the observer then writes into `insight-id` (``CorrelationID/align(_:in:)``).
-    private func replace(_ headers: inout HeaderBlock, with tp: TraceParent, newTrace: Bool) -> String {
+    private func replace(_ headers: inout HeaderBlock, with tp: TraceParent, newTrace: Bool) -> TraceID {
         headers.replace(name: "traceparent", value: tp.formatted)
         if newTrace { headers.remove(name: "tracestate") }
-        return tp.traceIDHex
+        return TraceID(high: tp.traceID.high, low: tp.traceID.low)
     }
 
     /// A new unsampled trace keeps a valid incoming `insight-id` as its trace id, so that the
