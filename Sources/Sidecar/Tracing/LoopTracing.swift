@@ -117,7 +117,8 @@ final class LoopTracing {
     /// `tracestate` (it belonged to no trace this one continues). The returned trace id is the
     /// correlation id, which the observer then writes into `insight-id` (``CorrelationID/align(_:in:)``).
     private func replace(_ headers: inout HeaderBlock, with tp: TraceParent, newTrace: Bool) -> TraceID {
-        headers.replace(name: "traceparent", value: tp.formatted)
+        // New on every call: never indexed, like the timing fields (Docs/protocol.md).
+        TimingHeaders.setPerCall("traceparent", to: tp.formatted, in: &headers)
         if newTrace { headers.remove(name: "tracestate") }
         return TraceID(high: tp.traceID.high, low: tp.traceID.low)
     }
