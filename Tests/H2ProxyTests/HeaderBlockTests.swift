@@ -18,6 +18,22 @@ import Testing
         #expect(h.pairs.last?.name == "y")
     }
 
+    @Test func replaceWithBytesKeepsTheFirstFieldsFlagsAndAppendsWithTheGivenOnes() {
+        var h = HeaderBlock([(":path", "/a"), ("traceparent", "old"), ("traceparent", "dup")])
+        let value: StaticString = "00-new"
+        h.replace(
+            name: "traceparent", value: UnsafeRawBufferPointer(start: value.utf8Start, count: value.utf8CodeUnitCount),
+            flags: 1)
+        #expect(h.pairs.map { "\($0.name)=\($0.value)" } == [":path=/a", "traceparent=00-new"])
+        #expect(h.fields[1].flags == 0)
+        var empty = HeaderBlock([(":path", "/a")])
+        empty.replace(
+            name: "traceparent", value: UnsafeRawBufferPointer(start: value.utf8Start, count: value.utf8CodeUnitCount),
+            flags: 1)
+        #expect(empty.pairs.last.map { "\($0.name)=\($0.value)" } == "traceparent=00-new")
+        #expect(empty.fields.last?.flags == 1)
+    }
+
     @Test func integerValues() {
         let h = HeaderBlock([("grpc-status", "14"), ("bad", "1x"), ("empty", "")])
         #expect(h.integer("grpc-status") == 14)

@@ -171,6 +171,27 @@ public struct HeaderBlock: Sendable {
         }
     }
 
+    /// Like ``replace(name:value:)`` with the value's bytes (no `String`); `flags` (nghttp2's
+    /// `nghttp2_nv_flag` bits) apply when the field is appended, a replaced one keeps its own.
+    public mutating func replace(name: StaticString, value: UnsafeRawBufferPointer, flags: UInt8) {
+        guard let first = self.firstIndex(of: name) else {
+            self.append(
+                name: UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount), value: value,
+                flags: flags)
+            return
+        }
+        let valueOffset = self.storage.writerIndex
+        let valueLength = self.storage.writeBytes(value)
+        self.fields[first].valueOffset = UInt32(valueOffset)
+        self.fields[first].valueLength = UInt32(valueLength)
+        var seen = false
+        self.removeAll { block, i in
+            guard block.nameEquals(at: i, name) else { return false }
+            defer { seen = true }
+            return seen
+        }
+    }
+
     public mutating func append(name: StaticString, value: String, flags: UInt8 = 0) {
         let nameOffset = self.storage.writerIndex
         let nameLength = self.storage.writeStaticString(name)

@@ -118,7 +118,7 @@ final class LoopTracing {
     /// correlation id, which the observer then writes into `insight-id` (``CorrelationID/align(_:in:)``).
     private func replace(_ headers: inout HeaderBlock, with tp: TraceParent, newTrace: Bool) -> TraceID {
         // New on every call: never indexed, like the timing fields (Docs/protocol.md).
-        TimingHeaders.setPerCall("traceparent", to: tp.formatted, in: &headers)
+        tp.withFormattedBytes { headers.replace(name: "traceparent", value: $0, flags: TimingHeaders.neverIndexed) }
         if newTrace { headers.remove(name: "tracestate") }
         return TraceID(high: tp.traceID.high, low: tp.traceID.low)
     }

@@ -71,17 +71,30 @@ struct TraceParent: Sendable, Equatable {
     /// forwards a version it only partly knows).
     var formatted: String {
         String(unsafeUninitializedCapacity: Self.length) { buffer in
-            buffer[0] = UInt8(ascii: "0")
-            buffer[1] = UInt8(ascii: "0")
-            buffer[2] = UInt8(ascii: "-")
-            Self.writeHex(self.traceID.high, digits: 16, into: buffer, at: 3)
-            Self.writeHex(self.traceID.low, digits: 16, into: buffer, at: 19)
-            buffer[35] = UInt8(ascii: "-")
-            Self.writeHex(self.parentID, digits: 16, into: buffer, at: 36)
-            buffer[52] = UInt8(ascii: "-")
-            Self.writeHex(UInt64(self.flags), digits: 2, into: buffer, at: 53)
+            self.write(into: buffer)
             return Self.length
         }
+    }
+
+    /// Calls `body` with the `traceparent` value's bytes, in a buffer on the stack (no `String`).
+    func withFormattedBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try withUnsafeTemporaryAllocation(of: UInt8.self, capacity: Self.length) { buffer in
+            self.write(into: buffer)
+            return try body(UnsafeRawBufferPointer(buffer))
+        }
+    }
+
+    /// Writes the `Self.length` bytes of the `traceparent` value to the start of `buffer`.
+    private func write(into buffer: UnsafeMutableBufferPointer<UInt8>) {
+        buffer[0] = UInt8(ascii: "0")
+        buffer[1] = UInt8(ascii: "0")
+        buffer[2] = UInt8(ascii: "-")
+        Self.writeHex(self.traceID.high, digits: 16, into: buffer, at: 3)
+        Self.writeHex(self.traceID.low, digits: 16, into: buffer, at: 19)
+        buffer[35] = UInt8(ascii: "-")
+        Self.writeHex(self.parentID, digits: 16, into: buffer, at: 36)
+        buffer[52] = UInt8(ascii: "-")
+        Self.writeHex(UInt64(self.flags), digits: 2, into: buffer, at: 53)
     }
 
     /// The trace id as 32 lower-case hex digits (what `insight-id` and exemplars carry).
