@@ -198,7 +198,7 @@ func fuzzH2Session(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
                 session.submitGoAway(errorCode: H2ErrorCode.noError)
             case .headerListTooLarge(let id), .protocolError(let id, _):
                 if id > 0 { session.resetStream(streamID: id, errorCode: H2ErrorCode.protocolError) }
-            case .endStream, .dataSent, .streamClosed, .remoteSettings, .connectionError:
+            case .endStream, .dataSent, .streamClosed, .remoteSettings, .connectionError, .requestHeadersSent:
                 break
             }
         }
