@@ -254,9 +254,10 @@ import Testing
         h.export.enqueue(ExportQueueTests.spans(25))
         let start = ContinuousClock.now
         let lost = await h.export.stop(within: .milliseconds(300))
-        // The collector never answers: stop must not wait for it. The slack is for the
-        // cooperative pool, which other tests running in parallel keep busy (3.7 s seen).
-        #expect(ContinuousClock.now - start < .seconds(10))
+        // The collector never answers: stop must not wait for it (it would wait forever). Not a
+        // timing bound: the exporter runs on the cooperative pool, which CPU-bound tests running
+        // in parallel hold for up to ~20 s on a 2-core machine (10.6 s seen for this 300 ms window).
+        #expect(ContinuousClock.now - start < .seconds(60))
         #expect(lost == 25)
         #expect(h.dropped(.shutdown) == 25 && h.droppedTotal == 25)
         // A span that ends after shutdown is counted too.
