@@ -30,6 +30,22 @@ import Testing
         return verdicts[0]
     }
 
+    @Test func aMoveIsMeasuredOnTheSamplesAfterTheChange() {
+        // 20 samples at ~60 ms, then 12 at ~160 ms: over all 32 the shift reads about half the step.
+        var samples: [(time: Double, ms: Double)] = []
+        for i in 0..<20 { samples.append((Double(i) * 0.1, 60 + Double(i % 7) * 0.3)) }
+        for i in 20..<32 { samples.append((Double(i) * 0.1, 160 + Double(i % 5) * 0.3)) }
+        let baseline = (0..<100).map { 60 + Double($0 % 7) * 0.3 }.sorted()
+        let all = Diagnosis.hodgesLehmann(sortedRecent: samples.map(\.ms).sorted(), sortedBaseline: baseline)
+        #expect(all < 20)
+        let after = Diagnosis.sinceChange(samples.shuffled())
+        #expect(after.count == 12)
+        let shift = Diagnosis.hodgesLehmann(sortedRecent: after, sortedBaseline: baseline)
+        #expect(abs(shift - 100) < 2, "shift \(shift)")
+        // No change inside the samples: all of them.
+        #expect(Diagnosis.sinceChange(Array(samples[20...])).count >= 5)
+    }
+
     @Test func slowerWANBlamesTheHopBeforeIt() throws {
         let v = self.run(wanAfter: 160, serviceAfter: 5)
         let blame = try #require(v.blame)

@@ -160,10 +160,38 @@ enum Diagnosis {
             if Self.moved(shift) && shift.superiority > (strongest?.superiority ?? 0) {
                 strongest = shift
                 strongest?.moved = true
-                strongest?.shift = (Self.hodgesLehmann(sortedRecent: r, sortedBaseline: b) * 1000).rounded() / 1000
+                let after = Self.sinceChange(recent.filter { $0.time >= now - span })
+                strongest?.shift = (Self.hodgesLehmann(sortedRecent: after, sortedBaseline: b) * 1000).rounded() / 1000
             }
         }
         return strongest ?? reported
+    }
+
+    /// The samples after the most likely change point, sorted: a move is measured on them, not
+    /// on a span that still holds samples from before it (right after a +100 ms step, half of
+    /// the shortest span is old samples, and the shift over all of it read +52 ms in CI).
+    ///
+    /// The change point is where the cumulative sum of the time-ordered samples departs most
+    /// from a straight line (the least-squares split for one step in the mean: CUSUM). Fewer
+    /// than ``minimumSamples`` after it: all samples.
+    static func sinceChange(_ samples: [(time: Double, ms: Double)]) -> [Double] {
+        let x = samples.sorted { $0.time < $1.time }.map(\.ms)
+        let n = x.count
+        guard n > Self.minimumSamples else { return x.sorted() }
+        let total = x.reduce(0, +)
+        var sum = 0.0
+        var best = 0
+        var bestDeparture = 0.0
+        for k in 1..<n {
+            sum += x[k - 1]
+            let departure = abs(sum - Double(k) / Double(n) * total) / (Double(k) * Double(n - k)).squareRoot()
+            if departure > bestDeparture {
+                bestDeparture = departure
+                best = k
+            }
+        }
+        guard n - best >= Self.minimumSamples else { return x.sorted() }
+        return x[best...].sorted()
     }
 
     /// The median of `r[i] − b[j]` over all pairs (both sorted ascending, not empty), found by
