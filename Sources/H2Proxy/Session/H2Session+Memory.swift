@@ -34,8 +34,11 @@ extension H2Session {
 func untouchedCalloc(_ count: Int, _ size: Int) -> UnsafeMutableRawPointer? {
     #if os(Linux)
         let (bytes, overflow) = count.multipliedReportingOverflow(by: size)
+        // As calloc: nil when the size overflows (decided here: AddressSanitizer's calloc aborts
+        // on such a size instead of returning nil).
+        guard !overflow else { return nil }
         let page = H2Session.pageSize
-        guard !overflow, bytes >= page, bytes % page == 0 else { return calloc(count, size) }
+        guard bytes >= page, bytes % page == 0 else { return calloc(count, size) }
         var block: UnsafeMutableRawPointer?
         guard posix_memalign(&block, page, bytes) == 0, let block else { return nil }
         if madvise(block, bytes, MADV_DONTNEED) != 0 { memset(block, 0, bytes) }
