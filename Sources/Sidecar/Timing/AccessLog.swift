@@ -190,6 +190,8 @@ final class AccessLog: @unchecked Sendable {
 
     /// The writer thread: takes every waiting entry, formats them into one buffer, writes it.
     private func runWriter() {
+        // The queue is only touched under the lock, even to read its capacity (ThreadSanitizer).
+        let capacity = self.condition.withLock { self.queue.capacity }
         // A reader that goes away (a closed FIFO or pipe) makes write(2) fail with EPIPE here
         // instead of killing the process with SIGPIPE.
         var block = sigset_t()
@@ -242,7 +244,7 @@ final class AccessLog: @unchecked Sendable {
             self.log(action)
             // Let a batch gather: under load this bounds the wake-ups the loops pay for (a
             // futex wake each) to about 1,000 a second; the queue absorbs 1 ms of any rate.
-            if batch.count < self.queue.capacity / 2 { usleep(1000) }
+            if batch.count < capacity / 2 { usleep(1000) }
         }
     }
 
