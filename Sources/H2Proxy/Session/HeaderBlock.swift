@@ -155,20 +155,8 @@ public struct HeaderBlock: Sendable {
     /// Sets `name` to `value`: the first field of that name keeps its position (pseudo-headers
     /// must stay in front), later ones are removed; appended if there was none.
     public mutating func replace(name: StaticString, value: String) {
-        guard let first = self.firstIndex(of: name) else {
-            self.append(name: name, value: value)
-            return
-        }
-        let valueOffset = self.storage.writerIndex
-        let valueLength = self.storage.writeString(value)
-        self.fields[first].valueOffset = UInt32(valueOffset)
-        self.fields[first].valueLength = UInt32(valueLength)
-        var seen = false
-        self.removeAll { block, i in
-            guard block.nameEquals(at: i, name) else { return false }
-            defer { seen = true }
-            return seen
-        }
+        var value = value
+        value.withUTF8 { self.replace(name: name, value: UnsafeRawBufferPointer($0), flags: 0) }
     }
 
     /// Like ``replace(name:value:)`` with the value's bytes (no `String`); `flags` (nghttp2's
