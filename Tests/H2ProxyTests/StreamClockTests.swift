@@ -105,6 +105,41 @@ import Testing
         try Self.finish(h)
     }
 
+    /// "Sent" is read as the write that carries the HEADERS begins, not after the bytes reached
+    /// the socket: read after, an upstream on another thread could receive the request before
+    /// its "sent" moment, and the segment to it (its `dur` minus the next hop's) read below zero.
+    @Test func sentIsReadBeforeTheBytesReachTheSocket() throws {
+        let clock = StreamClock.manual(at: Self.t0)
+        let source = RecordingSource()
+        let h = BridgeHarness(clock: clock, observerFactory: RecordingFactory(source: source))
+        h.upstreamSetup = { peer in
+            // Every write to the upstream's socket takes 1 ms of the clock.
+            try? peer.channel.pipeline.syncOperations.addHandler(SlowSocketWrite(clock: clock), position: .first)
+            peer.onEvent = Peer.answering { peer, id, _ in peer.respondGRPC(id) }
+        }
+        let client = try h.connectClient()
+        let warmUp = try client.open()
+        try h.pump()
+        #expect(client.grpcStatus(warmUp)?.status == "0")
+        let t = clock.requestReceived()
+        let id = try client.open()
+        try h.pump()
+        #expect(client.grpcStatus(id)?.status == "0")
+        // Sent at the start of the write (t), not after it (t + 1 ms or later).
+        #expect(source.observers[1].milliseconds(since: t).prefix(2) == ["received 0", "sent 0"])
+        try Self.finish(h)
+    }
+
+    private final class SlowSocketWrite: ChannelOutboundHandler {
+        typealias OutboundIn = ByteBuffer
+        let clock: StreamClock
+        init(clock: StreamClock) { self.clock = clock }
+        func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+            self.clock.advance(by: .milliseconds(1))
+            context.write(data, promise: promise)
+        }
+    }
+
     @Test func requestsInOneReadShareTheReceivedTimeOfThatRead() throws {
         let clock = StreamClock.manual(at: Self.t0)
         let source = RecordingSource()

@@ -27,7 +27,7 @@ private final class WaitingStream: UpstreamStream {
     func responseHeaders(_ headers: HeaderBlock, kind: HeadersKind, endStream: Bool) {}
     func responseData(_ chunk: ByteBuffer) {}
     func responseDataEnded() {}
-    func requestHeadersWritten() {}
+    func requestHeadersWritten(at sentAt: NIODeadline) {}
     func requestDataWritten(_ bytes: Int) {}
     func upstreamDidClose(errorCode: UInt32) {}
     func upstreamConnectionLost(_ cause: String) {}

@@ -103,9 +103,9 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
     }
 
     /// The upstream session serialised the request HEADERS of the current attempt: "sent".
-    func requestHeadersWritten() {
+    func requestHeadersWritten(at sentAt: NIODeadline) {
         guard !self.machine.isClosed else { return }
-        self.observer?.requestHeadersSent(at: self.loop.clock.requestSent())
+        self.observer?.requestHeadersSent(at: sentAt)
     }
 
     /// The upstream connection wrote `bytes` of this stream's request DATA.

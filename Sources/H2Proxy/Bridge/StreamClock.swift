@@ -63,7 +63,9 @@ public final class StreamClock {
 
     /// **Sent**: the upstream session serialised the request's HEADERS frame (nghttp2's
     /// `on_frame_send`, reported by ``H2Event/requestHeadersSent(streamID:)`` from the flush
-    /// that wrote it), not the moment the proxy submitted them. Read again for each retry; the
+    /// that wrote it), not the moment the proxy submitted them. Read once as that flush begins,
+    /// before its bytes reach the socket: read after, a peer on another thread could receive
+    /// the HEADERS "before" they were sent, and the segment to it would read below zero. Read again for each retry; the
     /// timing observer keeps the first. This hop's `dur` and `ttfb` count from here, and the
     /// request side of its `self` ends here, so the proxy's own write delay is its own time.
     public func requestSent() -> NIODeadline { self.now() }

@@ -13,8 +13,9 @@ protocol UpstreamStream: AnyObject {
     func responseData(_ chunk: ByteBuffer)
     /// END_STREAM on a DATA frame: the response ended without trailers.
     func responseDataEnded()
-    /// The upstream session serialised this stream's request HEADERS (``H2Event/requestHeadersSent(streamID:)``).
-    func requestHeadersWritten()
+    /// The upstream session serialised this stream's request HEADERS (``H2Event/requestHeadersSent(streamID:)``)
+    /// in the write that began at `sentAt` (read before the bytes reached the socket).
+    func requestHeadersWritten(at sentAt: NIODeadline)
     func requestDataWritten(_ bytes: Int)
     func upstreamDidClose(errorCode: UInt32)
     func upstreamConnectionLost(_ cause: String)

@@ -118,8 +118,8 @@ final class LocalCall: UpstreamStream {
     }
 
     /// The upstream session serialised the call's request HEADERS: "sent".
-    func requestHeadersWritten() {
-        self.observer?.requestHeadersSent(at: self.loop.clock.requestSent())
+    func requestHeadersWritten(at sentAt: NIODeadline) {
+        self.observer?.requestHeadersSent(at: sentAt)
     }
 
     func requestDataWritten(_ bytes: Int) {}

@@ -28,6 +28,9 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
     private var context: ChannelHandlerContext?
     /// Why the proxy closed the connection itself, for the streams that were waiting for it.
     private var closeCause: String?
+    /// When the current write of the session began: the "sent" moment of the request HEADERS
+    /// it serialises (``StreamClock/requestSent()``).
+    private var writeStartedAt: NIODeadline = .uptimeNanoseconds(0)
     /// Closes the connection if the peer's SETTINGS do not arrive within `connect_timeout`.
     private var settingsTimeout: Scheduled<Void>?
     private var settingsTimedOut = false
@@ -158,6 +161,9 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
 
     func flushNow() {
         guard let context = self.context, self.state != .closed else { return }
+        // "Sent" for every request HEADERS this write serialises: read before the bytes reach
+        // the socket, so a peer on another thread never reads them "before" they were sent.
+        self.writeStartedAt = self.loop.clock.requestSent()
         let (alive, overControlCap) = self.writeSession(to: context)
         self.processEvents()
         if overControlCap {
@@ -191,7 +197,7 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
             case .dataSent(let id, let bytes):
                 self.streams[id]?.requestDataWritten(bytes)
             case .requestHeadersSent(let id):
-                self.streams[id]?.requestHeadersWritten()
+                self.streams[id]?.requestHeadersWritten(at: self.writeStartedAt)
             case .streamClosed(let id, let code):
                 if let stream = self.streams[id] {
                     stream.upstreamDidClose(errorCode: code)
