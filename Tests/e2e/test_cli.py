@@ -90,6 +90,11 @@ def test_configuration_errors_name_the_field_in_plain_words(tmp_path):
     path.write_text("limits:\n  max_connections: 5\n  idle_timeout: 5s\n")
     r = cli(["check-config", "--config", str(path)] + BASE)
     assert r.returncode == 0 and "configuration ok" in r.stdout, (r.stdout, r.stderr)
+    # Every timeout it runs with is printed, from the flags as from the file.
+    r = cli(["check-config"] + BASE + ["--admin-idle-timeout", "7s", "--connect-timeout", "250ms"])
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert "admin_idle_timeout: 7s" in lines and "connect_timeout: 250ms" in lines, r.stdout
 
 
 def test_run_help_shows_every_default():

@@ -20,8 +20,10 @@ public struct CheckConfigCommand: AsyncParsableCommand {
         print("hop: \(c.hop ?? "-")")
         print("region: \(c.region ?? "-")")
         print("admin: \(c.admin)")
+        print("admin_idle_timeout: \(DurationValue.format(c.adminIdleTimeout))")
         print("event_loops: \(c.eventLoops)")
         print("drain_timeout: \(DurationValue.format(c.drainTimeout))")
+        print("connect_timeout: \(DurationValue.format(c.connectTimeout))")
         print("tls: \(c.tls.map { "cert \($0.cert ?? "-"), client_ca \($0.clientCA ?? "-")" } ?? "off (h2c)")")
         print("upstream_tls: \(c.upstreamTLS.map { "ca \($0.ca ?? "system"), cert \($0.cert ?? "-")" } ?? "off (h2c)")")
         let t = c.tracing
