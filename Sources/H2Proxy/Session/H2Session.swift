@@ -47,6 +47,8 @@ public final class H2Session {
     /// allocating; one still held elsewhere (a request kept for a replay) costs what a new one does.
     private var spareBlocks: [HeaderBlock] = []
     static let spareBlockLimit = 4
+    /// Blocks kept for reuse now (for tests).
+    var spareBlockCount: Int { self.spareBlocks.count }
     static let spareBlockMaxCapacity = 2048
 
     // Receive state, valid only inside `receive`.
@@ -251,23 +253,38 @@ public final class H2Session {
 
     /// Hands queued events to `body`, oldest first, then forgets them.
     ///
+    /// Each event is moved out of the queue before `body` sees it, so the queue holds no second
+    /// reference to a header block: a handler that takes the block with
+    /// ``H2Event/takeHeaderBlock()`` owns it alone and edits it without a copy. A block left
+    /// in the event is kept to decode a later block into.
+    ///
     /// Not re-entrant: an event handler that calls `withEvents` again on the same session traps
     /// (the outer call already delivers whatever the handler caused, in order).
-    public func withEvents(_ body: (H2Event) throws -> Void) rethrows {
+    public func withEvents(_ body: (inout H2Event) throws -> Void) rethrows {
         precondition(!self.delivering, "H2Session.withEvents re-entered from an event handler")
         self.delivering = true
         defer { self.delivering = false }
         while !self.pendingEvents.isEmpty {
             swap(&self.pendingEvents, &self.spareEvents)
             defer { self.spareEvents.removeAll(keepingCapacity: true) }
-            for event in self.spareEvents {
-                try body(event)
-                if case .headers(_, let block, _, _) = event { self.keepForReuse(block) }
+            for i in self.spareEvents.indices {
+                var event = self.spareEvents[i]
+                // A payload-free placeholder drops the queue's reference to the event's block.
+                self.spareEvents[i] = .remoteSettings
+                try body(&event)
+                if let block = event.takeHeaderBlock() { self.keepForReuse(block) }
             }
         }
     }
 
-    private func keepForReuse(_ block: HeaderBlock) {
+    /// Gives back a block this session handed out in a ``H2Event/headers(streamID:_:kind:endStream:)``
+    /// event once its receiver is done with it (e.g. submitted on the other side of the proxy),
+    /// to decode a later block into without allocating. Dropped if enough are kept already.
+    public func recycle(_ block: consuming HeaderBlock) {
+        self.keepForReuse(block)
+    }
+
+    private func keepForReuse(_ block: consuming HeaderBlock) {
         guard self.spareBlocks.count < Self.spareBlockLimit, block.storageCapacity <= Self.spareBlockMaxCapacity
         else { return }
         self.spareBlocks.append(block)
