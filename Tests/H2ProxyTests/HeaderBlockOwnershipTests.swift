@@ -99,8 +99,7 @@ import Testing
         let first = try client.open()
         try h.pump()
         #expect(client.grpcStatus(first)?.status == "0")
-        let connection = try #require(h.loop.pool.connections.first)
-        #expect(connection.session.spareBlockCount >= 1)
+        #expect(h.loop.pool.connections.first?.session.spareBlockCount ?? 0 >= 1)
         let second = try client.open()
         try h.pump()
         #expect(client.grpcStatus(second)?.status == "0")
@@ -108,6 +107,49 @@ import Testing
         let storages = source.observers.map(\.responseStorage)
         #expect(storages[0] != nil && storages[0] == storages[1])
         try StreamClockTests.finish(h)
+    }
+
+    /// The request block, which the stream keeps for a replay until the response starts, then
+    /// goes back to the client's session for the next request on the connection.
+    @Test func aRequestBlockGoesBackToTheClientsSessionOnceTheResponseStarts() throws {
+        let h = BridgeHarness()
+        let client = try h.connectClient()
+        let id = try client.open()
+        try h.pump()
+        // Read through the loop each time: the test must not keep the connection alive.
+        #expect(h.loop.downstreams.values.first?.session.spareBlockCount == 0)
+        let upstream = try #require(h.upstreams.first)
+        upstream.respond(1)
+        try h.pump()
+        #expect(h.loop.downstreams.values.first?.session.spareBlockCount == 1)
+        upstream.end(1, trailers: Peer.grpcTrailers(status: 0))
+        try h.pump()
+        #expect(client.grpcStatus(id)?.status == "0")
+        try StreamClockTests.finish(h)
+    }
+
+    @Test func theMachineHandsTheRequestBackOnlyOnceTheResponseStarted() {
+        var machine = ProxyStream.StateMachine(
+            request: HeaderBlock([(":method", "POST"), (":path", "/a")]), endStream: true, isGRPC: true, maxRetries: 1)
+        guard case .submit = machine.attach() else {
+            Issue.record("no submit")
+            return
+        }
+        _ = machine.upstreamOpened(streamID: 1)
+        #expect(machine.takeRetiredRequest() == nil)
+        _ = machine.responseHeaders(kind: .response, endStream: false)
+        #expect(machine.takeRetiredRequest()?.first(":path") == "/a")
+        #expect(machine.takeRetiredRequest() == nil)
+    }
+
+    /// An upstream connection's one read can carry the responses of many clients' calls: its
+    /// session keeps more blocks than a client's, whose connections may be thousands.
+    @Test func anUpstreamSessionKeepsMoreBlocksThanAClientSession() {
+        for (role, limit) in [(H2Session.Role.server, 4), (.client, 32)] {
+            let session = H2Session(role: role)
+            for _ in 0..<40 { session.recycle(HeaderBlock()) }
+            #expect(session.spareBlockCount == limit)
+        }
     }
 
     @Test func anEmptyBlockWithoutCapacityAllocatesNothing() {
@@ -123,9 +165,11 @@ import Testing
     /// taken with `takeHeaderBlock` is the receiver's, and the event no longer holds it.
     @Test func takingABlockLeavesTheEventWithoutIt() throws {
         var event = H2Event.headers(streamID: 3, HeaderBlock([(":status", "200")]), kind: .response, endStream: false)
-        let block = try #require(event.takeHeaderBlock())
+        let taken = event.takeHeaderBlock()
+        let block = try #require(taken)
         #expect(block.first(":status") == "200")
-        #expect(event.takeHeaderBlock() == nil)
+        let again = event.takeHeaderBlock()
+        #expect(again == nil)
         guard case .endStream(let id) = event else {
             Issue.record("event is \(event)")
             return

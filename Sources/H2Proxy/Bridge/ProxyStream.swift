@@ -141,8 +141,10 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
             } catch {
                 self.downstream.resetStream(self.downstreamID, errorCode: H2ErrorCode.internalError)
             }
-            // nghttp2 copied the fields: the upstream session decodes its next block into this one.
+            // nghttp2 copied the fields: the upstream session decodes its next block into this one,
+            // and the client's session its next request into the request's, which no replay needs now.
             self.upstream?.session.recycle(consume headers)
+            if let request = self.machine.takeRetiredRequest() { session.recycle(request) }
         case .trailers:
             if let observer = self.observer {
                 observer.trailersWillForward(&headers, trailersOnly: false, receivedAt: self.loop.clock.responseEnd())

@@ -43,10 +43,14 @@ public final class H2Session {
     private var spareOutbound: [OutboundStream] = []
     static let spareOutboundLimit = 16
     /// Header blocks this session handed out in events, kept to decode later blocks into (at
-    /// most ``spareBlockLimit``, each small): a block its receiver let go of is reused without
-    /// allocating; one still held elsewhere (a request kept for a replay) costs what a new one does.
+    /// most ``spareBlockLimit``, each small): a block its receiver let go of or gave back
+    /// (``recycle(_:)``) is reused without allocating; one still held elsewhere (a request kept
+    /// for a replay) costs what a new one does.
     private var spareBlocks: [HeaderBlock] = []
-    static let spareBlockLimit = 4
+    /// Blocks kept: 4 on a client's connection (there may be thousands), 32 on an upstream
+    /// connection, whose one read can carry the responses of every client's calls (at 40 calls
+    /// in flight, a limit of 4 decoded 75 % of responses into new blocks).
+    var spareBlockLimit: Int { self.role == .server ? 4 : 32 }
     /// Blocks kept for reuse now (for tests).
     var spareBlockCount: Int { self.spareBlocks.count }
     static let spareBlockMaxCapacity = 2048
@@ -285,7 +289,7 @@ public final class H2Session {
     }
 
     private func keepForReuse(_ block: consuming HeaderBlock) {
-        guard self.spareBlocks.count < Self.spareBlockLimit, block.storageCapacity <= Self.spareBlockMaxCapacity
+        guard self.spareBlocks.count < self.spareBlockLimit, block.storageCapacity <= Self.spareBlockMaxCapacity
         else { return }
         self.spareBlocks.append(block)
     }
