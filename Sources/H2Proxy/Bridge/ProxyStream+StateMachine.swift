@@ -116,6 +116,9 @@ extension ProxyStream {
         /// The request as forwarded, kept for a replay until the response starts or more than
         /// ``retainedForRetryLimit`` bytes were written.
         private var request: HeaderBlock?
+        /// ``request`` once no replay can need it, until the stream takes it back to reuse
+        /// (``takeRetiredRequest()``).
+        private var retiredRequest: HeaderBlock?
         private(set) var requestEnded = false
         private var requestTrailers: HeaderBlock?
         /// Whether END_STREAM went to the upstream session with the request headers.
@@ -270,7 +273,7 @@ extension ProxyStream {
             case .interim:
                 return .interim
             case .response(let endStream):
-                self.stopRetaining()
+                self.stopRetaining(forReuse: true)
                 return .response(endStream: endStream)
             case .trailers:
                 return .trailers
@@ -436,7 +439,19 @@ extension ProxyStream {
             self.state = .waitingForUpstream
         }
 
-        private mutating func stopRetaining() {
+        /// The request block, once the response started and no replay can need it: the stream
+        /// gives it to the client's session to decode a later request into. `nil` after the first call.
+        mutating func takeRetiredRequest() -> HeaderBlock? {
+            guard self.retiredRequest != nil else { return nil }
+            var block: HeaderBlock? = nil
+            swap(&block, &self.retiredRequest)
+            return block
+        }
+
+        /// `forReuse`: keep the request block for ``takeRetiredRequest()`` (when the response
+        /// starts, and the stream takes it at once).
+        private mutating func stopRetaining(forReuse: Bool = false) {
+            if forReuse && self.request != nil { swap(&self.request, &self.retiredRequest) }
             self.request = nil
             if !self.writtenRequestData.isEmpty { self.writtenRequestData.removeAll() }
             self.writtenRequestBytes = 0

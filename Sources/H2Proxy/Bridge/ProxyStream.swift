@@ -23,8 +23,10 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
 
     var pool: UpstreamPool { self.loop.pool }
 
+    /// `request` is the block as received, owned by the stream alone: it is edited in place
+    /// (hop-by-hop fields out, timing headers in) into the request that goes upstream.
     init(
-        downstream: DownstreamConnection, streamID: Int32, request: HeaderBlock, endStream: Bool,
+        downstream: DownstreamConnection, streamID: Int32, request: consuming HeaderBlock, endStream: Bool,
         receivedAt: NIODeadline
     ) {
         self.downstream = downstream
@@ -34,13 +36,12 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
         let isGRPC = request.isGRPC
         self.isGRPC = isGRPC
         self.observer = downstream.loop.observerSource?.makeObserver(for: request)
-        var forwarded = request
-        HopByHopHeaders.strip(&forwarded)
+        HopByHopHeaders.strip(&request)
         if let observer = self.observer {
-            observer.requestHeadersWillForward(&forwarded, receivedAt: receivedAt)
+            observer.requestHeadersWillForward(&request, receivedAt: receivedAt)
         }
         self.machine = StateMachine(
-            request: forwarded, endStream: endStream, isGRPC: isGRPC,
+            request: request, endStream: endStream, isGRPC: isGRPC,
             maxRetries: downstream.loop.configuration.maxRetries
         )
     }
@@ -118,10 +119,9 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
 
     // MARK: Response direction (upstream → downstream)
 
-    func responseHeaders(_ headers: HeaderBlock, kind: HeadersKind, endStream: Bool) {
+    func responseHeaders(_ headers: consuming HeaderBlock, kind: HeadersKind, endStream: Bool) {
         let action = self.machine.responseHeaders(kind: kind, endStream: endStream)
         if case .none = action { return }
-        var headers = headers
         HopByHopHeaders.strip(&headers)
         let session = self.downstream.session
         switch action {
@@ -141,6 +141,10 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
             } catch {
                 self.downstream.resetStream(self.downstreamID, errorCode: H2ErrorCode.internalError)
             }
+            // nghttp2 copied the fields: the upstream session decodes its next block into this one,
+            // and the client's session its next request into the request's, which no replay needs now.
+            self.upstream?.session.recycle(consume headers)
+            if let request = self.machine.takeRetiredRequest() { session.recycle(request) }
         case .trailers:
             if let observer = self.observer {
                 observer.trailersWillForward(&headers, trailersOnly: false, receivedAt: self.loop.clock.responseEnd())

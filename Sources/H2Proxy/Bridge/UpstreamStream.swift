@@ -9,7 +9,9 @@ protocol UpstreamStream: AnyObject {
     func failUnavailable(_ cause: String)
     /// The pool found no slot on an upstream connection within the wait deadline.
     func upstreamWaitTimedOut(_ cause: String)
-    func responseHeaders(_ headers: HeaderBlock, kind: HeadersKind, endStream: Bool)
+    /// A header block arrived on the stream; the stream owns `headers` alone (edits are in place)
+    /// and may give it back to the session with ``H2Session/recycle(_:)`` once it is done.
+    func responseHeaders(_ headers: consuming HeaderBlock, kind: HeadersKind, endStream: Bool)
     func responseData(_ chunk: ByteBuffer)
     /// END_STREAM on a DATA frame: the response ended without trailers.
     func responseDataEnded()

@@ -139,16 +139,22 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
         self.loop.deliveringEvents += 1
         defer { self.loop.deliveringEvents -= 1 }
         self.session.withEvents { event in
-            switch event {
-            case .headers(let id, let block, let kind, let endStream):
+            // The block is moved out of the event first, so the stream that gets it owns it alone
+            // and its edits (timing headers) happen in place (`H2Event.takeHeaderBlock`).
+            if case .headers(let id, _, let kind, let endStream) = event {
                 if let stream = self.streams[id] {
                     // Trailers on a request.
-                    stream.requestEnd(trailers: block)
-                } else if kind == .request {
-                    self.openStream(id, block, endStream: endStream)
+                    stream.requestEnd(trailers: event.takeHeaderBlock())
+                } else if kind == .request, let block = event.takeHeaderBlock() {
+                    self.openStream(id, consume block, endStream: endStream)
                 } else {
                     self.resetStream(id, errorCode: H2ErrorCode.protocolError)
                 }
+                return
+            }
+            switch event {
+            case .headers:
+                break
             case .data(let id, let chunk):
                 self.bufferedRequestBytes += chunk.readableBytes
                 if let stream = self.streams[id] {
@@ -184,7 +190,7 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
         }
     }
 
-    private func openStream(_ id: Int32, _ request: HeaderBlock, endStream: Bool) {
+    private func openStream(_ id: Int32, _ request: consuming HeaderBlock, endStream: Bool) {
         if self.isOverBufferBudget {
             self.loop.metrics.limitConnectionBufferBudget.increment()
             self.resetStream(id, errorCode: H2ErrorCode.refusedStream)
@@ -203,7 +209,7 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
             return
         }
         let stream = ProxyStream(
-            downstream: self, streamID: id, request: request, endStream: endStream,
+            downstream: self, streamID: id, request: consume request, endStream: endStream,
             receivedAt: self.readAt)
         self.streams[id] = stream
         self.loop.metrics.streamsTotal.increment()

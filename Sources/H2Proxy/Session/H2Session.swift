@@ -43,10 +43,16 @@ public final class H2Session {
     private var spareOutbound: [OutboundStream] = []
     static let spareOutboundLimit = 16
     /// Header blocks this session handed out in events, kept to decode later blocks into (at
-    /// most ``spareBlockLimit``, each small): a block its receiver let go of is reused without
-    /// allocating; one still held elsewhere (a request kept for a replay) costs what a new one does.
+    /// most ``spareBlockLimit``, each small): a block its receiver let go of or gave back
+    /// (``recycle(_:)``) is reused without allocating; one still held elsewhere (a request kept
+    /// for a replay) costs what a new one does.
     private var spareBlocks: [HeaderBlock] = []
-    static let spareBlockLimit = 4
+    /// Blocks kept: 4 on a client's connection (there may be thousands), 32 on an upstream
+    /// connection, whose one read can carry the responses of every client's calls (at 40 calls
+    /// in flight, a limit of 4 decoded 75 % of responses into new blocks).
+    var spareBlockLimit: Int { self.role == .server ? 4 : 32 }
+    /// Blocks kept for reuse now (for tests).
+    var spareBlockCount: Int { self.spareBlocks.count }
     static let spareBlockMaxCapacity = 2048
 
     // Receive state, valid only inside `receive`.
@@ -251,24 +257,39 @@ public final class H2Session {
 
     /// Hands queued events to `body`, oldest first, then forgets them.
     ///
+    /// Each event is moved out of the queue before `body` sees it, so the queue holds no second
+    /// reference to a header block: a handler that takes the block with
+    /// ``H2Event/takeHeaderBlock()`` owns it alone and edits it without a copy. A block left
+    /// in the event is kept to decode a later block into.
+    ///
     /// Not re-entrant: an event handler that calls `withEvents` again on the same session traps
     /// (the outer call already delivers whatever the handler caused, in order).
-    public func withEvents(_ body: (H2Event) throws -> Void) rethrows {
+    public func withEvents(_ body: (inout H2Event) throws -> Void) rethrows {
         precondition(!self.delivering, "H2Session.withEvents re-entered from an event handler")
         self.delivering = true
         defer { self.delivering = false }
         while !self.pendingEvents.isEmpty {
             swap(&self.pendingEvents, &self.spareEvents)
             defer { self.spareEvents.removeAll(keepingCapacity: true) }
-            for event in self.spareEvents {
-                try body(event)
-                if case .headers(_, let block, _, _) = event { self.keepForReuse(block) }
+            for i in self.spareEvents.indices {
+                var event = self.spareEvents[i]
+                // A payload-free placeholder drops the queue's reference to the event's block.
+                self.spareEvents[i] = .remoteSettings
+                try body(&event)
+                if let block = event.takeHeaderBlock() { self.keepForReuse(block) }
             }
         }
     }
 
-    private func keepForReuse(_ block: HeaderBlock) {
-        guard self.spareBlocks.count < Self.spareBlockLimit, block.storageCapacity <= Self.spareBlockMaxCapacity
+    /// Gives back a block this session handed out in a ``H2Event/headers(streamID:_:kind:endStream:)``
+    /// event once its receiver is done with it (e.g. submitted on the other side of the proxy),
+    /// to decode a later block into without allocating. Dropped if enough are kept already.
+    public func recycle(_ block: consuming HeaderBlock) {
+        self.keepForReuse(block)
+    }
+
+    private func keepForReuse(_ block: consuming HeaderBlock) {
+        guard self.spareBlocks.count < self.spareBlockLimit, block.storageCapacity <= Self.spareBlockMaxCapacity
         else { return }
         self.spareBlocks.append(block)
     }

@@ -18,10 +18,13 @@ public struct HeaderBlock: Sendable {
     @usableFromInline var storage: ByteBuffer
     @usableFromInline var fields: [Field]
 
+    /// An empty block with room for `capacity` bytes of names and values (and then 16 fields).
+    /// With `capacity` 0 nothing is allocated until a field is added: a block that may stay
+    /// empty (trailers only an observer might add) costs nothing.
     public init(capacity: Int = 512) {
         self.storage = ByteBufferAllocator().buffer(capacity: capacity)
         self.fields = []
-        self.fields.reserveCapacity(16)
+        if capacity > 0 { self.fields.reserveCapacity(16) }
     }
 
     /// Empties the block for reuse, keeping its memory: no allocation if no copy of it is alive

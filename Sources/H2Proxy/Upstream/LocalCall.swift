@@ -77,8 +77,7 @@ final class LocalCall: UpstreamStream {
         self.failUnavailable(cause)
     }
 
-    func responseHeaders(_ headers: HeaderBlock, kind: HeadersKind, endStream: Bool) {
-        var headers = headers
+    func responseHeaders(_ headers: consuming HeaderBlock, kind: HeadersKind, endStream: Bool) {
         switch self.progress.headers(kind: kind, endStream: endStream) {
         case .interim, .ignore:
             return

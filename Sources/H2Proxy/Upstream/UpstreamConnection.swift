@@ -183,9 +183,17 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
         self.loop.deliveringEvents += 1
         defer { self.loop.deliveringEvents -= 1 }
         self.session.withEvents { event in
+            // The block is moved out of the event, so the stream owns it alone and edits it in
+            // place (`H2Event.takeHeaderBlock`); one no stream takes stays for reuse.
+            if case .headers(let id, _, let kind, let endStream) = event {
+                if let stream = self.streams[id], let block = event.takeHeaderBlock() {
+                    stream.responseHeaders(consume block, kind: kind, endStream: endStream)
+                }
+                return
+            }
             switch event {
-            case .headers(let id, let block, let kind, let endStream):
-                self.streams[id]?.responseHeaders(block, kind: kind, endStream: endStream)
+            case .headers:
+                break
             case .data(let id, let chunk):
                 if let stream = self.streams[id] {
                     stream.responseData(chunk)
