@@ -78,16 +78,14 @@ final class TLSConnection {
         return self.result(0)
     }
 
-    /// Encrypts `plaintext` into the outgoing ciphertext (which grows as needed, so this never blocks).
-    func write(_ plaintext: ByteBuffer) -> Result {
+    /// Encrypts `plaintext` into the outgoing ciphertext (which grows as needed, so this never
+    /// blocks): one record per 16 KiB.
+    func write(_ plaintext: UnsafeRawBufferPointer) -> Result {
+        guard let base = plaintext.baseAddress, plaintext.count > 0 else { return .done }
         ERR_clear_error()
-        var result = Result.done
-        plaintext.withUnsafeReadableBytes { bytes in
-            guard let base = bytes.baseAddress, bytes.count > 0 else { return }
-            var written = 0
-            if SSL_write_ex(self.ssl, base, bytes.count, &written) != 1 { result = self.result(0) }
-        }
-        return result
+        var written = 0
+        if SSL_write_ex(self.ssl, base, plaintext.count, &written) != 1 { return self.result(0) }
+        return .done
     }
 
     /// Queues close_notify.

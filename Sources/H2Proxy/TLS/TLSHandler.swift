@@ -5,8 +5,8 @@ import NIOCore
 /// (HTTP/2) on the other, OpenSSL in between through memory BIOs (``TLSConnection``).
 ///
 /// Writes made before the handshake is done (the HTTP/2 preface and SETTINGS) are buffered and
-/// sent once ALPN agreed on `h2`. Plaintext writes are coalesced until `flush`, so the DATA frame
-/// header and its payload go out in one TLS record.
+/// sent once ALPN agreed on `h2`. Plaintext writes are coalesced until `flush` (``TLSPlaintextBuffer``),
+/// so a flush goes out as one TLS record per 16 KiB, not one per frame or payload slice.
 final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
@@ -18,7 +18,7 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private let logger: Logger
     private var state: StateMachine
     /// Plaintext written since the last flush (or during the handshake).
-    private var plaintext: ByteBuffer?
+    private var plaintext = TLSPlaintextBuffer()
     private var promises: [EventLoopPromise<Void>] = []
     private var flushRequested = false
     private var timeout: Scheduled<Void>?
@@ -95,7 +95,7 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
                         "side": "\(self.endpoint.side.rawValue)", "peer": "\(self.peer)",
                         "tls": "\(connection.summary)", "resumed": "\(connection.isResumed)",
                     ])
-                if self.flushRequested || self.plaintext != nil {
+                if self.flushRequested || !self.plaintext.isEmpty {
                     self.encryptAndFlush(context: context)
                 } else {
                     self.sendOutput(context: context)
@@ -172,12 +172,7 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
             promise?.fail(ChannelError.ioOnClosedChannel)
             return
         case .buffer, .encrypt:
-            var incoming = self.unwrapOutboundIn(data)
-            if self.plaintext == nil {
-                self.plaintext = incoming
-            } else {
-                self.plaintext!.writeBuffer(&incoming)
-            }
+            self.plaintext.append(self.unwrapOutboundIn(data))
             if let promise { self.promises.append(promise) }
         }
     }
@@ -196,9 +191,8 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func encryptAndFlush(context: ChannelHandlerContext) {
         guard let connection = self.connection else { return }
         self.flushRequested = false
-        if let plaintext = self.plaintext {
-            self.plaintext = nil
-            if case .failed(let failure) = connection.write(plaintext) {
+        if !self.plaintext.isEmpty {
+            if case .failed(let failure) = self.plaintext.drain({ connection.write($0) }) {
                 self.failPromises(ChannelError.ioOnClosedChannel)
                 self.logger.debug(
                     "TLS write failed",
@@ -257,7 +251,7 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
         // pool says "cannot connect to upstream" once per distinct cause, in plain words.
         case .upstream: self.logger.debug("TLS handshake with upstream failed", metadata: metadata)
         }
-        self.plaintext = nil
+        self.plaintext.reset()
         self.failPromises(ChannelError.ioOnClosedChannel)
         if context.channel.isActive { self.sendOutput(context: context) }
         // The connection handler learns why (an upstream connection tells `/readyz`), after the
@@ -268,7 +262,7 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
         if mode == .all, self.state.isEstablished, let connection = self.connection {
-            if self.plaintext != nil { self.encryptAndFlush(context: context) }
+            if !self.plaintext.isEmpty { self.encryptAndFlush(context: context) }
             connection.shutdown()
             self.sendOutput(context: context)
         }
@@ -281,7 +275,7 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if case .fail(let failure) = self.state.channelInactive() {
             self.fail(context: context, failure)
         }
-        self.plaintext = nil
+        self.plaintext.reset()
         self.failPromises(ChannelError.ioOnClosedChannel)
         context.fireChannelInactive()
     }
