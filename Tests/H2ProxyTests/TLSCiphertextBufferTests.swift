@@ -154,19 +154,22 @@ import Testing
     @Test func aFlushIsOneRecordPer16KiB() throws {
         let pair = try Self.pair()
         try Self.pump(pair, chunk: nil)
-        for i in 0..<20 { pair.server.write(ByteBuffer(repeating: UInt8(i), count: i % 2 == 0 ? 9 : 100), promise: nil) }
+        for i in 0..<20 {
+            pair.server.write(ByteBuffer(repeating: UInt8(i), count: i % 2 == 0 ? 9 : 100), promise: nil)
+        }
         pair.server.flush()
         var flight = ByteBuffer()
         while var b = try pair.server.readOutbound(as: ByteBuffer.self) { flight.writeBuffer(&b) }
         let small = Self.records(flight)
         #expect(small.count == 1)
         #expect(small.first?.type == 23)  // application_data
+        try pair.client.writeInbound(flight)
         for _ in 0..<10 { pair.server.write(ByteBuffer(repeating: 1, count: 4_000), promise: nil) }
         pair.server.flush()
         flight.clear()
         while var b = try pair.server.readOutbound(as: ByteBuffer.self) { flight.writeBuffer(&b) }
         #expect(Self.records(flight).count == 3)  // 40,000 bytes
-        try Self.pump(pair, chunk: nil)
+        try pair.client.writeInbound(flight)
         let expected = (0..<20).flatMap { Array(repeating: UInt8($0), count: $0 % 2 == 0 ? 9 : 100) }
         #expect(try pair.readAll(pair.client) == expected + Array(repeating: 1, count: 40_000))
     }

@@ -22,12 +22,25 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var promises: [EventLoopPromise<Void>] = []
     private var flushRequested = false
     private var timeout: Scheduled<Void>?
+    /// Armed by the first read or write after the last check; frees OpenSSL's record buffers
+    /// when the connection stayed idle until it fired.
+    private var idleCheck: Scheduled<Void>?
+    private var activeSinceIdleCheck = false
+    /// What the last read decrypted into, for the next read to reuse: `clear()` keeps the
+    /// storage unless the connection handler still holds a slice of it. Dropped when idle.
+    private var lastPlaintext: ByteBuffer?
     private var peer = "?"
+    /// How many times the record buffers were freed on an idle connection (tests read it).
+    private(set) var recordBufferReleases = 0
 
     /// Bytes: one TLS record's plaintext at most.
     static let maximumPlaintextBuffer = 16_384
     /// Bytes: the smallest plaintext buffer, for reads of a few bytes (a PING, a WINDOW_UPDATE).
     static let minimumPlaintextBuffer = 256
+    /// A connection without a read or write for this long (up to twice as long) gives OpenSSL's
+    /// two ~17 KiB record buffers back. A busy one keeps them: freeing them after every read and
+    /// write (`SSL_MODE_RELEASE_BUFFERS`) cost 4 allocations of 17 KiB per flush.
+    static let recordBufferIdleTime = TimeAmount.seconds(1)
 
     init(endpoint: TLSEndpoint, context: TLSContext, logger: Logger) {
         self.endpoint = endpoint
@@ -38,6 +51,10 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         if context.channel.isActive { self.start(context: context) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.cancelTimers()
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -123,7 +140,13 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func readPlaintext(context: ChannelHandlerContext, hint: Int) {
         guard let connection = self.connection else { return }
         let size = min(Self.maximumPlaintextBuffer, max(Self.minimumPlaintextBuffer, hint))
-        var buffer = context.channel.allocator.buffer(capacity: size)
+        var buffer = self.lastPlaintext ?? ByteBuffer()
+        self.lastPlaintext = nil
+        if buffer.capacity >= size {
+            buffer.clear()
+        } else {
+            buffer = context.channel.allocator.buffer(capacity: size)
+        }
         loop: while true {
             if buffer.writableBytes == 0 {
                 self.state.dataReceived()
@@ -162,8 +185,10 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
             self.state.dataReceived()
             context.fireChannelRead(self.wrapInboundOut(buffer))
         }
+        self.lastPlaintext = buffer
         // Session tickets, key updates.
         self.sendOutput(context: context)
+        self.noteActivity(context: context)
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
@@ -207,6 +232,42 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
         } else {
             promise?.succeed()
         }
+        self.noteActivity(context: context)
+    }
+
+    /// Notes a read or write: arms the idle check, or tells the armed one the connection is busy.
+    private func noteActivity(context: ChannelHandlerContext) {
+        guard self.idleCheck == nil else {
+            self.activeSinceIdleCheck = true
+            return
+        }
+        self.scheduleIdleCheck(context: context)
+    }
+
+    private func scheduleIdleCheck(context: ChannelHandlerContext) {
+        self.activeSinceIdleCheck = false
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        self.idleCheck = context.eventLoop.assumeIsolated().scheduleTask(in: Self.recordBufferIdleTime) {
+            self.idleCheckFired(context: loopBound.value)
+        }
+    }
+
+    private func idleCheckFired(context: ChannelHandlerContext) {
+        self.idleCheck = nil
+        guard self.state.isEstablished, let connection = self.connection else { return }
+        if self.activeSinceIdleCheck {
+            self.scheduleIdleCheck(context: context)
+        } else {
+            self.lastPlaintext = nil
+            if connection.releaseRecordBuffers() { self.recordBufferReleases += 1 }
+        }
+    }
+
+    private func cancelTimers() {
+        self.timeout?.cancel()
+        self.timeout = nil
+        self.idleCheck?.cancel()
+        self.idleCheck = nil
     }
 
     private func combinedPromise(context: ChannelHandlerContext) -> EventLoopPromise<Void>? {
@@ -238,8 +299,7 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Counts and logs a failed handshake, sends the alert OpenSSL queued, and closes.
     private func fail(context: ChannelHandlerContext, _ failure: TLSHandshakeFailure) {
-        self.timeout?.cancel()
-        self.timeout = nil
+        self.cancelTimers()
         self.endpoint.metrics.handshakeFailed(side: self.endpoint.side, reason: failure.reason)
         let metadata: Logger.Metadata = [
             "side": "\(self.endpoint.side.rawValue)", "peer": "\(self.peer)", "reason": "\(failure.reason.rawValue)",
@@ -270,12 +330,12 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        self.timeout?.cancel()
-        self.timeout = nil
+        self.cancelTimers()
         if case .fail(let failure) = self.state.channelInactive() {
             self.fail(context: context, failure)
         }
         self.plaintext.reset()
+        self.lastPlaintext = nil
         self.failPromises(ChannelError.ioOnClosedChannel)
         context.fireChannelInactive()
     }
