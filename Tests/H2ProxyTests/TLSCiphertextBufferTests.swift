@@ -83,6 +83,18 @@ import Testing
         #expect(b.outboundCapacity <= TLSCiphertextBuffer.maximumPreservedOutboundCapacity)
     }
 
+    @Test func outboundStorageIsReleasedOnlyOnceTaken() {
+        var b = TLSCiphertextBuffer()
+        Self.write(&b, [1, 2, 3])
+        b.releaseOutboundStorage()
+        #expect(b.outboundCapacity > 0)
+        #expect(b.takeOutbound() == ByteBuffer(bytes: [1, 2, 3]))
+        b.releaseOutboundStorage()
+        #expect(b.outboundCapacity == 0)
+        Self.write(&b, [4])
+        #expect(b.takeOutbound() == ByteBuffer(bytes: [4]))
+    }
+
     @Test func largeOutboundStorageIsNotKept() {
         var b = TLSCiphertextBuffer()
         Self.write(&b, Array(repeating: 1, count: 100_000))

@@ -89,11 +89,13 @@ final class TLSConnection {
     }
 
     /// Frees OpenSSL's read and write record buffers (~17 KiB each), which it would otherwise
-    /// keep for the life of the connection; they come back on the next read or write.
+    /// keep for the life of the connection, and the outgoing ciphertext storage once sent; they
+    /// come back on the next read or write.
     /// - Returns: false if they hold a partial record or unsent bytes (then they are kept).
     @discardableResult
     func releaseRecordBuffers() -> Bool {
-        SSL_free_buffers(self.ssl) == 1
+        self.ciphertext.releaseOutboundStorage()
+        return SSL_free_buffers(self.ssl) == 1
     }
 
     /// Queues close_notify.
