@@ -83,6 +83,18 @@ import Testing
         #expect(b.outboundCapacity <= TLSCiphertextBuffer.maximumPreservedOutboundCapacity)
     }
 
+    @Test func outboundStorageIsReleasedOnlyOnceTaken() {
+        var b = TLSCiphertextBuffer()
+        Self.write(&b, [1, 2, 3])
+        b.releaseOutboundStorage()
+        #expect(b.outboundCapacity > 0)
+        #expect(b.takeOutbound() == ByteBuffer(bytes: [1, 2, 3]))
+        b.releaseOutboundStorage()
+        #expect(b.outboundCapacity == 0)
+        Self.write(&b, [4])
+        #expect(b.takeOutbound() == ByteBuffer(bytes: [4]))
+    }
+
     @Test func largeOutboundStorageIsNotKept() {
         var b = TLSCiphertextBuffer()
         Self.write(&b, Array(repeating: 1, count: 100_000))
@@ -134,6 +146,44 @@ import Testing
         try Self.pump(pair, chunk: chunk)
         #expect(try pair.readAll(pair.server) == (0..<5).flatMap { Array(repeating: UInt8($0), count: 300) })
         #expect(try pair.readAll(pair.client) == Array(repeating: 9, count: 40_000))
+    }
+
+    /// The TLS records in `buffer`: (content type, length) from each 5-byte record header.
+    static func records(_ buffer: ByteBuffer) -> [(type: UInt8, length: Int)] {
+        var b = buffer
+        var out: [(type: UInt8, length: Int)] = []
+        while let type = b.readInteger(as: UInt8.self), b.readInteger(as: UInt16.self) != nil,
+            let length = b.readInteger(as: UInt16.self)
+        {
+            out.append((type, Int(length)))
+            b.moveReaderIndex(forwardBy: min(Int(length), b.readableBytes))
+        }
+        return out
+    }
+
+    /// A flush of many small writes (an HTTP/2 session's frame headers and payload slices) is one
+    /// TLS record, and a flush larger than a record is as many records as 16 KiB needs.
+    @Test func aFlushIsOneRecordPer16KiB() throws {
+        let pair = try Self.pair()
+        try Self.pump(pair, chunk: nil)
+        for i in 0..<20 {
+            pair.server.write(ByteBuffer(repeating: UInt8(i), count: i % 2 == 0 ? 9 : 100), promise: nil)
+        }
+        pair.server.flush()
+        var flight = ByteBuffer()
+        while var b = try pair.server.readOutbound(as: ByteBuffer.self) { flight.writeBuffer(&b) }
+        let small = Self.records(flight)
+        #expect(small.count == 1)
+        #expect(small.first?.type == 23)  // application_data
+        try pair.client.writeInbound(flight)
+        for _ in 0..<10 { pair.server.write(ByteBuffer(repeating: 1, count: 4_000), promise: nil) }
+        pair.server.flush()
+        flight.clear()
+        while var b = try pair.server.readOutbound(as: ByteBuffer.self) { flight.writeBuffer(&b) }
+        #expect(Self.records(flight).count == 3)  // 40,000 bytes
+        try pair.client.writeInbound(flight)
+        let expected = (0..<20).flatMap { Array(repeating: UInt8($0), count: $0 % 2 == 0 ? 9 : 100) }
+        #expect(try pair.readAll(pair.client) == expected + Array(repeating: 1, count: 40_000))
     }
 
     @Test func closeNotifyClosesThePeer() throws {

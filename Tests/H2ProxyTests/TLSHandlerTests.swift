@@ -158,6 +158,56 @@ final class TLSPair {
         #expect(pair.errors("downstream", "timeout"))
     }
 
+    /// OpenSSL's record buffers stay while the connection is busy and are freed once it has been
+    /// idle for ``TLSHandler/recordBufferIdleTime``; traffic after that still flows.
+    @Test func idleConnectionFreesItsRecordBuffers() throws {
+        let pair = try TLSPair(clientContext: Self.clientContext(), serverContext: Self.serverContext())
+        try pair.pump()
+        let handler = try pair.server.pipeline.syncOperations.handler(type: TLSHandler.self)
+        let step = TLSHandler.recordBufferIdleTime.nanoseconds / 2
+        // Busy: a write every half period, so every check finds activity since the last one.
+        for i in 0..<6 {
+            try pair.server.writeOutbound(ByteBuffer(string: "frame \(i)"))
+            try pair.pump()
+            pair.server.embeddedEventLoop.advanceTime(by: .nanoseconds(step))
+            #expect(handler.recordBufferReleases == 0)
+        }
+        #expect(try pair.readAll(pair.client) == Array((0..<6).map { "frame \($0)" }.joined().utf8))
+        // Idle for two periods: freed once.
+        pair.server.embeddedEventLoop.advanceTime(by: TLSHandler.recordBufferIdleTime * 2)
+        #expect(handler.recordBufferReleases == 1)
+        pair.server.embeddedEventLoop.advanceTime(by: TLSHandler.recordBufferIdleTime * 4)
+        #expect(handler.recordBufferReleases == 1)
+        // Both ways after the release.
+        try pair.client.writeOutbound(ByteBuffer(string: "ping"))
+        try pair.server.writeOutbound(ByteBuffer(string: "pong"))
+        try pair.pump()
+        #expect(try pair.readAll(pair.server) == Array("ping".utf8))
+        #expect(try pair.readAll(pair.client) == Array("pong".utf8))
+        pair.server.embeddedEventLoop.advanceTime(by: TLSHandler.recordBufferIdleTime * 2)
+        #expect(handler.recordBufferReleases == 2)
+    }
+
+    /// Each read decrypts into the storage of the last one when nothing above kept it, and into
+    /// new storage when something did (the kept bytes are not overwritten).
+    @Test func readsReuseThePlaintextStorageNobodyKept() throws {
+        let pair = try TLSPair(clientContext: Self.clientContext(), serverContext: Self.serverContext())
+        try pair.pump()
+        let address = { (buffer: ByteBuffer) in buffer.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) } }
+        func send(_ text: String) throws -> ByteBuffer {
+            try pair.client.writeOutbound(ByteBuffer(string: text))
+            try pair.pump()
+            return try #require(try pair.server.readInbound(as: ByteBuffer.self))
+        }
+        let first = address(try send("first"))
+        let second = try send("second")
+        #expect(address(second) == first)
+        let third = try send("third")
+        #expect(address(third) != first)
+        #expect(second == ByteBuffer(string: "second"))
+        #expect(third == ByteBuffer(string: "third"))
+    }
+
     @Test func badFilesNameTheItem() throws {
         #expect(throws: TLSConfigurationError.self) {
             try TLSContext.server(certificateChain: "/nonexistent.pem", privateKey: TestPKI.path("server.key"))

@@ -73,6 +73,11 @@ struct TLSCiphertextBuffer {
         self.outbound.writeBytes(bytes)
     }
 
+    /// Lets go of the outbound storage when every record in it was taken (an idle connection).
+    mutating func releaseOutboundStorage() {
+        if self.outbound.readableBytes == 0 { self.outbound = ByteBuffer() }
+    }
+
     /// The records written since the last call, to send as one buffer; nil if there are none.
     mutating func takeOutbound() -> ByteBuffer? {
         guard self.outbound.readableBytes > 0 else { return nil }

@@ -78,16 +78,24 @@ final class TLSConnection {
         return self.result(0)
     }
 
-    /// Encrypts `plaintext` into the outgoing ciphertext (which grows as needed, so this never blocks).
-    func write(_ plaintext: ByteBuffer) -> Result {
+    /// Encrypts `plaintext` into the outgoing ciphertext (which grows as needed, so this never
+    /// blocks): one record per 16 KiB.
+    func write(_ plaintext: UnsafeRawBufferPointer) -> Result {
+        guard let base = plaintext.baseAddress, plaintext.count > 0 else { return .done }
         ERR_clear_error()
-        var result = Result.done
-        plaintext.withUnsafeReadableBytes { bytes in
-            guard let base = bytes.baseAddress, bytes.count > 0 else { return }
-            var written = 0
-            if SSL_write_ex(self.ssl, base, bytes.count, &written) != 1 { result = self.result(0) }
-        }
-        return result
+        var written = 0
+        if SSL_write_ex(self.ssl, base, plaintext.count, &written) != 1 { return self.result(0) }
+        return .done
+    }
+
+    /// Frees OpenSSL's read and write record buffers (~17 KiB each), which it would otherwise
+    /// keep for the life of the connection, and the outgoing ciphertext storage once sent; they
+    /// come back on the next read or write.
+    /// - Returns: false if they hold a partial record or unsent bytes (then they are kept).
+    @discardableResult
+    func releaseRecordBuffers() -> Bool {
+        self.ciphertext.releaseOutboundStorage()
+        return SSL_free_buffers(self.ssl) == 1
     }
 
     /// Queues close_notify.

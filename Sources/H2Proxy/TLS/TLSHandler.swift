@@ -5,8 +5,8 @@ import NIOCore
 /// (HTTP/2) on the other, OpenSSL in between through memory BIOs (``TLSConnection``).
 ///
 /// Writes made before the handshake is done (the HTTP/2 preface and SETTINGS) are buffered and
-/// sent once ALPN agreed on `h2`. Plaintext writes are coalesced until `flush`, so the DATA frame
-/// header and its payload go out in one TLS record.
+/// sent once ALPN agreed on `h2`. Plaintext writes are coalesced until `flush` (``TLSPlaintextBuffer``),
+/// so a flush goes out as one TLS record per 16 KiB, not one per frame or payload slice.
 final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
@@ -18,16 +18,29 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private let logger: Logger
     private var state: StateMachine
     /// Plaintext written since the last flush (or during the handshake).
-    private var plaintext: ByteBuffer?
+    private var plaintext = TLSPlaintextBuffer()
     private var promises: [EventLoopPromise<Void>] = []
     private var flushRequested = false
     private var timeout: Scheduled<Void>?
+    /// Armed by the first read or write after the last check; frees OpenSSL's record buffers
+    /// when the connection stayed idle until it fired.
+    private var idleCheck: Scheduled<Void>?
+    private var activeSinceIdleCheck = false
+    /// What the last read decrypted into, for the next read to reuse: `clear()` keeps the
+    /// storage unless the connection handler still holds a slice of it. Dropped when idle.
+    private var lastPlaintext: ByteBuffer?
     private var peer = "?"
+    /// How many times the record buffers were freed on an idle connection (tests read it).
+    private(set) var recordBufferReleases = 0
 
     /// Bytes: one TLS record's plaintext at most.
     static let maximumPlaintextBuffer = 16_384
     /// Bytes: the smallest plaintext buffer, for reads of a few bytes (a PING, a WINDOW_UPDATE).
     static let minimumPlaintextBuffer = 256
+    /// A connection without a read or write for this long (up to twice as long) gives OpenSSL's
+    /// two ~17 KiB record buffers back. A busy one keeps them: freeing them after every read and
+    /// write (`SSL_MODE_RELEASE_BUFFERS`) cost 4 allocations of 17 KiB per flush.
+    static let recordBufferIdleTime = TimeAmount.seconds(1)
 
     init(endpoint: TLSEndpoint, context: TLSContext, logger: Logger) {
         self.endpoint = endpoint
@@ -38,6 +51,10 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         if context.channel.isActive { self.start(context: context) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.cancelTimers()
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -95,7 +112,7 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
                         "side": "\(self.endpoint.side.rawValue)", "peer": "\(self.peer)",
                         "tls": "\(connection.summary)", "resumed": "\(connection.isResumed)",
                     ])
-                if self.flushRequested || self.plaintext != nil {
+                if self.flushRequested || !self.plaintext.isEmpty {
                     self.encryptAndFlush(context: context)
                 } else {
                     self.sendOutput(context: context)
@@ -123,7 +140,13 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func readPlaintext(context: ChannelHandlerContext, hint: Int) {
         guard let connection = self.connection else { return }
         let size = min(Self.maximumPlaintextBuffer, max(Self.minimumPlaintextBuffer, hint))
-        var buffer = context.channel.allocator.buffer(capacity: size)
+        var buffer = self.lastPlaintext ?? ByteBuffer()
+        self.lastPlaintext = nil
+        if buffer.capacity >= size {
+            buffer.clear()
+        } else {
+            buffer = context.channel.allocator.buffer(capacity: size)
+        }
         loop: while true {
             if buffer.writableBytes == 0 {
                 self.state.dataReceived()
@@ -162,8 +185,10 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
             self.state.dataReceived()
             context.fireChannelRead(self.wrapInboundOut(buffer))
         }
+        self.lastPlaintext = buffer
         // Session tickets, key updates.
         self.sendOutput(context: context)
+        self.noteActivity(context: context)
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
@@ -172,12 +197,7 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
             promise?.fail(ChannelError.ioOnClosedChannel)
             return
         case .buffer, .encrypt:
-            var incoming = self.unwrapOutboundIn(data)
-            if self.plaintext == nil {
-                self.plaintext = incoming
-            } else {
-                self.plaintext!.writeBuffer(&incoming)
-            }
+            self.plaintext.append(self.unwrapOutboundIn(data))
             if let promise { self.promises.append(promise) }
         }
     }
@@ -196,9 +216,8 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func encryptAndFlush(context: ChannelHandlerContext) {
         guard let connection = self.connection else { return }
         self.flushRequested = false
-        if let plaintext = self.plaintext {
-            self.plaintext = nil
-            if case .failed(let failure) = connection.write(plaintext) {
+        if !self.plaintext.isEmpty {
+            if case .failed(let failure) = self.plaintext.drain({ connection.write($0) }) {
                 self.failPromises(ChannelError.ioOnClosedChannel)
                 self.logger.debug(
                     "TLS write failed",
@@ -213,6 +232,42 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
         } else {
             promise?.succeed()
         }
+        self.noteActivity(context: context)
+    }
+
+    /// Notes a read or write: arms the idle check, or tells the armed one the connection is busy.
+    private func noteActivity(context: ChannelHandlerContext) {
+        guard self.idleCheck == nil else {
+            self.activeSinceIdleCheck = true
+            return
+        }
+        self.scheduleIdleCheck(context: context)
+    }
+
+    private func scheduleIdleCheck(context: ChannelHandlerContext) {
+        self.activeSinceIdleCheck = false
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        self.idleCheck = context.eventLoop.assumeIsolated().scheduleTask(in: Self.recordBufferIdleTime) {
+            self.idleCheckFired(context: loopBound.value)
+        }
+    }
+
+    private func idleCheckFired(context: ChannelHandlerContext) {
+        self.idleCheck = nil
+        guard self.state.isEstablished, let connection = self.connection else { return }
+        if self.activeSinceIdleCheck {
+            self.scheduleIdleCheck(context: context)
+        } else {
+            self.lastPlaintext = nil
+            if connection.releaseRecordBuffers() { self.recordBufferReleases += 1 }
+        }
+    }
+
+    private func cancelTimers() {
+        self.timeout?.cancel()
+        self.timeout = nil
+        self.idleCheck?.cancel()
+        self.idleCheck = nil
     }
 
     private func combinedPromise(context: ChannelHandlerContext) -> EventLoopPromise<Void>? {
@@ -244,8 +299,7 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Counts and logs a failed handshake, sends the alert OpenSSL queued, and closes.
     private func fail(context: ChannelHandlerContext, _ failure: TLSHandshakeFailure) {
-        self.timeout?.cancel()
-        self.timeout = nil
+        self.cancelTimers()
         self.endpoint.metrics.handshakeFailed(side: self.endpoint.side, reason: failure.reason)
         let metadata: Logger.Metadata = [
             "side": "\(self.endpoint.side.rawValue)", "peer": "\(self.peer)", "reason": "\(failure.reason.rawValue)",
@@ -257,7 +311,7 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
         // pool says "cannot connect to upstream" once per distinct cause, in plain words.
         case .upstream: self.logger.debug("TLS handshake with upstream failed", metadata: metadata)
         }
-        self.plaintext = nil
+        self.plaintext.reset()
         self.failPromises(ChannelError.ioOnClosedChannel)
         if context.channel.isActive { self.sendOutput(context: context) }
         // The connection handler learns why (an upstream connection tells `/readyz`), after the
@@ -268,7 +322,7 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
         if mode == .all, self.state.isEstablished, let connection = self.connection {
-            if self.plaintext != nil { self.encryptAndFlush(context: context) }
+            if !self.plaintext.isEmpty { self.encryptAndFlush(context: context) }
             connection.shutdown()
             self.sendOutput(context: context)
         }
@@ -276,12 +330,12 @@ final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        self.timeout?.cancel()
-        self.timeout = nil
+        self.cancelTimers()
         if case .fail(let failure) = self.state.channelInactive() {
             self.fail(context: context, failure)
         }
-        self.plaintext = nil
+        self.plaintext.reset()
+        self.lastPlaintext = nil
         self.failPromises(ChannelError.ioOnClosedChannel)
         context.fireChannelInactive()
     }
