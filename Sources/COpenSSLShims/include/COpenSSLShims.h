@@ -60,7 +60,6 @@ static inline int insight_ERR_GET_REASON(unsigned long e) { return ERR_GET_REASO
 static const int insight_TLS1_2_VERSION = TLS1_2_VERSION;
 static const int insight_TLS1_3_VERSION = TLS1_3_VERSION;
 static const long insight_SSL_SESS_CACHE_SERVER = SSL_SESS_CACHE_SERVER;
-static const long insight_SSL_MODE_RELEASE_BUFFERS = SSL_MODE_RELEASE_BUFFERS;
 static const int insight_TLSEXT_TYPE_alpn = TLSEXT_TYPE_application_layer_protocol_negotiation;
 static const int insight_SSL_AD_NO_APPLICATION_PROTOCOL = SSL_AD_NO_APPLICATION_PROTOCOL;
 static const int insight_SSL_AD_REASON_OFFSET = SSL_AD_REASON_OFFSET;
