@@ -74,6 +74,13 @@ import Testing
         }
     }
 
+    /// Outside the subset (left to the library): escapes, inner lists, signs, other bare
+    /// items, a repeated parameter key, more than three parameters.
+    @Test(arguments: ["\"a\\\"b\"", "(a b)", "a;n=-1", "?1", "a;b=1;b=2", "a;b;c;d;e", ":aGk=:"])
+    func leftToTheLibrary(text: String) {
+        #expect(Self.fast(Array(text.utf8)) == nil)
+    }
+
     @Test(arguments: [
         // Whitespace where RFC 9651 allows it (and where it does not).
         " a", "a ", "a , b", "a,\tb", "a\t,b", "\ta", "a;\tb=1", "a; b=1", "a ;b=1", "a;b =1", "a;b= 1", "", "   ",

@@ -22,6 +22,8 @@ struct ProbeDueHeap {
 
     var count: Int { self.records.count }
     var first: Record? { self.records.first }
+    /// The earliest due time, read in place (no copy of its record's key).
+    var firstDue: NIODeadline? { self.records.isEmpty ? nil : self.records[0].due }
 
     mutating func push(_ record: Record) {
         self.records.append(record)

@@ -85,8 +85,8 @@ struct ProbeSchedule {
     /// number of targets.
     mutating func dueKeys(now: NIODeadline) -> [String] {
         var out: [String] = []
-        while self.inFlight < self.maxConcurrency, let top = self.waiting.first, top.due <= now {
-            self.waiting.removeFirst()
+        while self.inFlight < self.maxConcurrency, let due = self.waiting.firstDue, due <= now {
+            let top = self.waiting.removeFirst()
             // A stale record: the target was removed, or this is not its current slot.
             guard let i = self.entries.index(forKey: top.key), !self.entries.values[i].inFlight,
                 !self.entries.values[i].retired, self.entries.values[i].nextDue == top.due

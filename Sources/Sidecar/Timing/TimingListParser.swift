@@ -9,8 +9,8 @@ import RawStructuredFieldValues
 /// byte it reads goes through generic metadata and witness tables: on the probe path it was
 /// 15 % of the prober's CPU (Docs/performance.md, "Probes, second pass"). This parser reads a
 /// strict subset of RFC 9651 Lists: items whose bare item is a token, a string without escapes,
-/// or an unsigned Integer or Decimal, with parameters of the same kinds (or the Boolean `true`
-/// of a bare key). It returns `nil` for anything outside that subset, and the caller then uses
+/// or an unsigned Integer or Decimal, with up to three distinct parameters of the same kinds
+/// (or the Boolean `true` of a bare key). It returns `nil` for anything outside that subset, and the caller then uses
 /// the library, which stays the reference: where this parser accepts, it returns exactly the
 /// items the library does (`TimingListParserTests`, golden and seeded random inputs).
 enum TimingListParser {
@@ -54,23 +54,43 @@ enum TimingListParser {
             }
         }
 
+        /// An item with at most three parameters, none repeated (sidecars write two or three:
+        /// `region` and `t`, or `dur`, `ttfb` and `self`); more, or a repeated key, is left to
+        /// the library. The parameters are handed to the library's map in one call: each of its
+        /// generic, unspecialised `subscript` setters costs more than parsing the item.
         mutating func item() -> Item? {
             guard let bare = self.bareItem() else { return nil }
-            var parameters = OrderedMap<String, RFC9651BareItem>()
+            // Three locals, not an array: nothing allocated before the map itself.
+            var p0: (key: String, value: RFC9651BareItem)?
+            var p1: (key: String, value: RFC9651BareItem)?
+            var p2: (key: String, value: RFC9651BareItem)?
             while self.peek == semicolon {
                 self.index += 1
                 self.skipSpaces()
-                guard let key = self.key() else { return nil }
+                guard p2 == nil, let key = self.key() else { return nil }
                 var value: RFC9651BareItem = .bool(true)
                 if self.peek == equals {
                     self.index += 1
                     guard let v = self.bareItem() else { return nil }
                     value = v
                 }
-                // As the library: a repeated key keeps its first place and takes the last value.
-                parameters[key] = value
+                guard p0?.key != key, p1?.key != key else { return nil }
+                if p0 == nil {
+                    p0 = (key, value)
+                } else if p1 == nil {
+                    p1 = (key, value)
+                } else {
+                    p2 = (key, value)
+                }
             }
-            return Item(bareItem: bare, parameters: parameters)
+            let map: OrderedMap<String, RFC9651BareItem>
+            switch (p0, p1, p2) {
+            case (let a?, nil, _): map = [a.key: a.value]
+            case (let a?, let b?, nil): map = [a.key: a.value, b.key: b.value]
+            case (let a?, let b?, let c?): map = [a.key: a.value, b.key: b.value, c.key: c.value]
+            default: map = OrderedMap()
+            }
+            return Item(bareItem: bare, parameters: map)
         }
 
         private mutating func bareItem() -> RFC9651BareItem? {
