@@ -10,9 +10,10 @@ import RawStructuredFieldValues
 /// 15 % of the prober's CPU (Docs/performance.md, "Probes, second pass"). This parser reads a
 /// strict subset of RFC 9651 Lists: items whose bare item is a token, a string without escapes,
 /// or an unsigned Integer or Decimal, with up to three distinct parameters of the same kinds
-/// (or the Boolean `true` of a bare key). It returns `nil` for anything outside that subset, and the caller then uses
-/// the library, which stays the reference: where this parser accepts, it returns exactly the
-/// items the library does (`TimingListParserTests`, golden and seeded random inputs).
+/// (or the Boolean `true` of a bare key). It returns `nil` for anything outside that subset,
+/// and the caller then uses the library, which stays the reference: where this parser accepts,
+/// it returns exactly the items the library does (`TimingListParserTests`, golden and seeded
+/// random inputs; the `FuzzTimingHeaders` target on every input it is given).
 enum TimingListParser {
     /// The list's items, or `nil` when `bytes` are not in the subset (or not a valid list).
     static func items(_ bytes: UnsafeRawBufferPointer) -> [Item]? {
