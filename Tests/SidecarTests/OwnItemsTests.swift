@@ -1,5 +1,6 @@
 import H2Proxy
 import Metrics
+import RawStructuredFieldValues
 import Testing
 
 @testable import Sidecar
@@ -26,6 +27,55 @@ import Testing
             #expect(written == TimingHeaders.serialize([stamp.item]))
         }
         #expect(own.withHops(epochMicros: -12) { String(decoding: $0, as: UTF8.self) }.hasSuffix(#"t="-12""#))
+    }
+
+    /// `String(PseudoDecimal)` of `ms` rounded to µs: how `OwnItems` wrote decimals before.
+    static func libraryDecimal(_ ms: Double) -> String {
+        let micros = max(0, min(Int64((ms * 1000).rounded()), 999_999_999_999))
+        return String(PseudoDecimal(mantissa: Int(micros), exponent: -3))
+    }
+
+    /// Seeds 1...2000: the decimals written byte by byte are the library's, and so is the item
+    /// (with and without `ttfb`, hops that are tokens and hops that are quoted).
+    @Test func timingItemsWrittenInPlaceMatchTheLibraryOnRandomValues() {
+        let owns = [OwnItems(hop: "mediary-a", region: "eu-west"), OwnItems(hop: "Hop With Space", region: "r")]
+        let edges: [Double] = [
+            0, 0.0004, 0.0005, 0.001, 0.01, 0.05, 0.1, 1, 1.05, 1.5, 10, 40, 999_999_999.999, 1e12, -3,
+        ]
+        func value(_ rng: inout SeededRandom) -> Double {
+            switch Int.random(in: 0..<4, using: &rng) {
+            case 0: edges.randomElement(using: &rng)!
+            case 1: Double(Int.random(in: 0..<1_000_000, using: &rng)) / 1000
+            case 2: Double.random(in: 0..<1e10, using: &rng)
+            default: Double.random(in: 0..<2, using: &rng)
+            }
+        }
+        for seed in SeededRandom.seeds(count: 2000) {
+            var rng = SeededRandom(seed: seed)
+            let d = value(&rng)
+            var written = [UInt8](repeating: 0, count: 32)
+            var n = 0
+            written.withUnsafeMutableBytes { OwnItems.writeDecimal(d, to: $0, at: &n) }
+            #expect(String(decoding: written[0..<n], as: UTF8.self) == Self.libraryDecimal(d), "seed \(seed): \(d)")
+            let own = owns.randomElement(using: &rng)!
+            let e = TimingEntry(
+                hop: own.chainItem == owns[0].chainItem ? "mediary-a" : "Hop With Space", duration: d,
+                ttfb: Bool.random(using: &rng) ? value(&rng) : nil, selfTime: value(&rng))
+            // What the item was before: the prefix and the library's decimals.
+            var expected = own.timingPrefix + Self.libraryDecimal(e.duration)
+            if let t = e.ttfb { expected += ";ttfb=" + Self.libraryDecimal(t) }
+            expected += ";self=" + Self.libraryDecimal(e.selfTime)
+            #expect(own.timing(e) == expected, "seed \(seed)")
+        }
+        // On whole microseconds, the item is the library's serialisation of the entry.
+        for seed in SeededRandom.seeds(count: 500) {
+            var rng = SeededRandom(seed: seed)
+            let ms = { (rng: inout SeededRandom) in Double(Int.random(in: 0..<1_000_000_000, using: &rng)) / 1000 }
+            let e = TimingEntry(
+                hop: "mediary-a", duration: ms(&rng), ttfb: Bool.random(using: &rng) ? ms(&rng) : nil,
+                selfTime: ms(&rng))
+            #expect(owns[0].timing(e) == TimingHeaders.serialize([e.item]), "seed \(seed)")
+        }
     }
 
     @Test func appendingKeepsValidTextAndRepairsInvalid() {

@@ -107,4 +107,73 @@ import Testing
         #expect(Prober.concurrencyShares(3, loops: 8) == [1, 1, 1])
         #expect(Prober.concurrencyShares(7, loops: 1) == [7])
     }
+
+    /// Seeds 1...300 of random interleavings of target updates, ticks and finished probes
+    /// (replay one with `INSIGHT_TEST_SEED=N swift test --filter ProbeScheduleTests`). Each
+    /// tick must start exactly what a scan of all entries would (waiting, due, oldest first,
+    /// ties by key, within the cap), and after every step each waiting target must have its
+    /// record in the heap, so none is ever lost.
+    @Test func randomInterleavingsStartWhatAScanWouldAndLoseNoTarget() {
+        final class Jitter {
+            var rng: SeededRandom
+            init(_ rng: SeededRandom) { self.rng = rng }
+        }
+        let intervals: [TimeAmount?] = [nil, .milliseconds(100), .milliseconds(250), .milliseconds(40)]
+        for seed in SeededRandom.seeds(count: 300) {
+            var rng = SeededRandom(seed: seed)
+            let jitter = Jitter(SeededRandom(seed: seed &* 31))
+            let pool = (0..<12).map { self.target($0, interval: intervals.randomElement(using: &rng)!) }
+            var s = ProbeSchedule(
+                defaultInterval: .milliseconds(200), maxConcurrency: Int.random(in: 1...5, using: &rng),
+                jitter: { Double.random(in: 0..<0.5, using: &jitter.rng) })
+            var now = self.t0
+            for step in 0..<200 {
+                let context = "seed \(seed) step \(step)"
+                switch Int.random(in: 0..<10, using: &rng) {
+                case 0:
+                    var targets = pool.filter { _ in Bool.random(using: &rng) }
+                    // Same key, other settings: the schedule keeps its slot.
+                    if let i = targets.indices.randomElement(using: &rng) { targets[i].timeout = .milliseconds(5) }
+                    s.update(targets: targets, now: now)
+                    #expect(s.waiting.count <= 2 * s.entries.count + 64, "\(context)")
+                case 1...4:
+                    let inFlight = s.entries.filter { $0.value.inFlight }.map(\.key)
+                    let key = inFlight.randomElement(using: &rng) ?? "unknown"
+                    s.finished(key: Bool.random(using: &rng) ? key : pool.randomElement(using: &rng)!.key, now: now)
+                default:
+                    now = now + .milliseconds(Int64.random(in: 0...60, using: &rng))
+                    let expected = s.entries
+                        .filter { !$0.value.inFlight && !$0.value.retired && $0.value.nextDue <= now }
+                        .sorted { ($0.value.nextDue, $0.key) < ($1.value.nextDue, $1.key) }
+                        .prefix(max(0, s.maxConcurrency - s.inFlight)).map(\.key)
+                    #expect(s.dueKeys(now: now) == Array(expected), "\(context)")
+                }
+                #expect(s.inFlight == s.entries.values.filter(\.inFlight).count, "\(context)")
+                #expect(s.inFlight <= s.maxConcurrency, "\(context)")
+                let records = Set(s.waiting.records.map { "\($0.key)@\($0.due.uptimeNanoseconds)" })
+                for (key, e) in s.entries where !e.inFlight && !e.retired {
+                    #expect(records.contains("\(key)@\(e.nextDue.uptimeNanoseconds)"), "\(context): \(key) lost")
+                }
+            }
+        }
+    }
+
+    @Test func dueHeapGivesRecordsInDueOrderThenKeyOrder() {
+        var rng = SeededRandom(seed: 7)
+        var heap = ProbeDueHeap()
+        var all: [ProbeDueHeap.Record] = []
+        for i in 0..<200 {
+            let r = ProbeDueHeap.Record(
+                due: self.t0 + .milliseconds(Int64.random(in: 0..<50, using: &rng)), key: "k\(i % 37)")
+            all.append(r)
+            heap.push(r)
+        }
+        var out: [ProbeDueHeap.Record] = []
+        while heap.count > 0 { out.append(heap.removeFirst()) }
+        let sorted = all.sorted(by: ProbeDueHeap.Record.before)
+        #expect(out.map(\.due) == sorted.map(\.due))
+        #expect(out.map(\.key) == sorted.map(\.key))
+        heap.rebuild(all)
+        #expect(heap.first?.due == sorted.first?.due && heap.first?.key == sorted.first?.key)
+    }
 }

@@ -60,6 +60,31 @@ import Testing
         #expect(try EchoRequest(decoding: self.buffer([])) == empty)
     }
 
+    /// The framed request written in one buffer is `GRPCMessageFraming.frame(encoded())`,
+    /// for the reference message, an empty one, and seeded random ones (long strings too).
+    @Test func framedEchoRequestIsTheFramedEncoding() {
+        var requests = [
+            self.echoRequest,
+            EchoRequest(id: "", payload: [], sentUnixMicros: 0, sourceHop: "", sourceRegion: "", target: ""),
+        ]
+        var rng = SeededRandom(seed: 3)
+        for _ in 0..<200 {
+            let text = { (rng: inout SeededRandom) in
+                String(
+                    repeating: "x\u{e9}", count: Int.random(in: 0..<(Bool.random(using: &rng) ? 4 : 200), using: &rng))
+            }
+            requests.append(
+                EchoRequest(
+                    id: text(&rng),
+                    payload: (0..<Int.random(in: 0..<300, using: &rng)).map { UInt8(truncatingIfNeeded: $0) },
+                    sentUnixMicros: Int64.random(in: Int64.min...Int64.max, using: &rng), sourceHop: text(&rng),
+                    sourceRegion: text(&rng), target: text(&rng)))
+        }
+        for r in requests {
+            #expect(r.framed() == GRPCMessageFraming.frame(r.encoded()))
+        }
+    }
+
     @Test func echoResponseMatchesTheReferenceBytes() throws {
         #expect(Array(self.echoResponse.encoded().readableBytesView) == Self.echoResponseBytes)
         #expect(try EchoResponse(decoding: self.buffer(Self.echoResponseBytes)) == self.echoResponse)

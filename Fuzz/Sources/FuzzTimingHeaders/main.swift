@@ -1,4 +1,5 @@
-// Fuzz target: the timing-header parser (TimingHeaders.parseList / parseListKeepingText).
+// Fuzz target: the timing-header parser (TimingHeaders.parseList / parseListKeepingText), and
+// TimingListParser against the library on every field line.
 // The input is the value of `insight-timing` / `insight-hops` / `insight-chain` as a peer
 // would send it; a `\n` in the input starts another field line of the same name (several
 // field lines are combined into one list). Every parsed item is then serialised again,
@@ -23,6 +24,7 @@ func fuzzTiming(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
             Array(name.utf8).withUnsafeBytes { n in block.append(name: n, value: line) }
         }
         block.append(name: "grpc-status", value: "0")
+        agreeWithTheLibrary(line)
         start = i + 1
         lines += 1
         if lines == 16 { break }
@@ -35,6 +37,17 @@ func fuzzTiming(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         _ = TimingHeaders.appending("fuzz;t=1", to: text, items: items)
     }
     return 0
+}
+
+/// Where the byte-level parser of the lists sidecars write accepts a value, the library reads
+/// the same items (``TimingListParser``; the library stays the reference).
+private func agreeWithTheLibrary(_ line: UnsafeRawBufferPointer) {
+    guard let fast = TimingListParser.items(line) else { return }
+    var parser = StructuredFieldValueParser(Array(line))
+    let library = try? parser.parseListFieldValue()
+    precondition(
+        library == fast.map { ItemOrInnerList.item($0) },
+        "TimingListParser and the library disagree on \(String(decoding: line, as: UTF8.self).debugDescription)")
 }
 
 private func check(_ items: [Item]?) {

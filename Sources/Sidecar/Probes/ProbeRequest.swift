@@ -53,16 +53,17 @@ struct ProbeRequest {
     /// The gRPC-framed request message of a probe of `target` sent now (an echo request
     /// carries its send time).
     func body(for target: ProbeTarget) -> ByteBuffer {
-        let message: ByteBuffer
         switch target.kind {
         case .health:
-            message = HealthCheckRequest(service: target.service).encoded()
+            return GRPCMessageFraming.frame(HealthCheckRequest(service: target.service).encoded())
         case .echo:
-            message = EchoRequest(
-                id: "", payload: Array("insight".utf8), sentUnixMicros: StreamClock.systemUnixMicros(),
+            return EchoRequest(
+                id: "", payload: Self.echoPayload, sentUnixMicros: StreamClock.systemUnixMicros(),
                 sourceHop: self.hop, sourceRegion: self.region, target: target.name
-            ).encoded()
+            ).framed()
         }
-        return GRPCMessageFraming.frame(message)
     }
+
+    /// The payload of every echo request.
+    static let echoPayload = Array("insight".utf8)
 }

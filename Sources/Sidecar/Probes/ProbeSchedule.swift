@@ -21,6 +21,10 @@ struct ProbeSchedule {
     var jitter: () -> Double
     private(set) var entries: [String: Entry] = [:]
     private(set) var inFlight = 0
+    /// A record for every entry waiting for its slot (neither in flight nor retired), plus
+    /// stale ones (the entry was removed, or started and moved on) that are dropped when they
+    /// reach the top or when there are too many of them.
+    private(set) var waiting = ProbeDueHeap()
 
     init(
         defaultInterval: TimeAmount, maxConcurrency: Int,
@@ -56,7 +60,16 @@ struct ProbeSchedule {
             let interval = self.interval(of: target).nanoseconds
             let slot = interval / Int64(n)
             let offset = slot * Int64(i) + Int64(Double(slot) * self.jitter())
-            self.entries[key] = Entry(target: target, nextDue: now + .nanoseconds(offset))
+            let nextDue = now + .nanoseconds(offset)
+            self.entries[key] = Entry(target: target, nextDue: nextDue)
+            self.waiting.push(.init(due: nextDue, key: key))
+        }
+        // Removed targets leave stale records behind: rebuild before they outnumber the live ones.
+        if self.waiting.count > 2 * self.entries.count + 64 {
+            self.waiting.rebuild(
+                self.entries.compactMap { key, entry in
+                    entry.inFlight || entry.retired ? nil : ProbeDueHeap.Record(due: entry.nextDue, key: key)
+                })
         }
     }
 
@@ -66,24 +79,22 @@ struct ProbeSchedule {
     }
 
     /// The keys (``ProbeTarget/key``) of the targets to probe now, as ``due(now:)``.
+    ///
+    /// Reads the waiting targets in order of their due time (ties by key) and stops at the
+    /// first not yet due or at the concurrency cap: the cost is the probes started, not the
+    /// number of targets.
     mutating func dueKeys(now: NIODeadline) -> [String] {
-        guard self.inFlight < self.maxConcurrency else { return [] }
-        var ready: [(due: NIODeadline, key: String)] = []
-        // By index, reading fields in place: no copy of each entry's target per tick.
-        var i = self.entries.startIndex
-        while i != self.entries.endIndex {
-            if !self.entries.values[i].inFlight && !self.entries.values[i].retired
-                && self.entries.values[i].nextDue <= now
-            {
-                ready.append((self.entries.values[i].nextDue, self.entries.keys[i]))
-            }
-            self.entries.formIndex(after: &i)
+        var out: [String] = []
+        while self.inFlight < self.maxConcurrency, let due = self.waiting.firstDue, due <= now {
+            let top = self.waiting.removeFirst()
+            // A stale record: the target was removed, or this is not its current slot.
+            guard let i = self.entries.index(forKey: top.key), !self.entries.values[i].inFlight,
+                !self.entries.values[i].retired, self.entries.values[i].nextDue == top.due
+            else { continue }
+            self.entries.values[i].inFlight = true
+            self.inFlight += 1
+            out.append(top.key)
         }
-        guard !ready.isEmpty else { return [] }
-        ready.sort { $0.due < $1.due }
-        let out = ready.prefix(self.maxConcurrency - self.inFlight).map(\.key)
-        for key in out { self.entries[key]?.inFlight = true }
-        self.inFlight += out.count
         return out
     }
 
@@ -106,6 +117,7 @@ struct ProbeSchedule {
         var next = self.entries.values[i].nextDue + interval
         if next <= now { next = now + interval }
         self.entries.values[i].nextDue = next
+        self.waiting.push(.init(due: next, key: key))
     }
 
     /// The earliest time something may become due (for the driver's timer).

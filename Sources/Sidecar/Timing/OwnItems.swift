@@ -57,20 +57,68 @@ struct OwnItems: Sendable {
         }
     }
 
+    /// This hop's `insight-timing` item for `e`: `hop;dur=…[;ttfb=…];self=…`, the numbers as
+    /// the library writes SF Decimals (``decimal(_:)``), built in a stack buffer and made a
+    /// `String` once.
     func timing(_ e: TimingEntry) -> String {
-        var s = self.timingPrefix
-        s += Self.decimal(e.duration)
-        if let t = e.ttfb {
-            s += ";ttfb="
-            s += Self.decimal(t)
+        var prefix = self.timingPrefix
+        return prefix.withUTF8 { prefix in
+            // The prefix, then at most 3 × (";self=" and 16 characters of a decimal).
+            withUnsafeTemporaryAllocation(byteCount: prefix.count + 3 * 22, alignment: 1) { out in
+                out.copyMemory(from: UnsafeRawBufferPointer(prefix))
+                var n = prefix.count
+                Self.writeDecimal(e.duration, to: out, at: &n)
+                if let t = e.ttfb {
+                    Self.write(";ttfb=", to: out, at: &n)
+                    Self.writeDecimal(t, to: out, at: &n)
+                }
+                Self.write(";self=", to: out, at: &n)
+                Self.writeDecimal(e.selfTime, to: out, at: &n)
+                return String(decoding: UnsafeRawBufferPointer(rebasing: out[0..<n]), as: UTF8.self)
+            }
         }
-        s += ";self="
-        s += Self.decimal(e.selfTime)
-        return s
     }
 
-    private static func decimal(_ ms: Double) -> String {
-        let micros = max(0, min(Int64((ms * 1000).rounded()), 999_999_999_999))
-        return String(PseudoDecimal(mantissa: Int(micros), exponent: -3))
+    private static func write(_ text: StaticString, to out: UnsafeMutableRawBufferPointer, at n: inout Int) {
+        UnsafeMutableRawBufferPointer(rebasing: out[n..<(n + text.utf8CodeUnitCount)])
+            .copyMemory(from: UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+        n += text.utf8CodeUnitCount
+    }
+
+    /// Milliseconds rounded to µs and clamped to 0...999,999,999.999, written as
+    /// `String(PseudoDecimal(mantissa: µs, exponent: -3))` writes them: integer digits, a
+    /// period, and the three fractional digits without trailing zeros but at least one
+    /// (`41.234`, `40.0`, `1.5`, `0.05`).
+    static func writeDecimal(_ ms: Double, to out: UnsafeMutableRawBufferPointer, at n: inout Int) {
+        let micros = UInt64(max(0, min(Int64((ms * 1000).rounded()), 999_999_999_999)))
+        var whole = micros / 1000
+        var fraction = micros % 1000
+        var fractionDigits = 3
+        while fractionDigits > 1, fraction % 10 == 0 {
+            fraction /= 10
+            fractionDigits -= 1
+        }
+        var wholeDigits = 1
+        var rest = whole / 10
+        while rest > 0 {
+            wholeDigits += 1
+            rest /= 10
+        }
+        var i = n + wholeDigits - 1
+        repeat {
+            out[i] = UInt8(ascii: "0") + UInt8(whole % 10)
+            whole /= 10
+            i -= 1
+        } while whole > 0
+        n += wholeDigits
+        out[n] = UInt8(ascii: ".")
+        n += 1
+        i = n + fractionDigits - 1
+        for _ in 0..<fractionDigits {
+            out[i] = UInt8(ascii: "0") + UInt8(fraction % 10)
+            fraction /= 10
+            i -= 1
+        }
+        n += fractionDigits
     }
 }

@@ -57,21 +57,64 @@ public enum TimingHeaders {
     /// Like ``parseList(_:in:problems:)``, and also returns the combined field text when the
     /// whole list was valid, so that a sidecar can append its own item without re-serialising
     /// what it received.
+    ///
+    /// The plain lists that sidecars write are read by ``TimingListParser``; anything else by
+    /// swift-http-structured-headers (the same items either way).
     static func parseListKeepingText(
         _ name: StaticString, in block: HeaderBlock, problems: inout [Problem]
     ) -> (items: [Item], validText: String?)? {
+        var lines = 0
+        var firstLine = 0
+        var combinedCount = 0
+        for i in 0..<block.count where block.nameEquals(at: i, name) {
+            if lines == 0 { firstLine = i }
+            lines += 1
+            combinedCount += block.value(at: i).count + (lines > 1 ? 2 : 0)
+        }
+        guard lines > 0 else { return nil }
+        if combinedCount > Self.maxFieldBytes {
+            problems.append(.tooLarge)
+            return nil
+        }
+        if lines == 1 {
+            // One field line (the usual case): read in place, no combined copy.
+            let value = block.value(at: firstLine)
+            let fast = value.withContiguousStorageIfAvailable { TimingListParser.items(UnsafeRawBufferPointer($0)) }
+            if let items = fast ?? nil {
+                return Self.kept(items, text: { String(decoding: value, as: UTF8.self) }, problems: &problems)
+            }
+            return Self.parseWithLibrary(Array(value), problems: &problems)
+        }
         var combined: [UInt8] = []
+        combined.reserveCapacity(combinedCount)
         var found = false
         for i in 0..<block.count where block.nameEquals(at: i, name) {
             if found { combined.append(contentsOf: [UInt8(ascii: ","), UInt8(ascii: " ")]) }
             found = true
             combined.append(contentsOf: block.value(at: i))
-            if combined.count > Self.maxFieldBytes {
-                problems.append(.tooLarge)
-                return nil
-            }
         }
-        guard found else { return nil }
+        if let items = combined.withUnsafeBytes({ TimingListParser.items($0) }) {
+            return Self.kept(items, text: { String(decoding: combined, as: UTF8.self) }, problems: &problems)
+        }
+        return Self.parseWithLibrary(combined, problems: &problems)
+    }
+
+    /// The first ``maxEntries`` of `items` (all of them plain items, from ``TimingListParser``),
+    /// and the field text when none was dropped.
+    private static func kept(
+        _ items: [Item], text: () -> String, problems: inout [Problem]
+    ) -> (items: [Item], validText: String?) {
+        guard items.count <= Self.maxEntries else {
+            problems.append(.tooManyEntries)
+            return (Array(items.prefix(Self.maxEntries)), nil)
+        }
+        return (items, items.isEmpty ? nil : text())
+    }
+
+    /// The list as swift-http-structured-headers reads it: any valid RFC 9651 List.
+    static func parseWithLibrary(
+        _ combined: [UInt8], problems: inout [Problem]
+    ) -> (items: [Item], validText: String?)? {
         var parser = StructuredFieldValueParser(combined)
         let list: [ItemOrInnerList]
         do {
