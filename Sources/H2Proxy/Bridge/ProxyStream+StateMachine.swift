@@ -38,8 +38,11 @@ extension ProxyStream {
             case grpcTrailersOnly(String)
             /// gRPC after the response started: trailers with `grpc-status: 14`.
             case grpcTrailers(String)
-            /// Plain HTTP: a response with this status (502 or 503) and the cause as its body.
+            /// Plain HTTP: a response with this status (502, 503 or 431) and the cause as its body.
             case http(status: Int, String)
+            /// gRPC: a Trailers-Only response with `grpc-status: 8` (RESOURCE_EXHAUSTED): the
+            /// request was too large for the upstream.
+            case grpcResourceExhausted(String)
         }
 
         /// Side effects of an event that closes or fails something. Every field is something to
@@ -202,6 +205,21 @@ extension ProxyStream {
             self.state = .upstreamClosed
             self.writeFault(cause, status: status, into: &effects)
             self.noteReason(.upstreamUnavailable(cause))
+            return effects
+        }
+
+        /// The request's headers are over the upstream's advertised header list limit: it is
+        /// not sent, and not retried (another connection to the same upstream would refuse it too).
+        mutating func requestTooLargeForUpstream(_ cause: String) -> Effects {
+            guard self.state == .waitingForUpstream else { return Effects() }
+            var effects = Effects()
+            self.releaseRequest(into: &effects)
+            self.state = .upstreamClosed
+            if self.downstreamOpen, self.response != .ended {
+                self.progress.end()
+                effects.fault = self.isGRPC ? .grpcResourceExhausted(cause) : .http(status: 431, cause)
+            }
+            self.noteReason(.requestTooLarge(cause))
             return effects
         }
 

@@ -51,6 +51,19 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
     /// Opens the upstream stream on `connection` and sends what arrived meanwhile.
     func attach(to connection: UpstreamConnection) {
         guard case .submit(let request, let endStream) = self.machine.attach() else { return }
+        // nghttp2 would send a header list over the upstream's advertised limit, and a peer may
+        // answer that by closing the connection every other stream shares.
+        let limit = connection.session.peerMaxHeaderListSize
+        let size = request.listSize
+        if size > limit {
+            self.loop.metrics.headerListTooLarge.increment()
+            self.perform(
+                self.machine.requestTooLargeForUpstream(
+                    self.prefixed(
+                        "request header list of \(size) bytes (with this sidecar's fields) is over the upstream's "
+                            + "SETTINGS_MAX_HEADER_LIST_SIZE of \(limit)")))
+            return
+        }
         let id: Int32
         do {
             id = try connection.session.submitRequest(request, endStream: endStream)
@@ -260,7 +273,10 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
             self.downstream.resetStream(self.downstreamID, errorCode: code)
         }
         if let fault = effects.fault {
-            metrics.upstreamUnavailable.increment()
+            switch fault {
+            case .grpcResourceExhausted, .http(status: 431, _): break  // counted as header_list_too_large
+            default: metrics.upstreamUnavailable.increment()
+            }
             self.write(fault)
         }
         if effects.cancelWaiting { self.pool.cancelWaiting(self) }
@@ -288,6 +304,10 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
                 endStream: true)
         case .grpcTrailers(let cause):
             session.endStream(streamID: self.downstreamID, trailers: FaultResponse.grpcUnavailable(cause))
+        case .grpcResourceExhausted(let cause):
+            try? session.submitResponse(
+                streamID: self.downstreamID, FaultResponse.grpcTrailersOnly(FaultResponse.grpcStatus(8, cause)),
+                endStream: true)
         case .http(let status, let cause):
             let (headers, body) = FaultResponse.http(status: status, cause)
             try? session.submitResponse(streamID: self.downstreamID, headers, endStream: false)

@@ -8,4 +8,9 @@ public enum StreamEndReason: Sendable, Equatable {
     case upstreamReset(UInt32)
     /// The upstream could not be reached or its connection was lost; the proxy answered.
     case upstreamUnavailable(String)
+    /// The request's header list, with this sidecar's additions, was over the
+    /// `SETTINGS_MAX_HEADER_LIST_SIZE` the upstream advertised, so it was not sent: the proxy
+    /// answered gRPC RESOURCE_EXHAUSTED (what gRPC answers to metadata over its limit) or HTTP
+    /// 431 itself, naming the sizes.
+    case requestTooLarge(String)
 }

@@ -440,6 +440,12 @@ public final class H2Session {
         return true
     }
 
+    /// The `SETTINGS_MAX_HEADER_LIST_SIZE` the peer advertised, bytes (names + values + 32 per
+    /// field, RFC 9113 §6.5.2); `UInt32.max` until it says otherwise (no limit).
+    public var peerMaxHeaderListSize: Int {
+        Int(nghttp2_session_get_remote_settings(self.session, NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE))
+    }
+
     // MARK: Submitting
 
     /// Opens a stream with `headers` (client role). Returns its stream ID.

@@ -74,6 +74,7 @@ final class AccessLog: @unchecked Sendable {
         case clientReset = "client_reset"
         case upstreamReset = "upstream_reset"
         case upstreamUnavailable = "upstream_unavailable"
+        case requestTooLarge = "request_too_large"
 
         init(_ reason: StreamEndReason) {
             switch reason {
@@ -81,6 +82,7 @@ final class AccessLog: @unchecked Sendable {
             case .downstreamReset: self = .clientReset
             case .upstreamReset: self = .upstreamReset
             case .upstreamUnavailable: self = .upstreamUnavailable
+            case .requestTooLarge: self = .requestTooLarge
             }
         }
     }
@@ -346,7 +348,10 @@ final class AccessLog: @unchecked Sendable {
                 }
                 out.append(UInt8(ascii: "]"))
             case .message:
-                if case .upstreamUnavailable(let cause) = e.reason { string(field, cause) }
+                switch e.reason {
+                case .upstreamUnavailable(let cause), .requestTooLarge(let cause): string(field, cause)
+                default: break
+                }
             }
         }
         out.append(UInt8(ascii: "}"))

@@ -225,6 +225,7 @@ final class HopTimingObserver: StreamObserver {
         switch reason {
         case .completed: break
         case .upstreamUnavailable: self.code = self.isGRPC ? "UNAVAILABLE" : "502"
+        case .requestTooLarge: self.code = self.isGRPC ? "RESOURCE_EXHAUSTED" : "431"
         case .downstreamReset(let c), .upstreamReset(let c):
             if self.responseEndAt == nil { self.code = self.isGRPC ? GRPCStatusName.forReset(c) : "reset" }
         }
@@ -232,7 +233,10 @@ final class HopTimingObserver: StreamObserver {
         // client's deadline: what the client saw was DEADLINE_EXCEEDED. Not when the sidecar
         // itself ended the call with UNAVAILABLE: that is what the client saw then.
         var endedByProxy = false
-        if case .upstreamUnavailable = reason { endedByProxy = true }
+        switch reason {
+        case .upstreamUnavailable, .requestTooLarge: endedByProxy = true
+        default: break
+        }
         if self.isGRPC, !endedByProxy, let timeout = self.timeoutNanos,
             self.responseEndAt == nil || self.code == "CANCELLED",
             GRPCTimeout.reached(elapsed: nanos(from: self.receivedAt, to: at), timeout: timeout)
@@ -288,7 +292,10 @@ final class HopTimingObserver: StreamObserver {
         // The first samples of each second are kept, failures or not, so rates stay unbiased.
         guard self.source.recent.admit(second: Int(now)) else { return }
         var failure = self.failureMessage
-        if case .upstreamUnavailable(let cause) = reason { failure = cause }
+        switch reason {
+        case .upstreamUnavailable(let cause), .requestTooLarge(let cause): failure = cause
+        default: break
+        }
         self.source.recent.add(
             StreamSample(
                 time: now, service: self.route.service, method: self.route.method,
