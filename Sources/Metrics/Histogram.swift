@@ -23,7 +23,6 @@ public final class Histogram: @unchecked Sendable {
     // retains and releases nothing.
     private let counts: [UnsafeAtomic<UInt64>]
     private let sumNanos = UnsafeAtomic<UInt64>.create(0)
-    private let total = UnsafeAtomic<UInt64>.create(0)
     private let exemplarSecond: [UnsafeAtomic<Int64>]
     private var exemplars: [Exemplar?]
     private let exemplarLock = NSLock()
@@ -48,7 +47,6 @@ public final class Histogram: @unchecked Sendable {
         for c in self.counts { c.destroy() }
         for s in self.exemplarSecond { s.destroy() }
         self.sumNanos.destroy()
-        self.total.destroy()
     }
 
     /// Records `seconds`; with `exemplar` (label name, value), may keep it for the bucket,
@@ -82,7 +80,6 @@ public final class Histogram: @unchecked Sendable {
             return i
         }
         self.counts[index].wrappingIncrement(ordering: .relaxed)
-        self.total.wrappingIncrement(ordering: .relaxed)
         self.sumNanos.wrappingIncrement(by: UInt64(min(v, 1e9) * 1e9), ordering: .relaxed)
         return (index, v)
     }
@@ -102,7 +99,9 @@ public final class Histogram: @unchecked Sendable {
         self.exemplarLock.unlock()
     }
 
-    public var count: UInt64 { self.total.load(ordering: .relaxed) }
+    /// Observations so far: the sum of the bucket counts (as `_count` is rendered), so that
+    /// recording adds to no total of its own.
+    public var count: UInt64 { self.counts.reduce(0) { $0 + $1.load(ordering: .relaxed) } }
     public var sum: Double { Double(self.sumNanos.load(ordering: .relaxed)) / 1e9 }
 
     func render(name: String, labels: String, openMetrics: Bool, into out: inout [UInt8]) {

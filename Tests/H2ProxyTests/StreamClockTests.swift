@@ -58,6 +58,35 @@ import Testing
         try Self.finish(h)
     }
 
+    /// An observer that ignores DATA times gets the request's received time for every chunk:
+    /// the stream read no clock for them (the clock had moved on by 3 and 6 ms).
+    @Test func noClockIsReadPerDataChunkForAnObserverThatWantsNoDataTimes() throws {
+        let clock = StreamClock.manual(at: Self.t0)
+        let source = RecordingSource()
+        source.wantsDataTimes = false
+        let h = BridgeHarness(clock: clock, observerFactory: RecordingFactory(source: source))
+        let client = try h.connectClient()
+        let id = try client.open(body: Peer.grpcMessage(10))
+        try h.pump()
+        let upstream = try #require(h.upstreams.first)
+        clock.advance(by: .milliseconds(3))
+        upstream.respond(1)
+        upstream.send(1, Peer.grpcMessage(16))
+        try h.pump()
+        clock.advance(by: .milliseconds(3))
+        upstream.send(1, Peer.grpcMessage(16))
+        upstream.end(1, trailers: Peer.grpcTrailers(status: 0))
+        try h.pump()
+        #expect(client.grpcStatus(id)?.status == "0")
+        let observer = try #require(source.observers.first)
+        #expect(
+            observer.milliseconds(since: Self.t0) == [
+                "received 0", "data request 0", "sent 0", "first byte 3", "data response 0", "data response 0",
+                "end 6", "ended 6",
+            ])
+        try Self.finish(h)
+    }
+
     @Test func aTrailersOnlyResponseEndsAtItsFirstByte() throws {
         let clock = StreamClock.manual(at: Self.t0)
         let source = RecordingSource()
@@ -237,6 +266,9 @@ import Testing
 final class RecordingObserver: StreamObserver {
     static let measured = StreamMeasurements(segments: [.init(hop: "a", next: "service", milliseconds: 1.5)])
     private(set) var events: [(String, NIODeadline)] = []
+    let wantsDataTimes: Bool
+
+    init(wantsDataTimes: Bool = true) { self.wantsDataTimes = wantsDataTimes }
 
     func requestHeadersWillForward(_ headers: inout HeaderBlock, receivedAt: NIODeadline) {
         self.events.append(("received", receivedAt))
@@ -264,9 +296,11 @@ final class RecordingSource: LoopObserverSource, @unchecked Sendable {
     private(set) var observers: [RecordingObserver] = []
     /// Called with each request before its observer sees it (a test's stand-in for work).
     var onRequest: ((HeaderBlock) -> Void)?
+    /// What each observer says it wants (``StreamObserver/wantsDataTimes``).
+    var wantsDataTimes = true
     func makeObserver(for request: HeaderBlock) -> StreamObserver? {
         self.onRequest?(request)
-        let observer = RecordingObserver()
+        let observer = RecordingObserver(wantsDataTimes: self.wantsDataTimes)
         self.observers.append(observer)
         return observer
     }

@@ -154,4 +154,86 @@ import Testing
             #expect(observer.summary.ttfb == nil)
         }
     }
+
+    static func source() -> HopTimingObserverSource {
+        HopTimingObserverSource(
+            options: TimingOptions(hop: "h", region: "r"),
+            metrics: TrafficMetrics(registry: MetricsRegistry(), hop: "h", region: "r", headerErrorReasons: []),
+            accessLog: nil, clock: StreamClock.manual(at: Self.t0, unixMicros: Self.wall))
+    }
+
+    static let grpcRequest = HeaderBlock([
+        (":method", "POST"), (":path", "/pkg.S/M"), ("content-type", "application/grpc"), ("te", "trailers"),
+    ])
+
+    /// A stream lets go of its observer and, a round of the source's slots later, the next
+    /// stream gets the same object: a stream allocates no observer.
+    @Test func anObserverIsReusedOnceItsStreamLetGoOfIt() throws {
+        let source = Self.source()
+        var first: HopTimingObserver? = try #require(source.makeObserver(for: Self.grpcRequest) as? HopTimingObserver)
+        let firstID = ObjectIdentifier(try #require(first))
+        first = nil  // the stream is over
+        for _ in 1..<HopTimingObserverSource.spareObserverCount {
+            _ = source.makeObserver(for: Self.grpcRequest)
+        }
+        let next = try #require(source.makeObserver(for: HeaderBlock([(":path", "/x")])) as? HopTimingObserver)
+        #expect(ObjectIdentifier(next) == firstID)
+        #expect(!next.isGRPC)
+    }
+
+    /// An observer a stream still holds is never handed to another stream.
+    @Test func anObserverStillHeldIsNotReused() throws {
+        let source = Self.source()
+        let held = try #require(source.makeObserver(for: Self.grpcRequest) as? HopTimingObserver)
+        var request = Self.grpcRequest
+        held.requestHeadersWillForward(&request, receivedAt: Self.t0)
+        let id = held.correlationID
+        var made: [HopTimingObserver] = []
+        for _ in 0..<HopTimingObserverSource.spareObserverCount {
+            made.append(try #require(source.makeObserver(for: HeaderBlock([(":path", "/x")])) as? HopTimingObserver))
+        }
+        #expect(made.allSatisfy { $0 !== held })
+        #expect(held.isGRPC && held.correlationID == id && held.receivedAt == Self.t0)
+    }
+
+    /// After a stream that set every kind of state (probe, deadline, failure, chain, span-free
+    /// end), a reused observer is property for property a new one: nothing of the last stream leaks.
+    @Test func aReusedObserverIsANewOne() throws {
+        let source = Self.source()
+        var request = Self.grpcRequest
+        request.append(name: "grpc-timeout", value: "5m")
+        request.append(name: "insight-probe", value: "1")
+        request.append(name: "insight-probe-target", value: "t")
+        let used = try #require(source.makeObserver(for: request) as? HopTimingObserver)
+        used.requestHeadersWillForward(&request, receivedAt: Self.t0)
+        used.requestHeadersSent(at: Self.t0 + .milliseconds(1))
+        used.dataReceived(.request, bytes: 10, messages: 1, at: Self.t0)
+        var response = HeaderBlock([(":status", "200"), ("insight-chain", "a, b")])
+        used.responseHeadersWillForward(&response, at: Self.t0 + .milliseconds(2))
+        used.dataReceived(.response, bytes: 10, messages: 2, at: Self.t0)
+        var trailers = HeaderBlock([
+            ("grpc-status", "14"), ("grpc-message", "down"),
+            ("insight-timing", "a;dur=1;ttfb=1;self=0, b;dur=2;ttfb=1;self=0"),
+        ])
+        used.trailersWillForward(&trailers, trailersOnly: false, receivedAt: Self.t0 + .milliseconds(3))
+        used.streamEnded(.completed, at: Self.t0 + .milliseconds(4))
+        #expect(used.failureMessage == "down" && used.probeTarget == "t" && used.chain != nil)
+
+        let plain = HeaderBlock([(":method", "GET"), (":path", "/x")])
+        let route = try #require(source.makeObserver(for: plain) as? HopTimingObserver).loopRoute
+        let fresh = HopTimingObserver(
+            source: source, route: route, isProbe: false, isGRPC: false, clientWantsTrailers: false)
+        used.reuse(route: route, isProbe: false, isGRPC: false, clientWantsTrailers: false)
+        #expect(Self.properties(of: used) == Self.properties(of: fresh))
+    }
+
+    /// Every stored property of `o`, as text (references by identity).
+    static func properties(of o: HopTimingObserver) -> [String] {
+        Mirror(reflecting: o).children.map { child in
+            if type(of: child.value) is AnyClass {
+                return "\(child.label ?? "") \(ObjectIdentifier(child.value as AnyObject))"
+            }
+            return "\(child.label ?? "") \(String(describing: child.value))"
+        }
+    }
 }

@@ -16,6 +16,8 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
     private(set) var upstreamID: Int32 = 0
     let isGRPC: Bool
     let observer: StreamObserver?
+    /// The observer's ``StreamObserver/wantsDataTimes``: whether a DATA chunk reads the clock.
+    private let observerWantsDataTimes: Bool
     let receivedAt: NIODeadline
     private(set) var machine: StateMachine
     private var requestFramer = GRPCMessageFraming()
@@ -35,9 +37,11 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
         self.receivedAt = receivedAt
         let isGRPC = request.isGRPC
         self.isGRPC = isGRPC
-        self.observer = downstream.loop.observerSource?.makeObserver(for: request)
+        let observer = downstream.loop.observerSource?.makeObserver(for: request)
+        self.observer = observer
+        self.observerWantsDataTimes = observer?.wantsDataTimes ?? false
         HopByHopHeaders.strip(&request)
-        if let observer = self.observer {
+        if let observer {
             observer.requestHeadersWillForward(&request, receivedAt: receivedAt)
         }
         self.machine = StateMachine(
@@ -90,7 +94,7 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
         self.loop.metrics.requestBytes.increment(by: UInt64(n))
         if let observer = self.observer {
             let messages = self.isGRPC ? self.requestFramer.consume(chunk) : 0
-            observer.dataReceived(.request, bytes: n, messages: messages, at: self.loop.clock.dataReceived())
+            observer.dataReceived(.request, bytes: n, messages: messages, at: self.dataReceivedTime())
         }
         switch self.machine.requestData(chunk) {
         case .forward:
@@ -176,7 +180,7 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
         self.loop.metrics.responseBytes.increment(by: UInt64(n))
         if let observer = self.observer {
             let messages = self.isGRPC ? self.responseFramer.consume(chunk) : 0
-            observer.dataReceived(.response, bytes: n, messages: messages, at: self.loop.clock.dataReceived())
+            observer.dataReceived(.response, bytes: n, messages: messages, at: self.dataReceivedTime())
         }
         switch self.machine.responseData(chunk) {
         case .forward:
@@ -198,6 +202,11 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
         }
         self.downstream.session.endStream(streamID: self.downstreamID, trailers: trailers)
         self.loop.markDirty(self.downstream)
+    }
+
+    /// The time a DATA chunk hands its observer: the clock's, only if the observer wants it.
+    private func dataReceivedTime() -> NIODeadline {
+        self.observerWantsDataTimes ? self.loop.clock.dataReceived() : self.receivedAt
     }
 
     /// The downstream connection wrote `bytes` of this stream's response DATA.

@@ -18,8 +18,12 @@ public protocol StreamObserver: AnyObject {
     /// and are about to go downstream.
     /// May add or change fields. Not called for a Trailers-Only response (see `trailersWillForward`).
     func responseHeadersWillForward(_ headers: inout HeaderBlock, at: NIODeadline)
-    /// A DATA chunk was received; `messages` counts gRPC messages completed inside it.
+    /// A DATA chunk was received; `messages` counts gRPC messages completed inside it. `at` is
+    /// ``StreamClock/dataReceived()`` if ``wantsDataTimes``, else the time the request was received.
     func dataReceived(_ direction: StreamDirection, bytes: Int, messages: Int, at: NIODeadline)
+    /// Whether ``dataReceived(_:bytes:messages:at:)`` needs the chunk's own time: when false,
+    /// the stream reads no clock per DATA chunk. Read once, as the stream starts (default: true).
+    var wantsDataTimes: Bool { get }
     /// The response's last frame arrived from upstream (`receivedAt`: ``StreamClock/responseEnd()``,
     /// or ``StreamClock/firstByte()`` for a Trailers-Only response, whose single HEADERS block
     /// `trailers` is); `trailers` is about to go downstream. May add fields.
@@ -31,6 +35,8 @@ public protocol StreamObserver: AnyObject {
 }
 
 extension StreamObserver {
+    /// Every chunk's time is read, unless the observer says it ignores it.
+    public var wantsDataTimes: Bool { true }
     /// What the observer measured, handed to the maker of a ``LocalCall`` with its result.
     public var measurements: StreamMeasurements? { nil }
 }

@@ -105,7 +105,10 @@ final class LocalCall: UpstreamStream {
             connection.session.consume(streamID: self.streamID, bytes: n)
             self.loop.markDirty(connection)
         }
-        self.observer?.dataReceived(.response, bytes: n, messages: 0, at: self.loop.clock.dataReceived())
+        if let observer = self.observer {
+            let at = observer.wantsDataTimes ? self.loop.clock.dataReceived() : self.startedAt
+            observer.dataReceived(.response, bytes: n, messages: 0, at: at)
+        }
         if self.body.readableBytes + n <= Self.maxResponseBytes { self.body.writeBuffer(&chunk) }
     }
 
