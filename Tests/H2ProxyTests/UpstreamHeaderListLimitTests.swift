@@ -43,6 +43,8 @@ import Testing
             #expect(status.message?.contains("SETTINGS_MAX_HEADER_LIST_SIZE") == true)
         } else {
             #expect(client.headers(id).first?.0.first(":status") == "431")
+            // The cause, not "upstream unavailable": the upstream is fine.
+            #expect(String(buffer: client.data(id)).hasPrefix("request header list of "))
         }
         // Never sent; counted; the shared connection and the other calls are untouched.
         #expect(upstream.requests.count == 1)

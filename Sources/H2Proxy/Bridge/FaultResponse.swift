@@ -28,10 +28,11 @@ enum FaultResponse {
     }
 
     /// A plain-text response with `status` (502: upstream unreachable or lost; 503: no
-    /// upstream connection slot in time) and the cause as its body.
+    /// upstream connection slot in time; 431: the request's headers too large for the upstream)
+    /// and the cause as its body, after `upstream unavailable: ` for 502 and 503.
     static func http(status: Int, _ cause: String) -> (HeaderBlock, ByteBuffer) {
         var body = ByteBufferAllocator().buffer(capacity: cause.utf8.count + 32)
-        body.writeString("upstream unavailable: \(cause)\n")
+        body.writeString(status == 431 ? "\(cause)\n" : "upstream unavailable: \(cause)\n")
         var block = HeaderBlock(capacity: 96)
         block.append(name: ":status", value: "\(status)")
         block.append(name: "content-type", value: "text/plain; charset=utf-8")
