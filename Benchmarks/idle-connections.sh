@@ -223,22 +223,7 @@ if wait_port nghttpx "$LAST_PID" "$NGHTTPX_PORT" && smoke nghttpx "$NGHTTPX_PORT
   PORT[nghttpx]=$NGHTTPX_PORT; TPID[nghttpx]=$LAST_PID; TARGETS+=(nghttpx)
 fi
 
-cat >"$TMP/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn $((N + 1000))
-defaults
-    mode http
-    maxconn $((N + 1000))
-    timeout connect 5s
-    timeout client 120s
-    timeout server 120s
-frontend fe
-    bind 127.0.0.1:$HAPROXY_PORT proto h2
-    default_backend be
-backend be
-    server s1 127.0.0.1:$ORIGIN_PORT proto h2
-EOF
+write_haproxy_cfg "$TMP/haproxy.cfg" "$HAPROXY_PORT" "$ORIGIN_PORT" "proto h2" "$((N + 1000))"
 start_bg haproxy "$PROXY_CPU" haproxy -db -f "$TMP/haproxy.cfg"
 if wait_port haproxy "$LAST_PID" "$HAPROXY_PORT" && smoke haproxy "$HAPROXY_PORT"; then
   PORT[haproxy]=$HAPROXY_PORT; TPID[haproxy]=$LAST_PID; TARGETS+=(haproxy)

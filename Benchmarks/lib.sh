@@ -33,6 +33,30 @@ cleanup() {
   exit "$rc"
 }
 
+# write_haproxy_cfg FILE PORT ORIGIN_PORT BIND_OPTIONS [MAXCONN] [GLOBAL_LINE]: HAProxy as every
+# benchmark runs it: mode http, one thread, no logging, listening on 127.0.0.1:PORT with
+# BIND_OPTIONS (`proto h2` for h2c, `ssl crt PEM alpn h2` for TLS), h2c to the origin.
+write_haproxy_cfg() {
+  local file="$1" port="$2" origin="$3" bind="$4" maxconn="${5:-1000}" extra="${6:-}"
+  cat >"$file" <<EOF
+global
+    nbthread 1
+    maxconn $maxconn
+${extra:+    $extra}
+defaults
+    mode http
+    maxconn $maxconn
+    timeout connect 5s
+    timeout client 120s
+    timeout server 120s
+frontend fe
+    bind 127.0.0.1:$port $bind
+    default_backend be
+backend be
+    server s1 127.0.0.1:$origin proto h2
+EOF
+}
+
 # start_bg NAME CPU CMD... : start pinned, in background, log to $TMP/NAME.log; sets LAST_PID
 start_bg() {
   local name="$1" cpu="$2"; shift 2

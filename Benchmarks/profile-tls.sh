@@ -15,6 +15,8 @@
 # Env: N=200000 PERF=1 (0: no perf, CPU figure without its overhead)
 #      TLS=1 (0: the same proxies and load over h2c, to see what TLS adds to each, back to back)
 set -euo pipefail
+# shellcheck source=Benchmarks/lib.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"  # write_haproxy_cfg
 TARGET="$1"; OUT="$2"
 N="${N:-200000}"
 PERF="${PERF:-1}"
@@ -33,21 +35,7 @@ ORIGIN=$(free_port); PORT=$(free_port); ADMIN=$(free_port)
 taskset -c 0 nghttpd --no-tls -a 127.0.0.1 -n 1 -d "$TMP" "$ORIGIN" >/dev/null 2>&1 &
 case "$TARGET" in
   haproxy)
-    cat >"$TMP/haproxy.cfg" <<CFG
-global
-  nbthread 1
-  maxconn 1000
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-frontend f
-  bind 127.0.0.1:$PORT $HAPROXY_BIND
-  default_backend b
-backend b
-  server s1 127.0.0.1:$ORIGIN proto h2
-CFG
+    write_haproxy_cfg "$TMP/haproxy.cfg" "$PORT" "$ORIGIN" "$HAPROXY_BIND"
     taskset -c 1 haproxy -db -f "$TMP/haproxy.cfg" >"$TMP/proxy.log" 2>&1 &
     ;;
   nghttpx)

@@ -133,21 +133,7 @@ start_bg nghttpx "$PROXY_CPU" nghttpx --conf=/dev/null --workers=1 --frontend="1
   --errorlog-file="$TMP/nghttpx-error.log" "$TMP/key.pem" "$TMP/cert.pem"
 TPID[nghttpx]=$LAST_PID
 
-cat >"$TMP/haproxy.cfg" <<CFG
-global
-  nbthread 1
-  maxconn 1000
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-frontend f
-  bind 127.0.0.1:${PORT[haproxy]} ssl crt $TMP/combined.pem alpn h2
-  default_backend b
-backend b
-  server s1 127.0.0.1:$ORIGIN_PORT proto h2
-CFG
+write_haproxy_cfg "$TMP/haproxy.cfg" "${PORT[haproxy]}" "$ORIGIN_PORT" "ssl crt $TMP/combined.pem alpn h2"
 start_bg haproxy "$PROXY_CPU" haproxy -db -f "$TMP/haproxy.cfg"
 TPID[haproxy]=$LAST_PID
 

@@ -165,22 +165,8 @@ else
 fi
 
 # HAProxy: mode http, h2c both sides, 1 thread, no logging
-cat >"$TMP/haproxy.cfg" <<EOF
-global
-    nbthread 1
-    maxconn 1000
-$( [[ -n "$H2_WINDOW" ]] && echo "    tune.h2.initial-window-size $H2_WINDOW" )
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-frontend fe
-    bind 127.0.0.1:$HAPROXY_PORT proto h2
-    default_backend be
-backend be
-    server s1 127.0.0.1:$ORIGIN_PORT proto h2
-EOF
+write_haproxy_cfg "$TMP/haproxy.cfg" "$HAPROXY_PORT" "$ORIGIN_PORT" "proto h2" 1000 \
+  "$([[ -n "$H2_WINDOW" ]] && echo "tune.h2.initial-window-size $H2_WINDOW")"
 if haproxy -c -q -f "$TMP/haproxy.cfg" >"$TMP/haproxy-check.log" 2>&1; then
   start_bg haproxy "$PROXY_CPU" haproxy -db -f "$TMP/haproxy.cfg"
   TPID[haproxy]=$LAST_PID
