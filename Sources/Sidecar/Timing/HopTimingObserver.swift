@@ -16,10 +16,10 @@ final class HopTimingObserver: StreamObserver {
     /// 1.4 % of the sidecar's CPU under small-request load, a dozen reads per stream).
     let source: HopTimingObserverSource
     /// This loop's series of the stream's route.
-    private(set) var loopRoute: LoopRoute
-    private(set) var sourceIndex: Int
-    private(set) var isGRPC: Bool
-    private(set) var clientWantsTrailers: Bool
+    let loopRoute: LoopRoute
+    let sourceIndex: Int
+    let isGRPC: Bool
+    let clientWantsTrailers: Bool
     /// The correlation id (see ``CorrelationID``), kept as bits: its text is written only
     /// into the request (when this hop makes it) and into an exemplar the stream's end keeps.
     private(set) var traceID: TraceID?
@@ -63,37 +63,6 @@ final class HopTimingObserver: StreamObserver {
         self.sourceIndex = isProbe ? 1 : 0
         self.isGRPC = isGRPC
         self.clientWantsTrailers = clientWantsTrailers
-    }
-
-    /// Makes this observer, whose stream let go of it, the observer of a new stream: every
-    /// property as ``init(source:route:isProbe:isGRPC:clientWantsTrailers:)`` sets it (the
-    /// source's spare observers, ``HopTimingObserverSource/makeObserver(for:)``).
-    func reuse(route: LoopRoute, isProbe: Bool, isGRPC: Bool, clientWantsTrailers: Bool) {
-        self.loopRoute = route
-        self.sourceIndex = isProbe ? 1 : 0
-        self.isGRPC = isGRPC
-        self.clientWantsTrailers = clientWantsTrailers
-        self.traceID = nil
-        self.method = ""
-        self.receivedAt = .uptimeNanoseconds(0)
-        self.sentAt = nil
-        self.headersForwardedAt = nil
-        self.responseHeadersAt = nil
-        self.responseEndAt = nil
-        self.trailersSubmittedAt = nil
-        self.requestMessages = 0
-        self.responseMessages = 0
-        self.code = "UNKNOWN"
-        self.innerEntries.removeAll(keepingCapacity: true)
-        self.chainComplete = false
-        self.ownEntry = nil
-        self.expectedChainLength = 0
-        self.failureMessage = nil
-        self.span = nil
-        self.timeoutNanos = nil
-        self.endedAt = nil
-        self.endedUnixMicros = 0
-        self.probeTarget = nil
     }
 
     /// Per-hop segments of the response's complete chain (empty if incomplete or not seen yet).
@@ -178,9 +147,6 @@ final class HopTimingObserver: StreamObserver {
             self.serverTimingInHeaders(&headers, at: at)
         }
     }
-
-    /// Only messages are counted: no clock is read per DATA chunk for this observer.
-    var wantsDataTimes: Bool { false }
 
     func dataReceived(_ direction: StreamDirection, bytes: Int, messages: Int, at: NIODeadline) {
         guard messages > 0 else { return }

@@ -45,17 +45,6 @@ final class HopTimingObserverSource: LoopObserverSource, @unchecked Sendable {
 
     let recent = RecentSamples(capacity: 8192)
 
-    /// The observers this loop made last, one per slot, taken in turn: the one in the next slot
-    /// is reused (``HopTimingObserver/reuse(route:isProbe:isGRPC:clientWantsTrailers:)``) when
-    /// its stream let go of it (this array holds its only reference), so that a stream
-    /// allocates no observer; otherwise a new one takes the slot. They hold this source in
-    /// turn: a source lives as long as its event loop, so that cycle is never collected.
-    private var spareObservers: [HopTimingObserver] = []
-    private var nextSpareObserver = 0
-    /// Slots in ``spareObservers``: more than the streams a loop has in flight under load
-    /// (streams end in about the order they started, so the next slot's is long over).
-    static let spareObserverCount = 64
-
     init(
         options: TimingOptions, metrics: TrafficMetrics, accessLog: AccessLog?, clock: StreamClock = StreamClock(),
         tracing: LoopTracing? = nil
@@ -106,21 +95,8 @@ final class HopTimingObserverSource: LoopObserverSource, @unchecked Sendable {
             wantsTrailers = true
         }
         let isProbe = request.firstIndex(of: "insight-probe") != nil
-        let observer: HopTimingObserver
-        let slot = self.nextSpareObserver
-        self.nextSpareObserver = slot + 1 == Self.spareObserverCount ? 0 : slot + 1
-        if slot < self.spareObservers.count, isKnownUniquelyReferenced(&self.spareObservers[slot]) {
-            observer = self.spareObservers[slot]
-            observer.reuse(route: route, isProbe: isProbe, isGRPC: isGRPC, clientWantsTrailers: wantsTrailers)
-        } else {
-            observer = HopTimingObserver(
-                source: self, route: route, isProbe: isProbe, isGRPC: isGRPC, clientWantsTrailers: wantsTrailers)
-            if slot < self.spareObservers.count {
-                self.spareObservers[slot] = observer
-            } else {
-                self.spareObservers.append(observer)
-            }
-        }
+        let observer = HopTimingObserver(
+            source: self, route: route, isProbe: isProbe, isGRPC: isGRPC, clientWantsTrailers: wantsTrailers)
         if isProbe { observer.probeTarget = request.first("insight-probe-target").map { String($0.prefix(128)) } }
         return observer
     }
