@@ -148,6 +148,9 @@ final class HopTimingObserver: StreamObserver {
         }
     }
 
+    /// Only messages are counted: no clock is read per DATA chunk for this observer.
+    var wantsDataTimes: Bool { false }
+
     func dataReceived(_ direction: StreamDirection, bytes: Int, messages: Int, at: NIODeadline) {
         guard messages > 0 else { return }
         switch direction {
