@@ -29,10 +29,10 @@ enum FaultResponse {
 
     /// A plain-text response with `status` (502: upstream unreachable or lost; 503: no
     /// upstream connection slot in time; 431: the request's headers too large for the upstream)
-    /// and the cause as its body, after `upstream unavailable: ` for 502 and 503.
-    static func http(status: Int, _ cause: String) -> (HeaderBlock, ByteBuffer) {
-        var body = ByteBufferAllocator().buffer(capacity: cause.utf8.count + 32)
-        body.writeString(status == 431 ? "\(cause)\n" : "upstream unavailable: \(cause)\n")
+    /// and `body` plus a newline as its body.
+    static func http(status: Int, body text: String) -> (headers: HeaderBlock, body: ByteBuffer) {
+        var body = ByteBufferAllocator().buffer(capacity: text.utf8.count + 1)
+        body.writeString("\(text)\n")
         var block = HeaderBlock(capacity: 96)
         block.append(name: ":status", value: "\(status)")
         block.append(name: "content-type", value: "text/plain; charset=utf-8")

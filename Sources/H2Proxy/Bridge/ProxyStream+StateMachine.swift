@@ -38,11 +38,11 @@ extension ProxyStream {
             case grpcTrailersOnly(String)
             /// gRPC after the response started: trailers with `grpc-status: 14`.
             case grpcTrailers(String)
-            /// Plain HTTP: a response with this status (502, 503 or 431) and the cause as its body.
+            /// Plain HTTP: a response with this status (502 or 503) and the cause as its body.
             case http(status: Int, String)
-            /// gRPC: a Trailers-Only response with `grpc-status: 8` (RESOURCE_EXHAUSTED): the
-            /// request was too large for the upstream.
-            case grpcResourceExhausted(String)
+            /// The request was too large for the upstream: gRPC Trailers-Only `grpc-status: 8`
+            /// (RESOURCE_EXHAUSTED), plain HTTP 431, with the cause.
+            case requestTooLarge(String)
         }
 
         /// Side effects of an event that closes or fails something. Every field is something to
@@ -217,7 +217,7 @@ extension ProxyStream {
             self.state = .upstreamClosed
             if self.downstreamOpen, self.response != .ended {
                 self.progress.end()
-                effects.fault = self.isGRPC ? .grpcResourceExhausted(cause) : .http(status: 431, cause)
+                effects.fault = .requestTooLarge(cause)
             }
             self.noteReason(.requestTooLarge(cause))
             return effects

@@ -283,7 +283,7 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
         }
         if let fault = effects.fault {
             switch fault {
-            case .grpcResourceExhausted, .http(status: 431, _): break  // counted as header_list_too_large
+            case .requestTooLarge: break  // counted as header_list_too_large
             default: metrics.upstreamUnavailable.increment()
             }
             self.write(fault)
@@ -313,17 +313,23 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
                 endStream: true)
         case .grpcTrailers(let cause):
             session.endStream(streamID: self.downstreamID, trailers: FaultResponse.grpcUnavailable(cause))
-        case .grpcResourceExhausted(let cause):
+        case .requestTooLarge(let cause) where self.isGRPC:
             try? session.submitResponse(
                 streamID: self.downstreamID, FaultResponse.grpcTrailersOnly(FaultResponse.grpcStatus(8, cause)),
                 endStream: true)
+        case .requestTooLarge(let cause):
+            self.writeHTTP(FaultResponse.http(status: 431, body: cause))
         case .http(let status, let cause):
-            let (headers, body) = FaultResponse.http(status: status, cause)
-            try? session.submitResponse(streamID: self.downstreamID, headers, endStream: false)
-            session.sendData(streamID: self.downstreamID, body)
-            session.endStream(streamID: self.downstreamID, trailers: nil)
+            self.writeHTTP(FaultResponse.http(status: status, body: "upstream unavailable: \(cause)"))
         }
         self.loop.markDirty(self.downstream)
+    }
+
+    private func writeHTTP(_ response: (headers: HeaderBlock, body: ByteBuffer)) {
+        let session = self.downstream.session
+        try? session.submitResponse(streamID: self.downstreamID, response.headers, endStream: false)
+        session.sendData(streamID: self.downstreamID, response.body)
+        session.endStream(streamID: self.downstreamID, trailers: nil)
     }
 
     /// The code a reset is passed on with. Like nghttpx, REFUSED_STREAM and NO_ERROR keep their
