@@ -50,7 +50,8 @@ import Testing
         let total = 5000
         let start = ContinuousClock.now
         for _ in 0..<total { log.enqueue(AccessLogTests.entry()) }
-        #expect(ContinuousClock.now - start < .seconds(2))
+        // A blocking enqueue would never return; the bound only has to tell "returned" from that.
+        #expect(ContinuousClock.now - start < .seconds(20))
         let dropped = log.dropped
         #expect(dropped > 0)
         let series = "insight_access_log_dropped_total{hop=\"test\",reason=\"queue_full\"}"

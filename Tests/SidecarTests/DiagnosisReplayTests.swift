@@ -61,8 +61,11 @@ import Testing
     }
 
     /// Diagnoses at `from`, `from + every`, … up to `to` with the samples ended by then; the
-    /// verdicts (of the single path) in that order.
-    static func replay(_ samples: [StreamSample], from: Double, to: Double, every: Double, window: Double)
+    /// verdicts (of the single path) in that order. It yields after each diagnosis: these replays
+    /// are the heaviest CPU work in the unit tests, and a test that held a thread of the
+    /// cooperative pool (two on this machine) for seconds stalled the async tests that ran beside
+    /// it (a 300 ms exporter stop took 88 s under the sanitizers).
+    static func replay(_ samples: [StreamSample], from: Double, to: Double, every: Double, window: Double) async
         -> [(time: Double, verdict: Diagnosis.PathVerdict)]
     {
         var out: [(Double, Diagnosis.PathVerdict)] = []
@@ -73,18 +76,19 @@ import Testing
             let verdicts = Diagnosis.analyze(samples: Array(samples[..<end]), now: now, window: window)
             out.append((now, verdicts[0]))
             now += every
+            await Task.yield()
         }
         return out
     }
 
     @Test(arguments: [30.0, 8.0])
-    func aStepOfHundredMillisecondsIsBlamedWithinFiveSeconds(window: Double) throws {
+    func aStepOfHundredMillisecondsIsBlamedWithinFiveSeconds(window: Double) async throws {
         let step = 45.0
         for seed in Self.seeds {
             let samples = Self.stream(seed: seed, rate: 50, until: step + 10) { t, rng in
                 Self.noisy(t < step ? 61 : 161, &rng)
             }
-            let verdicts = Self.replay(samples, from: step - 5, to: step + 6, every: 0.25, window: window)
+            let verdicts = await Self.replay(samples, from: step - 5, to: step + 6, every: 0.25, window: window)
             let early = verdicts.filter { $0.time < step && $0.verdict.blame != nil }
             #expect(early.isEmpty, "seed \(seed): blamed before the step: \(early.map(\.verdict.verdict))")
             let first = try #require(
@@ -106,13 +110,13 @@ import Testing
 
     /// 1 ms/s from t = 60 s: blamed once the rise is worth it (20 % of 61 ms, about 12 ms, at
     /// the p50 of the span), not before, and well before it reaches 40 ms.
-    @Test func aRampIsBlamedOnceItMatters() throws {
+    @Test func aRampIsBlamedOnceItMatters() async throws {
         let start = 45.0
         for seed in Self.seeds {
             let samples = Self.stream(seed: seed, rate: 50, until: start + 45) { t, rng in
                 Self.noisy(61 + max(0, t - start), &rng)
             }
-            let verdicts = Self.replay(samples, from: start, to: start + 45, every: 1, window: 30)
+            let verdicts = await Self.replay(samples, from: start, to: start + 45, every: 1, window: 30)
             let first = try #require(verdicts.first { $0.verdict.blame != nil }, "seed \(seed): never blamed")
             print("seed \(seed): ramp blamed after \(first.time - start) s")
             #expect(first.time - start >= 12, "seed \(seed): blamed at +\(first.time - start) ms of ramp")
@@ -121,10 +125,10 @@ import Testing
         }
     }
 
-    @Test func noiseAloneBlamesNobody() {
+    @Test func noiseAloneBlamesNobody() async {
         for seed in Self.seeds {
             let samples = Self.stream(seed: seed, rate: 50, until: 150) { _, rng in Self.noisy(61, &rng) }
-            let verdicts = Self.replay(samples, from: 40, to: 150, every: 2, window: 30)
+            let verdicts = await Self.replay(samples, from: 40, to: 150, every: 2, window: 30)
             let blamed = verdicts.filter { $0.verdict.blame != nil }
             #expect(blamed.isEmpty, "seed \(seed): \(blamed.map { "t=\($0.time): \($0.verdict.verdict)" })")
             #expect(verdicts.allSatisfy { $0.verdict.verdict == "no segment moved" }, "seed \(seed)")
@@ -133,22 +137,22 @@ import Testing
 
     /// One 5 s call among steady ones, at the traffic rate and at a probe's rate (1/s).
     @Test(arguments: [50.0, 1.0])
-    func aSingleOutlierBlamesNobody(rate: Double) {
+    func aSingleOutlierBlamesNobody(rate: Double) async {
         let at = 60.0
         for seed in Self.seeds {
             var samples = Self.stream(seed: seed, rate: rate, until: at + 30) { _, rng in Self.noisy(61, &rng) }
             let i = samples.firstIndex { $0.time >= at }!
             samples[i].segments[0].milliseconds = 5000
-            let verdicts = Self.replay(samples, from: at, to: at + 30, every: 1, window: 30)
+            let verdicts = await Self.replay(samples, from: at, to: at + 30, every: 1, window: 30)
             let blamed = verdicts.filter { $0.verdict.blame != nil }
             #expect(blamed.isEmpty, "seed \(seed): \(blamed.map { "t=\($0.time): \($0.verdict.verdict)" })")
         }
     }
 
     /// A shift that is real (thousands of samples make it significant) but too small to matter.
-    @Test func aSignificantButSmallShiftIsNotBlamed() throws {
+    @Test func aSignificantButSmallShiftIsNotBlamed() async throws {
         let samples = Self.stream(seed: 7, rate: 50, until: 120) { t, rng in Self.noisy(t < 60 ? 61 : 62.5, &rng) }
-        let verdicts = Self.replay(samples, from: 60, to: 120, every: 2, window: 30)
+        let verdicts = await Self.replay(samples, from: 60, to: 120, every: 2, window: 30)
         #expect(verdicts.allSatisfy { $0.verdict.blame == nil })
         let wan = try #require(verdicts.last?.verdict.segments.first)
         #expect(wan.pValue < 0.001 && wan.deltaP50 > 0.5 && wan.deltaP50 < 2, "\(wan)")
