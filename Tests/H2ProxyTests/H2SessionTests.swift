@@ -73,6 +73,37 @@ struct H2SessionTests {
         #expect(link.serverEvents.headersSent == [])
     }
 
+    /// DATA payloads up to ``H2Session/copiedPayloadLimit`` travel in the same write as the
+    /// frames around them; larger ones are separate writes of the very bytes that were queued
+    /// (no copy). Either way the peer reads the same bytes.
+    @Test(arguments: [1, 100, H2Session.copiedPayloadLimit, H2Session.copiedPayloadLimit + 1, 20_000])
+    func smallPayloadsShareTheWriteLargeOnesAreSlices(size: Int) throws {
+        let link = BackToBack()
+        let id = try link.client.submitRequest(BackToBack.request(), endStream: false)
+        try link.pump()
+        try link.server.submitResponse(streamID: id, Peer.grpcResponse(), endStream: false)
+        let payload = BackToBack.bytes(size, seed: 3)
+        // Two chunks, so that a frame takes its payload from more than one queued buffer.
+        let half = size / 2
+        if half > 0 { link.server.sendData(streamID: id, payload.getSlice(at: 0, length: half)!) }
+        link.server.sendData(streamID: id, payload.getSlice(at: half, length: size - half)!)
+        link.server.endStream(streamID: id, trailers: Peer.grpcTrailers(status: 0))
+        var writes: [ByteBuffer] = []
+        _ = try link.server.produceOutput { writes.append($0) }
+        let large = max(half, size - half) > H2Session.copiedPayloadLimit
+        if large {
+            // Header run, the payload slice(s), the trailers' run.
+            #expect(writes.count >= 3, "\(writes.count) writes")
+            #expect(writes.contains { $0.readableBytes == size - half })
+        } else {
+            #expect(writes.count == 1, "\(writes.count) writes for \(size) payload bytes")
+        }
+        for w in writes { try link.client.receive(w) }
+        link.client.withEvents { link.clientEvents.append($0) }
+        #expect(link.clientEvents.data(stream: id) == payload)
+        #expect(link.clientEvents.headers(stream: id).last?.1 == .trailers)
+    }
+
     @Test func trailersOnlyResponse() throws {
         let link = BackToBack()
         let id = try link.client.submitRequest(BackToBack.request(), endStream: true)

@@ -47,11 +47,20 @@ public struct HeaderBlock: Sendable {
         return size
     }
 
+    /// Copies both fields with one write into the storage (one exclusivity-checked access to
+    /// the buffer instead of two: this runs once per header field nghttp2 decodes).
     public mutating func append(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, flags: UInt8 = 0) {
         let nameOffset = self.storage.writerIndex
-        self.storage.writeBytes(name)
-        let valueOffset = self.storage.writerIndex
-        self.storage.writeBytes(value)
+        let valueOffset = nameOffset + name.count
+        self.storage.writeWithUnsafeMutableBytes(minimumWritableBytes: name.count + value.count) { target in
+            if let base = name.baseAddress, name.count > 0 {
+                target.baseAddress!.copyMemory(from: base, byteCount: name.count)
+            }
+            if let base = value.baseAddress, value.count > 0 {
+                (target.baseAddress! + name.count).copyMemory(from: base, byteCount: value.count)
+            }
+            return name.count + value.count
+        }
         self.recordField(nameOffset, name.count, valueOffset, value.count, flags)
     }
 
