@@ -15,6 +15,7 @@
   ``BadMessage``      like ``SpaceMessage`` with a ``grpc-message`` holding CR LF, which
                       RFC 9113 calls malformed (a control: still to be rejected)
   ``Refuse``          reads the whole request, then RST_STREAM REFUSED_STREAM
+  ``Stall``           never reads the request body (no WINDOW_UPDATE) and never answers
   anything else       like a gRPC unary echo: once the request has ended, HEADERS, the
                       request body as the response body, trailers ``grpc-status: 0``
   ==================  =====================================================================
@@ -215,6 +216,8 @@ class BridgeUpstream:
                         if methods.get(sid) == "Early":
                             self.early_data_bytes += e.flow_controlled_length
                             continue  # never read: no WINDOW_UPDATE, ever
+                        if methods.get(sid) == "Stall":
+                            continue  # never read, never answered
                         c.acknowledge_received_data(e.flow_controlled_length, sid)
                         if sid in bodies:
                             bodies[sid] += e.data

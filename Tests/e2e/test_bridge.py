@@ -21,6 +21,7 @@ that cannot be replayed is reset with REFUSED_STREAM, not answered UNAVAILABLE.
 Every wait is bounded; each test takes well under 30 s.
 """
 
+import socket
 import threading
 import time
 from typing import List
@@ -31,7 +32,7 @@ import pytest
 import h2raw as r
 from bridge_peers import (BRIDGE_SERVICE, EARLY_MESSAGE, SPACE_MESSAGE, UNARY, BigHeadersFlooder,
                           BridgeUpstream, GoodClient, H2Client, RssSampler, grpc_frame, grpc_request_headers,
-                          own_channel)
+                          own_channel, rss_mb)
 from conftest import _ALL_PROCS, _LoopThread, metric_sum, metrics_text, start_config_sidecar, start_grpc_server
 
 SERVER_STREAM = "/insight.test.v1.Test/ServerStream"
@@ -356,6 +357,39 @@ def test_non_reading_client_memory_is_bounded(peers):
         assert how == "goaway:ENHANCE_YOUR_CALM", summary
     released, last_v = poll(lambda: metric(sc, "insight_streams_active") == 0, 5.0)
     assert released, f"insight_streams_active {last_v} after the flooder left"
+
+
+@pytest.mark.parametrize("upstream_reads", [False, True], ids=["stalled-upstream", "reading-upstream"])
+def test_tiny_data_behind_large_ignored_frames_is_not_amplified(peers, upstream_reads):
+    """A client sends a 16 KB frame of an unknown type (ignored, no flow control) and then one
+    byte of DATA, 8,000 times. Each byte arrives as a slice of a ~16 KiB read: kept as it is,
+    every queued byte held its whole read (+128 MiB RSS for 8,000 bytes, found by a hostile
+    tester), whether the bytes wait for a stalled upstream's window or are kept for a replay
+    after a reading upstream took them. What waits is compacted (Sources/H2Proxy/Session/
+    DataChunkQueue.swift): RSS grows by a few MiB at most."""
+    up = peers.upstream()
+    sc = peers.sidecar(up.port)
+    # "Stall" never reads the body (no WINDOW_UPDATE) nor answers; "Echo" reads it all, and the
+    # sidecar keeps what it wrote for a replay until the response starts (it never does: the
+    # request never ends).
+    method = "Echo" if upstream_reads else "Stall"
+    s = socket.create_connection(("127.0.0.1", sc.port), timeout=10)
+    s.sendall(r.PREFACE + r.settings() + r.window_update(0, (1 << 31) - 1 - 65535))
+    s.sendall(r.headers(1, r.request_block(path=BRIDGE_SERVICE + method)))
+    time.sleep(0.5)
+    before = rss_mb(sc.popen.pid)
+    junk = r.frame(0xFA, 0, 0, b"\0" * 16000)
+    for i in range(8000):
+        s.sendall(junk + r.data(1, b"x"))
+        if i % 64 == 63:
+            time.sleep(0.001)
+    time.sleep(1.0)
+    after = rss_mb(sc.popen.pid)
+    s.close()
+    assert sc.alive(), alive_or_report(sc)
+    assert after - before < 24, f"RSS {before:.1f} -> {after:.1f} MiB for 8,000 bytes of DATA"
+    released, last_v = poll(lambda: metric(sc, "insight_streams_active") == 0, 5.0)
+    assert released, f"insight_streams_active {last_v} after the client left"
 
 
 # --------------------------------------------------------------------------

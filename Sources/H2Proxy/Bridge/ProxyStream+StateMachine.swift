@@ -230,11 +230,11 @@ extension ProxyStream {
             switch self.state {
             case .waitingForUpstream where !self.requestEnded:
                 self.unreleasedRequestBytes += n
-                self.pendingRequestData.append(chunk)
+                self.pendingRequestData.appendWaitingChunk(chunk)
                 return .buffer
             case .open where !self.requestEnded:
                 self.unreleasedRequestBytes += n
-                self.pendingRequestData.append(chunk)
+                self.pendingRequestData.appendWaitingChunk(chunk)
                 return .forward
             default:
                 return .discard
@@ -260,7 +260,7 @@ extension ProxyStream {
             while remaining > 0, var first = self.pendingRequestData.popFirst() {
                 if first.readableBytes > remaining {
                     if keep {
-                        self.writtenRequestData.append(first.readSlice(length: remaining)!)
+                        self.writtenRequestData.appendWaitingChunk(first.readSlice(length: remaining)!)
                     } else {
                         first.moveReaderIndex(forwardBy: remaining)
                     }
@@ -268,7 +268,7 @@ extension ProxyStream {
                     remaining = 0
                 } else {
                     remaining -= first.readableBytes
-                    if keep { self.writtenRequestData.append(first) }
+                    if keep { self.writtenRequestData.appendWaitingChunk(first) }
                 }
             }
             if keep {

@@ -36,7 +36,7 @@ public final class H2Session {
 
     private var pendingEvents: [H2Event] = []
     private var spareEvents: [H2Event] = []
-    private var outbound: [Int32: OutboundStream] = [:]
+    private(set) var outbound: [Int32: OutboundStream] = [:]
     /// Outbound stream records of closed streams, emptied and kept for the next streams (at
     /// most ``spareOutboundLimit``), so that opening a stream allocates neither the record nor
     /// its chunk queue.
@@ -501,7 +501,7 @@ public final class H2Session {
     /// Queues DATA for `streamID`; it is written as the peer's window allows.
     public func sendData(streamID: Int32, _ buffer: ByteBuffer) {
         guard buffer.readableBytes > 0, let stream = self.outbound[streamID] else { return }
-        stream.chunks.append(buffer)
+        stream.chunks.appendWaitingChunk(buffer)
         stream.bytes += buffer.readableBytes
         self.queuedDataBytes += buffer.readableBytes
         self.resumeIfDeferred(streamID: streamID, stream)
