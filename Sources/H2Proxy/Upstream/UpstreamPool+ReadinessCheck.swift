@@ -121,9 +121,9 @@ extension UpstreamPool {
         guard case .start = self.readinessCheck.begin(promise) else { return promise.futureResult }
         let started = NIODeadline.now()
         let upstream = "\(self.host):\(self.port)"
-        // Weak: a pending timer must not keep a pool alive.
-        self.readinessTimer = self.loop.eventLoop.assumeIsolated().scheduleTask(in: deadline) { [weak self] in
-            guard let self else { return }
+        // Unowned, and cancelled in the pool's deinit: a pending timer must not keep a pool
+        // alive (not `weak`: see `UpstreamConnection.channelActive`).
+        self.readinessTimer = self.loop.eventLoop.assumeIsolated().scheduleTask(in: deadline) { [unowned self] in
             self.readinessTimer = nil
             self.readinessEvent(
                 self.readinessCheck.deadlinePassed(upstream: upstream, deadline: UpstreamFailure.describe(deadline)))

@@ -46,6 +46,12 @@ final class UpstreamPool {
         self.port = port
     }
 
+    /// The timers hold the pool unowned: they must not fire after it is gone.
+    deinit {
+        self.deadlineTimer?.cancel()
+        self.readinessTimer?.cancel()
+    }
+
     /// Streams waiting for a slot now.
     var waitingStreams: Int { self.waiting.count }
 
@@ -238,9 +244,10 @@ final class UpstreamPool {
         if let at = self.deadlineTimerAt, at <= next { return }
         self.deadlineTimer?.cancel()
         self.deadlineTimerAt = next
-        // Weak: the loop keeps the pools it needs; a pending timer must not keep one alive.
-        self.deadlineTimer = self.loop.eventLoop.assumeIsolated().scheduleTask(deadline: next) { [weak self] in
-            self?.deadlinesPassed()
+        // Unowned, and cancelled in deinit: the loop keeps the pools it needs, and a pending
+        // timer must not keep one alive. Not `weak`: see `UpstreamConnection.channelActive`.
+        self.deadlineTimer = self.loop.eventLoop.assumeIsolated().scheduleTask(deadline: next) { [unowned self] in
+            self.deadlinesPassed()
         }
     }
 
