@@ -212,6 +212,22 @@ private func at(_ seconds: Int64) -> NIODeadline { .uptimeNanoseconds(UInt64(1_0
         #expect(s.ends == 1)
     }
 
+    /// The pool's timer holds it unowned (a weak reference would put every retain and release
+    /// of the pool on the runtime's slow path): it must not keep the pool alive, and the pool's
+    /// deinit cancels it, so it never fires into a pool that is gone (that would trap).
+    @Test func aDroppedPoolIsFreedAndItsPendingTimerNeverFires() {
+        let h = PoolHarness(waitTimeout: .seconds(10))
+        let s = h.stream(1)
+        var pool: UpstreamPool? = UpstreamPool(loop: h.loop, host: "dropped.test", port: 1)
+        pool!.open(s)
+        #expect(pool!.hasDeadlineCheck)
+        weak let watched = pool
+        pool = nil
+        #expect(watched == nil, "a pending timer kept the pool alive")
+        h.eventLoop.advanceTime(by: .minutes(5))
+        #expect(s.ends == 0)
+    }
+
     @Test func aCancelledStreamIsNeverTimedOutAndStopsTheTimer() {
         let h = PoolHarness(waitTimeout: .seconds(1))
         let s = h.stream(1)
@@ -408,3 +424,4 @@ private func at(_ seconds: Int64) -> NIODeadline { .uptimeNanoseconds(UInt64(1_0
         #expect(t.ends == 0)
     }
 }
+
