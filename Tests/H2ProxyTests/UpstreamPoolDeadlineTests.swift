@@ -424,4 +424,3 @@ private func at(_ seconds: Int64) -> NIODeadline { .uptimeNanoseconds(UInt64(1_0
         #expect(t.ends == 0)
     }
 }
-
