@@ -272,9 +272,15 @@ public final class H2Session {
             swap(&self.pendingEvents, &self.spareEvents)
             defer { self.spareEvents.removeAll(keepingCapacity: true) }
             for i in self.spareEvents.indices {
-                var event = self.spareEvents[i]
-                // A payload-free placeholder drops the queue's reference to the event's block.
-                self.spareEvents[i] = .remoteSettings
+                // Moved out, a payload-free placeholder in its place: the handler holds the only
+                // reference to the event's block or chunk, and no retain/release pair is paid
+                // per event for a copy.
+                var event = self.spareEvents.withUnsafeMutableBufferPointer { events in
+                    let slot = events.baseAddress! + i
+                    let moved = slot.move()
+                    slot.initialize(to: .remoteSettings)
+                    return moved
+                }
                 try body(&event)
                 if let block = event.takeHeaderBlock() { self.keepForReuse(block) }
             }
