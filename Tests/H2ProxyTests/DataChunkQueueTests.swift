@@ -41,6 +41,39 @@ import Testing
         }
     }
 
+    /// A queue that never empties while its front is sent and its back merged into: what was
+    /// sent is dropped, so the merged chunk's storage stays bounded however many bytes pass.
+    @Test func aQueueThatNeverEmptiesStaysBounded() {
+        var q = CircularBuffer<ByteBuffer>()
+        var sent: [UInt8] = []
+        var queued: [UInt8] = []
+        var next: UInt8 = 0
+        for _ in 0..<20_000 {
+            for _ in 0..<3 {
+                var chunk = Self.slice(7, of: 16384)
+                chunk.setBytes((0..<7).map { i in next &+ UInt8(i) }, at: chunk.readerIndex)
+                queued += (0..<7).map { i in next &+ UInt8(i) }
+                next &+= 7
+                q.appendWaitingChunk(chunk)
+            }
+            // Send as much as came in, less the first round's 10 (so the queue never empties
+            // and stays one chunk), from the front as H2Session.sendData does (slice, put the
+            // rest back).
+            var remaining = sent.isEmpty ? 11 : 21
+            while remaining > 0, var head = q.popFirst() {
+                let piece = head.readSlice(length: min(remaining, head.readableBytes))!
+                sent += piece.readableBytesView
+                remaining -= piece.readableBytes
+                if head.readableBytes > 0 { q.prepend(head) }
+            }
+        }
+        #expect(q.count == 1)
+        #expect(q.allSatisfy { $0.storageCapacity <= 4 * DataChunkQueue.coalesceLimit }, "\(q.map(\.storageCapacity))")
+        var rest: [UInt8] = []
+        for c in q { rest += c.readableBytesView }
+        #expect(sent + rest == queued)
+    }
+
     @Test func aLargeChunkThatWastesItsStorageIsCopied() {
         var q = CircularBuffer<ByteBuffer>()
         q.appendWaitingChunk(Self.slice(10_000, of: 65536))

@@ -33,9 +33,18 @@ extension RangeReplaceableCollection where Self: BidirectionalCollection & Mutab
         var chunk = chunk
         let n = chunk.readableBytes
         if n <= DataChunkQueue.coalesceLimit && self[last].readableBytes + n <= DataChunkQueue.coalesceLimit {
-            // A slice or a shared last chunk is copied once here (copy on write); after that the
-            // queue owns it and later chunks are written into it in place.
-            self[last].writeBuffer(&chunk)
+            // Taken out to be written: NIO's CircularBuffer subscript has no in-place access,
+            // and writing through it copied the last chunk (up to 4 KiB) for every merge. A
+            // slice or a chunk shared with another queue is copied once here (copy on write);
+            // after that the queue owns it and later merges write into it in place.
+            var tail = self.removeLast()
+            if tail.writableBytes < n && tail.readerIndex > 0 {
+                // Bytes already sent from the front of a chunk the queue kept merging into
+                // (the queue never emptied) are dropped, not carried into a larger buffer.
+                tail.discardReadBytes()
+            }
+            tail.writeBuffer(&chunk)
+            self.append(tail)
             return
         }
         if n * DataChunkQueue.maxWaste < chunk.storageCapacity {
