@@ -13,8 +13,8 @@ import NIOCore
 /// last chunk instead of becoming a chunk of its own (so that per-chunk bookkeeping stays a
 /// fraction of the bytes). The first chunk of a queue stays a slice: a queue that is drained
 /// as it fills (the usual case: a window open, a socket that takes the bytes) copies nothing.
-/// What a queue holds is then at most its first chunk's buffer plus ``maxWaste`` times its
-/// other bytes.
+/// What a queue holds is then about its first chunk's buffer, plus at most ``maxWaste`` times
+/// its other bytes, plus one merge buffer (at most twice ``coalesceLimit``).
 public enum DataChunkQueue {
     /// A waiting chunk that uses less than 1/maxWaste of its storage is copied.
     public static let maxWaste = 4
