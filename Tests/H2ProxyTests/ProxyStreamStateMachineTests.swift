@@ -110,7 +110,9 @@ import Testing
         #expect(http.upstreamUnavailable("no slot", status: 503).fault == .http(status: 503, "no slot"))
         var grpc = Self.machine(endStream: true)
         #expect(grpc.upstreamUnavailable("no slot", status: 503).fault == .grpcTrailersOnly("no slot"))
-        #expect(grpc.downstreamClosed(errorCode: 0, connectionLost: false).finished == .upstreamUnavailable("no slot"))
+        #expect(
+            grpc.downstreamClosed(errorCode: 0, connectionLost: false).finished
+                == .upstreamUnavailable("no slot", status: 503))
     }
 
     @Test func upstreamLostAfterTheResponseStartedEndsWithTrailers() {

@@ -56,6 +56,27 @@ import Testing
         }
     }
 
+    /// A plain-HTTP stream the proxy answered itself is recorded with the status it answered:
+    /// 503 when no upstream connection had room in time, 502 when none could be had (both
+    /// were recorded as 502); a gRPC stream as UNAVAILABLE.
+    @Test(arguments: [(false, 503, "503"), (false, 502, "502"), (true, 503, "UNAVAILABLE")])
+    func anAnswerOfTheProxyIsRecordedWithItsStatus(grpc: Bool, status: Int, code: String) throws {
+        let registry = MetricsRegistry()
+        let source = HopTimingObserverSource(
+            options: TimingOptions(hop: "h", region: "r"),
+            metrics: TrafficMetrics(registry: registry, hop: "h", region: "r", headerErrorReasons: []),
+            accessLog: nil)
+        var request = HeaderBlock([(":method", "GET"), (":path", "/pkg.S/M")])
+        if grpc { request.append(name: "content-type", value: "application/grpc") }
+        let observer = try #require(source.makeObserver(for: request) as? HopTimingObserver)
+        var forwarded = request
+        observer.requestHeadersWillForward(&forwarded, receivedAt: Self.t0)
+        observer.streamEnded(.upstreamUnavailable("no slot", status: status), at: Self.t0 + .seconds(1))
+        #expect(observer.summary.code == code)
+        let requests = registry.render().split(separator: "\n").filter { $0.hasPrefix("insight_requests_total{") }
+        #expect(requests.count == 1 && requests[0].contains("code=\"\(code)\""), "\(requests)")
+    }
+
     /// Every histogram of a stream's end offers the stream's correlation id as its exemplar,
     /// stamped with the time the stream ended: the registry's clock is never read.
     @Test func exemplarsCarryTheStreamsIDAndEndTime() throws {

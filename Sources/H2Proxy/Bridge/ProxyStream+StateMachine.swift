@@ -204,7 +204,7 @@ extension ProxyStream {
             self.releaseRequest(into: &effects)
             self.state = .upstreamClosed
             self.writeFault(cause, status: status, into: &effects)
-            self.noteReason(.upstreamUnavailable(cause))
+            self.noteReason(.upstreamUnavailable(cause, status: status))
             return effects
         }
 

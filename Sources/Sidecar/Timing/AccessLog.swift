@@ -349,7 +349,7 @@ final class AccessLog: @unchecked Sendable {
                 out.append(UInt8(ascii: "]"))
             case .message:
                 switch e.reason {
-                case .upstreamUnavailable(let cause), .requestTooLarge(let cause): string(field, cause)
+                case .upstreamUnavailable(let cause, _), .requestTooLarge(let cause): string(field, cause)
                 default: break
                 }
             }

@@ -227,7 +227,7 @@ final class HopTimingObserver: StreamObserver {
         self.endedUnixMicros = self.source.unixMicros(at: at)
         switch reason {
         case .completed: break
-        case .upstreamUnavailable: self.code = self.isGRPC ? "UNAVAILABLE" : "502"
+        case .upstreamUnavailable(_, let status): self.code = self.isGRPC ? "UNAVAILABLE" : Self.httpCode(status)
         case .requestTooLarge: self.code = self.isGRPC ? "RESOURCE_EXHAUSTED" : "431"
         case .downstreamReset(let c), .upstreamReset(let c):
             if self.responseEndAt == nil { self.code = self.isGRPC ? GRPCStatusName.forReset(c) : "reset" }
@@ -296,7 +296,7 @@ final class HopTimingObserver: StreamObserver {
         guard self.source.recent.admit(second: Int(now)) else { return }
         var failure = self.failureMessage
         switch reason {
-        case .upstreamUnavailable(let cause), .requestTooLarge(let cause): failure = cause
+        case .upstreamUnavailable(let cause, _), .requestTooLarge(let cause): failure = cause
         default: break
         }
         self.source.recent.add(
@@ -308,6 +308,16 @@ final class HopTimingObserver: StreamObserver {
     }
 
     // MARK: Helpers
+
+    /// The code label of an HTTP status the proxy answered itself (static strings for the two
+    /// it uses).
+    static func httpCode(_ status: Int) -> String {
+        switch status {
+        case 502: "502"
+        case 503: "503"
+        default: String(status)
+        }
+    }
 
     private func appendChain(_ headers: inout HeaderBlock) {
         if self.options.stripResponseTiming {
