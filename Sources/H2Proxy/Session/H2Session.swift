@@ -424,7 +424,6 @@ public final class H2Session {
     /// Writes one DATA frame: header, then `length` payload bytes (copied when small, else
     /// slices of the queued chunks). Returns `false` (the session fails) if the stream does not
     /// hold that many bytes, so a frame header never goes out without its payload.
-
     fileprivate func sendData(streamID: Int32, frameHeader: UnsafeRawBufferPointer, length: Int, padding: Int) -> Bool {
         guard let stream = self.outbound[streamID], stream.bytes >= length else { return false }
         self.appendControl(frameHeader)
