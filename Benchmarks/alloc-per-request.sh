@@ -20,17 +20,8 @@ for tool in heaptrack heaptrack_print nghttpd h2load; do
     command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y heaptrack nghttp2-server nghttp2-client)"; exit 1; }
 done
 
-TMP="$(mktemp -d /tmp/insight-alloc.XXXXXX)"
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$TMP"' EXIT
-mkdir -p "$TMP/docroot"
-head -c 100 /dev/zero | tr '\0' 'x' >"$TMP/docroot/small"
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
-
-ORIGIN=$(free_port)
-nghttpd --no-tls -a 127.0.0.1 -n 1 -d "$TMP/docroot" "$ORIGIN" >/dev/null 2>&1 &
-wait_port "$ORIGIN"
+source Benchmarks/origin.sh
+start_origin alloc
 
 # allocations BINARY REQUESTS EXTRA_FLAGS... -> number of allocation calls for the whole run
 allocations() {

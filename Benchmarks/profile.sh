@@ -13,13 +13,9 @@
 set -euo pipefail
 BIN="$1"; OUT="$2"; shift 2
 N="${N:-200000}"
-TMP="$(mktemp -d /tmp/insight-profile.XXXXXX)"
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$TMP"' EXIT
-head -c 100 /dev/zero | tr '\0' x >"$TMP/small"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
-ORIGIN=$(free_port); PORT=$(free_port); ADMIN=$(free_port)
-taskset -c 0 nghttpd --no-tls -a 127.0.0.1 -n 1 -d "$TMP" "$ORIGIN" >/dev/null 2>&1 &
+source "$(dirname "$0")/origin.sh"
+start_origin profile 0
+PORT=$(free_port); ADMIN=$(free_port)
 taskset -c 1 "$BIN" run --listen "127.0.0.1:$PORT" --upstream "127.0.0.1:$ORIGIN" --hop bench --region local \
     --admin "127.0.0.1:$ADMIN" --event-loops 1 --log-level error "$@" >"$TMP/sidecar.log" 2>&1 &
 SIDECAR=$!

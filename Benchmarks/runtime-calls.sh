@@ -40,15 +40,8 @@ done
 grep -q "probe_libc:malloc " <<<"$existing" || perf probe -q -x "$LIBC" malloc
 EVENTS=$(printf 'probe_libswiftCore:%s,' "${FUNCTIONS[@]}")probe_libc:malloc
 
-TMP="$(mktemp -d /tmp/insight-rtcalls.XXXXXX)"
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$TMP"' EXIT
-mkdir -p "$TMP/docroot"
-head -c 100 /dev/zero | tr '\0' 'x' >"$TMP/docroot/small"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
-ORIGIN=$(free_port)
-nghttpd --no-tls -a 127.0.0.1 -n 1 -d "$TMP/docroot" "$ORIGIN" >/dev/null 2>&1 &
-wait_port "$ORIGIN"
+source Benchmarks/origin.sh
+start_origin rtcalls
 
 # counts BINARY FLAGS... -> "function count" lines for N requests after the warm-up
 counts() {
