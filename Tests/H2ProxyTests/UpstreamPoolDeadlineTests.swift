@@ -212,9 +212,9 @@ private func at(_ seconds: Int64) -> NIODeadline { .uptimeNanoseconds(UInt64(1_0
         #expect(s.ends == 1)
     }
 
-    /// The pool's timer holds it unowned (a weak reference would put every retain and release
-    /// of the pool on the runtime's slow path): it must not keep the pool alive, and the pool's
-    /// deinit cancels it, so it never fires into a pool that is gone (that would trap).
+    /// The pool's timer reaches it through a ``TimerTarget`` (a weak reference would put every
+    /// retain and release of the pool on the runtime's slow path): it must not keep the pool
+    /// alive, and it never fires into a pool that is gone.
     @Test func aDroppedPoolIsFreedAndItsPendingTimerNeverFires() {
         let h = PoolHarness(waitTimeout: .seconds(10))
         let s = h.stream(1)
@@ -226,6 +226,20 @@ private func at(_ seconds: Int64) -> NIODeadline { .uptimeNanoseconds(UInt64(1_0
         #expect(watched == nil, "a pending timer kept the pool alive")
         h.eventLoop.advanceTime(by: .minutes(5))
         #expect(s.ends == 0)
+    }
+
+    /// A task that runs after its owner is gone (NIO runs a due batch of timers even if one of
+    /// them was cancelled meanwhile) finds no target instead of a freed object.
+    @Test func aTimerTargetIsNilOnceItsOwnerIsGone() {
+        final class Owner {
+            lazy var target = TimerTarget(self)
+            deinit { self.target.targetGone() }
+        }
+        var owner: Owner? = Owner()
+        let target = owner!.target
+        #expect(target.current === owner)
+        owner = nil
+        #expect(target.current == nil)
     }
 
     @Test func aCancelledStreamIsNeverTimedOutAndStopsTheTimer() {

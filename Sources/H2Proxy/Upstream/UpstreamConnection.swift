@@ -41,8 +41,11 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
         self.session = H2Session(role: .client, settings: loop.configuration.upstreamSession)
     }
 
-    /// The SETTINGS timer holds this connection unowned: it must not fire after it is gone.
+    /// How the SETTINGS timer reaches this connection (``TimerTarget``).
+    private lazy var timerTarget = TimerTarget(self)
+
     deinit {
+        self.timerTarget.targetGone()
         self.settingsTimeout?.cancel()
     }
 
@@ -69,12 +72,11 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
         // `connect_timeout` covers the HTTP/2 handshake too: an upstream that takes the TCP
         // connection but never sends SETTINGS must not hold the streams waiting for it.
         let timeout = self.loop.configuration.connectTimeout
-        // Unowned, and cancelled in deinit: the timer must not keep a connection (and its
-        // channel) alive on its own. Not `weak`: a weak reference gives the object a side table
-        // for good, and then every retain and release of it takes the runtime's slow path
-        // (about 4 % of the sidecar's CPU under small-request load, for this and the pool).
-        self.settingsTimeout = self.loop.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [unowned self] in
-            guard self.state == .connecting else { return }
+        // Through a TimerTarget: the timer must not keep a connection (and its channel) alive
+        // on its own, and a weak reference would slow every retain and release of it.
+        self.settingsTimeout = self.loop.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+            [timerTarget = self.timerTarget] in
+            guard let self = timerTarget.current, self.state == .connecting else { return }
             self.loop.metrics.upstreamConnectErrors.increment()
             self.settingsTimedOut = true
             self.closeCause =

@@ -121,9 +121,11 @@ extension UpstreamPool {
         guard case .start = self.readinessCheck.begin(promise) else { return promise.futureResult }
         let started = NIODeadline.now()
         let upstream = "\(self.host):\(self.port)"
-        // Unowned, and cancelled in the pool's deinit: a pending timer must not keep a pool
-        // alive (not `weak`: see `UpstreamConnection.channelActive`).
-        self.readinessTimer = self.loop.eventLoop.assumeIsolated().scheduleTask(in: deadline) { [unowned self] in
+        // Through a TimerTarget: a pending timer must not keep a pool alive (nor reference it
+        // weakly: see TimerTarget).
+        self.readinessTimer = self.loop.eventLoop.assumeIsolated().scheduleTask(in: deadline) {
+            [timerTarget = self.timerTarget] in
+            guard let self = timerTarget.current else { return }
             self.readinessTimer = nil
             self.readinessEvent(
                 self.readinessCheck.deadlinePassed(upstream: upstream, deadline: UpstreamFailure.describe(deadline)))

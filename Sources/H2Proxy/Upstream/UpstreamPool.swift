@@ -46,8 +46,11 @@ final class UpstreamPool {
         self.port = port
     }
 
-    /// The timers hold the pool unowned: they must not fire after it is gone.
+    /// How the pool's timers reach it (``TimerTarget``).
+    private(set) lazy var timerTarget = TimerTarget(self)
+
     deinit {
+        self.timerTarget.targetGone()
         self.deadlineTimer?.cancel()
         self.readinessTimer?.cancel()
     }
@@ -244,10 +247,11 @@ final class UpstreamPool {
         if let at = self.deadlineTimerAt, at <= next { return }
         self.deadlineTimer?.cancel()
         self.deadlineTimerAt = next
-        // Unowned, and cancelled in deinit: the loop keeps the pools it needs, and a pending
-        // timer must not keep one alive. Not `weak`: see `UpstreamConnection.channelActive`.
-        self.deadlineTimer = self.loop.eventLoop.assumeIsolated().scheduleTask(deadline: next) { [unowned self] in
-            self.deadlinesPassed()
+        // Through a TimerTarget: the loop keeps the pools it needs, and a pending timer must not
+        // keep one alive (nor reference it weakly: see TimerTarget).
+        self.deadlineTimer = self.loop.eventLoop.assumeIsolated().scheduleTask(deadline: next) {
+            [timerTarget = self.timerTarget] in
+            timerTarget.current?.deadlinesPassed()
         }
     }
 
