@@ -8,6 +8,14 @@
 /// in batches, and cancelling one already in the running batch does not stop it. The owner marks
 /// its target gone in `deinit` (on its event loop, before its memory is freed), and the task
 /// finds `nil`.
+///
+/// The target may well die first (an upstream connection closing, a retired probe pool): that is
+/// the case this type exists for. It is sound because the task holds this object strongly, only
+/// ever reads `target` after checking `gone`, and both the owner's last release and the task run
+/// on the owner's event loop: connections and pools are confined to their loop (NIO removes a
+/// closed channel's handlers, and with them the last reference to the connection, in a task on
+/// that loop), and a pool outlives its loop only while the loop is shutting down, when NIO fails
+/// its scheduled tasks instead of running them.
 final class TimerTarget<Target: AnyObject> {
     private unowned(unsafe) let target: Target
     private var gone = false
