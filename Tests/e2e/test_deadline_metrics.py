@@ -48,6 +48,19 @@ def _settled(sc):
     raise AssertionError("streams still active 5 s after the burst")
 
 
+def _last_log_line(log, timeout=5.0):
+    """The access log's last line, once there is one: lines are written by the log's own
+    thread after the stream ended, so the file may still be empty when the metrics say no
+    stream is active."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = log.read_text().splitlines() if log.exists() else []
+        if lines or time.monotonic() >= deadline:
+            assert lines, f"no access-log line within {timeout} s"
+            return json.loads(lines[-1])
+        time.sleep(0.05)
+
+
 def _codes(text):
     return {code: metric_sum(text, "insight_requests_total", code=code, **LABELS) or 0
             for code in ("OK", "DEADLINE_EXCEEDED", "CANCELLED")}
@@ -132,7 +145,7 @@ def test_call_the_sidecar_ended_past_its_deadline_stays_unavailable(procs, tmp_p
         labels = {"service": "bridge.v1.Bridge", "method": "Hang", "source": "traffic"}
         assert metric_sum(text, "insight_requests_total", code="UNAVAILABLE", **labels) == 1, text
         assert not metric_sum(text, "insight_requests_total", code="DEADLINE_EXCEEDED", **labels)
-        line = json.loads(log.read_text().splitlines()[-1])
+        line = _last_log_line(log)
         assert (line["code"], line["end"]) == ("UNAVAILABLE", "upstream_unavailable"), line
     finally:
         up.stop()
@@ -157,6 +170,6 @@ def test_access_log_has_ttfb_for_a_stream_cut_after_its_headers(procs, tmp_path)
     ch.close()
     assert got >= 1
     _settled(sc)
-    line = json.loads(log.read_text().splitlines()[-1])
+    line = _last_log_line(log)
     assert line["code"] == "DEADLINE_EXCEEDED" and line["method"] == "ServerStream", line
     assert "ttfb_ms" in line and 0 <= line["ttfb_ms"] < line["dur_ms"], line

@@ -298,8 +298,10 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
             self.pool.open(self)
         }
         if let reason = effects.finished {
-            metrics.streamsActive.decrement()
+            // Recorded before it stops counting as active: a scrape that sees no stream active
+            // sees every ended stream in the request counts and histograms.
             if let observer = self.observer { observer.streamEnded(reason, at: self.loop.clock.streamEnded()) }
+            metrics.streamsActive.decrement()
             self.upstream = nil
         }
     }

@@ -14,8 +14,8 @@
 /// ever reads `target` after checking `gone`, and both the owner's last release and the task run
 /// on the owner's event loop: connections and pools are confined to their loop (NIO removes a
 /// closed channel's handlers, and with them the last reference to the connection, in a task on
-/// that loop), and a pool outlives its loop only while the loop is shutting down, when NIO fails
-/// its scheduled tasks instead of running them.
+/// that loop); at server shutdown NIO fails a stopping loop's scheduled tasks instead of running
+/// them.
 final class TimerTarget<Target: AnyObject> {
     private unowned(unsafe) let target: Target
     private var gone = false
