@@ -89,9 +89,10 @@ import Testing
         try StreamClockTests.finish(h)
     }
 
-    /// Once submitted to the client, the response block goes back to the upstream session,
-    /// which decodes the next response on the connection into it.
-    @Test func aForwardedResponseBlockIsReusedForTheNextResponse() throws {
+    /// Once submitted to the client, the response block goes back to the loop's pool, and the
+    /// request block once the response started: a later call on the loop decodes its request
+    /// and its response into kept blocks, making none.
+    @Test func forwardedBlocksAreReusedForLaterCalls() throws {
         let source = Source()
         let h = BridgeHarness(observerFactory: Factory(source: source))
         h.upstreamSetup = { peer in peer.onEvent = Peer.answering { peer, id, _ in peer.respondGRPC(id) } }
@@ -99,33 +100,51 @@ import Testing
         let first = try client.open()
         try h.pump()
         #expect(client.grpcStatus(first)?.status == "0")
-        #expect(h.loop.pool.connections.first?.session.spareBlockCount ?? 0 >= 1)
-        let second = try client.open()
-        try h.pump()
-        #expect(client.grpcStatus(second)?.status == "0")
-        #expect(source.observers.count == 2)
-        let storages = source.observers.map(\.responseStorage)
-        #expect(storages[0] != nil && storages[0] == storages[1])
+        let made = h.loop.headerBlocks.made
+        #expect(made >= 1 && h.loop.headerBlocks.count >= 2)
+        for _ in 0..<5 {
+            let next = try client.open()
+            try h.pump()
+            #expect(client.grpcStatus(next)?.status == "0")
+        }
+        #expect(h.loop.headerBlocks.made == made)
+        #expect(source.observers.count == 6)
+        #expect(source.observers.allSatisfy { $0.responseStorage != nil })
         try StreamClockTests.finish(h)
     }
 
     /// The request block, which the stream keeps for a replay until the response starts, then
-    /// goes back to the client's session for the next request on the connection.
-    @Test func aRequestBlockGoesBackToTheClientsSessionOnceTheResponseStarts() throws {
+    /// goes back to the loop's pool, which both sessions decode into.
+    @Test func aRequestBlockGoesBackToThePoolOnceTheResponseStarts() throws {
         let h = BridgeHarness()
         let client = try h.connectClient()
         let id = try client.open()
         try h.pump()
-        // Read through the loop each time: the test must not keep the connection alive.
-        #expect(h.loop.downstreams.values.first?.session.spareBlockCount == 0)
         let upstream = try #require(h.upstreams.first)
+        let kept = h.loop.headerBlocks.count
         upstream.respond(1)
         try h.pump()
-        #expect(h.loop.downstreams.values.first?.session.spareBlockCount == 1)
+        // The response block (submitted to the client) and the request block (no replay needs it).
+        #expect(h.loop.headerBlocks.count == kept + 2)
+        #expect(h.loop.downstreams.values.first?.session.headerBlocks === h.loop.headerBlocks)
+        #expect(h.loop.pool.connections.first?.session.headerBlocks === h.loop.headerBlocks)
         upstream.end(1, trailers: Peer.grpcTrailers(status: 0))
         try h.pump()
         #expect(client.grpcStatus(id)?.status == "0")
         try StreamClockTests.finish(h)
+    }
+
+    /// The pool keeps at most its limit, and no block whose storage grew large.
+    @Test func thePoolIsBounded() {
+        let pool = HeaderBlockPool(limit: 3)
+        var large = HeaderBlock()
+        large.append(name: "x-large", value: String(repeating: "v", count: HeaderBlockPool.maxCapacity + 1))
+        pool.give(large)
+        #expect(pool.count == 0)
+        for _ in 0..<10 { pool.give(HeaderBlock()) }
+        #expect(pool.count == 3)
+        for _ in 0..<5 { _ = pool.take() }
+        #expect(pool.count == 0 && pool.made == 2)
     }
 
     @Test func theMachineHandsTheRequestBackOnlyOnceTheResponseStarted() {

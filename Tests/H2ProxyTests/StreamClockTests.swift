@@ -19,6 +19,28 @@ import Testing
         #expect(clock.unixMicros() == 1_700_000_000_001_500)
     }
 
+    /// Inside one read or flush, the moments that may share a reading do; the ones that close
+    /// a measurement (`trailersForwarded`, `requestReceived`) still read the clock; nested
+    /// scopes keep the outer reading; after the scope every moment reads the clock again.
+    @Test func oneReadingIsSharedInsideAReadOrFlush() {
+        let clock = StreamClock.manual(at: Self.t0)
+        let later = Self.t0 + .microseconds(700)
+        clock.withSharedReading {
+            clock.advance(by: .microseconds(700))
+            #expect(clock.firstByte() == Self.t0)
+            #expect(clock.responseEnd() == Self.t0)
+            #expect(clock.dataReceived() == Self.t0)
+            #expect(clock.requestSent() == Self.t0)
+            #expect(clock.streamEnded() == Self.t0)
+            #expect(clock.trailersForwarded() == later)
+            #expect(clock.requestReceived() == later)
+            clock.withSharedReading { #expect(clock.streamEnded() == Self.t0) }
+            #expect(clock.responseEnd() == Self.t0)
+        }
+        #expect(clock.responseEnd() == later)
+        #expect(clock.streamEnded() == later)
+    }
+
     @Test func aSystemClockReadsTheSystemClocks() {
         let clock = StreamClock()
         let before = NIODeadline.now()

@@ -53,6 +53,25 @@ import Testing
         #expect(source.cachedPaths == 1)
     }
 
+    /// The route found last is checked first, without hashing; alternating routes still find
+    /// their own, and a path that only starts like the last one is not taken for it.
+    @Test func theLastRouteIsFoundWithoutHashingAndNeverForAnotherPath() throws {
+        let (source, _) = Self.source()
+        let a = try Self.route(source, path: "/pkg.S/A")
+        let b = try Self.route(source, path: "/pkg.S/B")
+        for _ in 0..<3 {
+            #expect(try Self.route(source, path: "/pkg.S/A") === a)
+            #expect(try Self.route(source, path: "/pkg.S/A") === a)
+            #expect(try Self.route(source, path: "/pkg.S/B") === b)
+        }
+        let longer = try Self.route(source, path: "/pkg.S/BB")
+        #expect(longer !== b && longer.metrics.method == "BB")
+        #expect(try Self.route(source, path: "/pkg.S/B?q") === b)
+        #expect(source.cachedPaths == 3)
+        var cache = RouteCache(limit: 4)
+        Array("/x".utf8).withUnsafeBufferPointer { #expect(cache.recent($0) == nil) }
+    }
+
     @Test func theCacheStopsAtItsLimitAndStillAnswers() {
         var cache = RouteCache(limit: 3)
         let metrics = TrafficMetrics(registry: MetricsRegistry(), hop: "h", region: "r", headerErrorReasons: [])

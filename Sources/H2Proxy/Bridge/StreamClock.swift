@@ -13,7 +13,10 @@ import NIOCore
 /// and a branch: nothing is allocated or locked per stream or frame.
 ///
 /// Every event below is seen on the loop when nghttp2 hands the proxy the frame's event, that
-/// is after the loop read and decoded the bytes. "Sent" is when the upstream session serialised
+/// is after the loop read and decoded the bytes. Moments read from bytes are stamped with the
+/// start of the read that carried them (all frames in one read arrived together), and moments
+/// of a flush with its start: one reading per read or flush, not one per stream and moment
+/// (``withSharedReading(_:)``). "Sent" is when the upstream session serialised
 /// the request HEADERS (nghttp2's `on_frame_send`, in the flush at the end of the loop entry
 /// point, ``ProxyLoop/flushDirty()``, right after the frame went to the channel), not when the
 /// proxy queued them: the proxy's own write delay counts as its own time. "Forwarded" is when the
@@ -27,6 +30,9 @@ import NIOCore
 public final class StreamClock {
     /// Set for a manual clock: the time it stands at.
     private var manualNow: NIODeadline?
+    /// The reading shared by the moments of one upstream read or one flush
+    /// (``withSharedReading(_:)``), taken when it began.
+    private var sharedReading: NIODeadline?
     private var manualUnixMicros: Int64 = 0
 
     /// A clock that reads the system's monotonic and wall clocks.
@@ -53,6 +59,26 @@ public final class StreamClock {
         self.manualNow ?? NIODeadline.now()
     }
 
+    /// Runs `body` with one reading of the clock shared by the moments that happen in it and
+    /// may share one (``requestSent()``, ``dataReceived()``, ``firstByte()``, ``responseEnd()``,
+    /// ``streamEnded()``): taken now, before `body` reads or writes any bytes. Used for one
+    /// upstream read (every frame in those bytes arrived when they were read) and for one flush
+    /// of the loop's connections (every frame written and every stream that ends in it), so a
+    /// stream costs no clock call per moment (six of them, about 20 ns each, were a fifth of what
+    /// timing added per request). Nested calls share the outer reading.
+    @inline(__always)
+    func withSharedReading<Result>(_ body: () throws -> Result) rethrows -> Result {
+        guard self.sharedReading == nil else { return try body() }
+        self.sharedReading = self.now()
+        defer { self.sharedReading = nil }
+        return try body()
+    }
+
+    @inline(__always)
+    private func sharedOrNow() -> NIODeadline {
+        self.sharedReading ?? self.now()
+    }
+
     // MARK: The moments of one stream
 
     /// **Received**: the bytes carrying the request's HEADERS were read from the client's
@@ -68,18 +94,21 @@ public final class StreamClock {
     /// the HEADERS "before" they were sent, and the segment to it would read below zero. Read again for each retry; the
     /// timing observer keeps the first. This hop's `dur` and `ttfb` count from here, and the
     /// request side of its `self` ends here, so the proxy's own write delay is its own time.
-    public func requestSent() -> NIODeadline { self.now() }
+    public func requestSent() -> NIODeadline { self.sharedOrNow() }
 
-    /// A DATA frame arrived, in either direction.
-    public func dataReceived() -> NIODeadline { self.now() }
+    /// A DATA frame arrived, in either direction (from the upstream: when the read that
+    /// carried it began).
+    public func dataReceived() -> NIODeadline { self.sharedOrNow() }
 
     /// **First byte**: the response's final (not 1xx) HEADERS arrived from the upstream.
-    /// For a Trailers-Only response it is also the response's end.
-    public func firstByte() -> NIODeadline { self.now() }
+    /// For a Trailers-Only response it is also the response's end. Like every moment read
+    /// from upstream bytes, it is when the read that carried them began: all frames in one
+    /// read arrived together.
+    public func firstByte() -> NIODeadline { self.sharedOrNow() }
 
     /// **End**: the response's last frame arrived from the upstream (trailers, or DATA with
-    /// END_STREAM). This hop's `dur` ends here.
-    public func responseEnd() -> NIODeadline { self.now() }
+    /// END_STREAM), when the read that carried it began. This hop's `dur` ends here.
+    public func responseEnd() -> NIODeadline { self.sharedOrNow() }
 
     /// The observer is done with the response's trailers and they are about to be queued to
     /// the client: this hop's own processing of the response ends here (`self` in
@@ -90,8 +119,9 @@ public final class StreamClock {
     public func localAnswerReady() -> NIODeadline { self.now() }
 
     /// The stream is over on both sides (both closes seen, or the proxy ended it). A call cut
-    /// short is timed until here.
-    public func streamEnded() -> NIODeadline { self.now() }
+    /// short is timed until here. A stream that ends in a flush (its last frame written) or a
+    /// read shares that flush's or read's reading.
+    public func streamEnded() -> NIODeadline { self.sharedOrNow() }
 
     // MARK: Wall clock
 

@@ -25,7 +25,8 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
 
     init(loop: ProxyLoop) {
         self.loop = loop
-        self.session = H2Session(role: .server, settings: loop.configuration.downstreamSession)
+        self.session = H2Session(
+            role: .server, settings: loop.configuration.downstreamSession, headerBlocks: loop.headerBlocks)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {

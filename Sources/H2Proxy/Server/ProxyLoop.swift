@@ -12,6 +12,8 @@ final class ProxyLoop {
     let metrics: ProxyMetrics
     /// Where every stream measurement on this loop reads the time (see ``StreamClock``).
     let clock: StreamClock
+    /// Header blocks every session on this loop decodes into and gives back to.
+    let headerBlocks = HeaderBlockPool(limit: HeaderBlockPool.loopLimit)
     let observerSource: LoopObserverSource?
     let logger: Logger
     /// Shared by the loops of one server: connect failures are logged once per change.
@@ -145,9 +147,13 @@ final class ProxyLoop {
         guard !self.flushing, self.deliveringEvents == 0 else { return }
         self.flushing = true
         defer { self.flushing = false }
-        while let next = self.dirty.popLast() {
-            next.isDirty = false
-            next.flushNow()
+        // One reading for the whole flush: "sent" for every request HEADERS it writes and
+        // "ended" for every stream that ends in it (StreamClock).
+        self.clock.withSharedReading {
+            while let next = self.dirty.popLast() {
+                next.isDirty = false
+                next.flushNow()
+            }
         }
     }
 }

@@ -42,18 +42,14 @@ public final class H2Session {
     /// its chunk queue.
     private var spareOutbound: [OutboundStream] = []
     static let spareOutboundLimit = 16
-    /// Header blocks this session handed out in events, kept to decode later blocks into (at
-    /// most ``spareBlockLimit``, each small): a block its receiver let go of or gave back
-    /// (``recycle(_:)``) is reused without allocating; one still held elsewhere (a request kept
-    /// for a replay) costs what a new one does.
-    private var spareBlocks: [HeaderBlock] = []
-    /// Blocks kept: 4 on a client's connection (there may be thousands), 32 on an upstream
-    /// connection, whose one read can carry the responses of every client's calls (at 40 calls
-    /// in flight, a limit of 4 decoded 75 % of responses into new blocks).
-    var spareBlockLimit: Int { self.role == .server ? 4 : 32 }
-    /// Blocks kept for reuse now (for tests).
-    var spareBlockCount: Int { self.spareBlocks.count }
-    static let spareBlockMaxCapacity = 2048
+    /// Header blocks to decode into, given back by whoever let go of a block this session
+    /// handed out in an event (``recycle(_:)``). A ``ProxyLoop`` shares one pool among all its
+    /// sessions; a session made alone keeps its own, of ``spareBlockLimit`` blocks.
+    let headerBlocks: HeaderBlockPool
+    /// Blocks a session made alone keeps: 4 for a client's connection, 32 for an upstream one.
+    static func spareBlockLimit(_ role: Role) -> Int { role == .server ? 4 : 32 }
+    /// Blocks kept for reuse now, in this session's pool (for tests).
+    var spareBlockCount: Int { self.headerBlocks.count }
 
     // Receive state, valid only inside `receive`.
     private var inputBuffer: ByteBuffer?
@@ -136,8 +132,14 @@ public final class H2Session {
         self.spareOutbound.popLast() ?? OutboundStream()
     }
 
-    public init(role: Role, settings: Settings = Settings(), allocator: ByteBufferAllocator = ByteBufferAllocator()) {
+    /// `headerBlocks`: the pool to decode header blocks into and give them back to (the event
+    /// loop's); `nil` for one of this session's own.
+    public init(
+        role: Role, settings: Settings = Settings(), allocator: ByteBufferAllocator = ByteBufferAllocator(),
+        headerBlocks: HeaderBlockPool? = nil
+    ) {
         self.role = role
+        self.headerBlocks = headerBlocks ?? HeaderBlockPool(limit: Self.spareBlockLimit(role))
         self.settings = settings
         self.allocator = allocator
         self.scratch = allocator.buffer(capacity: 0)
@@ -295,16 +297,12 @@ public final class H2Session {
     }
 
     private func keepForReuse(_ block: consuming HeaderBlock) {
-        guard self.spareBlocks.count < self.spareBlockLimit, block.storageCapacity <= Self.spareBlockMaxCapacity
-        else { return }
-        self.spareBlocks.append(block)
+        self.headerBlocks.give(block)
     }
 
     /// An empty block to decode a header block into: a spare one if there is one.
     private func makeBlock() -> HeaderBlock {
-        guard var block = self.spareBlocks.popLast() else { return HeaderBlock() }
-        block.removeAll()
-        return block
+        self.headerBlocks.take()
     }
 
     /// Re-opens the receive window by `bytes` for `streamID` (and the connection) once the
@@ -699,6 +697,8 @@ public final class H2Session {
                 flags.pointee |= NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue
                 stream.trailers = nil
                 _ = trailers.withNV { nghttp2_submit_trailer(self.session, streamID, $0, $1) }
+                // nghttp2 copied the fields: the block can take a later decoded block.
+                self.keepForReuse(trailers)
             }
             return n
         }

@@ -38,7 +38,8 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
     init(loop: ProxyLoop, pool: UpstreamPool) {
         self.loop = loop
         self.pool = pool
-        self.session = H2Session(role: .client, settings: loop.configuration.upstreamSession)
+        self.session = H2Session(
+            role: .client, settings: loop.configuration.upstreamSession, headerBlocks: loop.headerBlocks)
     }
 
     /// How the SETTINGS timer reaches this connection (``TimerTarget``).
@@ -90,15 +91,18 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        do {
-            try self.session.receive(self.unwrapInboundIn(data))
-        } catch {
-            self.loop.metrics.protocolErrorsUpstream.increment()
-            self.noteProtocolViolation("\(error)")
-            self.loop.logger.warning(
-                "upstream connection error", metadata: ["error": "\(self.closeCause ?? "\(error)")"])
+        // Every frame in these bytes arrived when they were read: one clock reading for all.
+        self.loop.clock.withSharedReading {
+            do {
+                try self.session.receive(self.unwrapInboundIn(data))
+            } catch {
+                self.loop.metrics.protocolErrorsUpstream.increment()
+                self.noteProtocolViolation("\(error)")
+                self.loop.logger.warning(
+                    "upstream connection error", metadata: ["error": "\(self.closeCause ?? "\(error)")"])
+            }
+            self.processEvents()
         }
-        self.processEvents()
         self.pool.settingsAcknowledged(on: self)
         self.loop.markDirty(self)
     }

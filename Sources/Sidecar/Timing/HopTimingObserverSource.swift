@@ -109,6 +109,7 @@ final class HopTimingObserverSource: LoopObserverSource, @unchecked Sendable {
     /// remembered. A stream folded into the overflow route counts in `labelOverflow` each time.
     private func route(path: UnsafeBufferPointer<UInt8>) -> LoopRoute {
         let key = RouteCache.routePath(path)
+        if let recent = self.routeCache.recent(key) { return recent }
         let hash = RouteCache.hash(key)
         if let cached = self.routeCache.route(for: key, hash: hash) { return cached }
         let (service, method) = Self.serviceAndMethod(String(decoding: key, as: UTF8.self))

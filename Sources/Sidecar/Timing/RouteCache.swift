@@ -1,3 +1,5 @@
+import Foundation
+
 /// One event loop's routes by request path: the `:path` bytes up to any `?`, so that a new
 /// stream finds its route without building a `String` and the query string never makes a
 /// new entry (`/a/b?x=1` and `/a/b?x=2` are one route, ``HopTimingObserverSource/serviceAndMethod(_:)``).
@@ -12,6 +14,9 @@ struct RouteCache {
     private var routes: [LoopRoute?]
     /// Paths remembered.
     private(set) var count = 0
+    /// The slot last found or filled: ``recent(_:)`` checks it before any hashing, since
+    /// streams come in runs on one route.
+    private var lastSlot = -1
     /// Paths remembered at most.
     let limit: Int
 
@@ -37,15 +42,30 @@ struct RouteCache {
         return h == 0 ? 1 : h
     }
 
+    /// The route of the slot last found or filled, if `routePath` is its path (no hashing).
+    func recent(_ routePath: UnsafeBufferPointer<UInt8>) -> LoopRoute? {
+        guard self.lastSlot >= 0, Self.equal(self.paths[self.lastSlot], routePath) else { return nil }
+        return self.routes[self.lastSlot]
+    }
+
     /// The route remembered for `routePath` (see ``routePath(_:)``) whose ``hash(_:)`` is `hash`.
-    func route(for routePath: UnsafeBufferPointer<UInt8>, hash: Int) -> LoopRoute? {
+    mutating func route(for routePath: UnsafeBufferPointer<UInt8>, hash: Int) -> LoopRoute? {
         let mask = self.hashes.count - 1
         var i = hash & mask
         while self.hashes[i] != 0 {
-            if self.hashes[i] == hash && self.paths[i].elementsEqual(routePath) { return self.routes[i] }
+            if self.hashes[i] == hash && Self.equal(self.paths[i], routePath) {
+                self.lastSlot = i
+                return self.routes[i]
+            }
             i = (i + 1) & mask
         }
         return nil
+    }
+
+    private static func equal(_ stored: [UInt8], _ path: UnsafeBufferPointer<UInt8>) -> Bool {
+        stored.withUnsafeBufferPointer { s in
+            s.count == path.count && (s.count == 0 || memcmp(s.baseAddress!, path.baseAddress!, s.count) == 0)
+        }
     }
 
     /// Remembers `route` for `routePath` unless `limit` paths are remembered already.
@@ -54,12 +74,13 @@ struct RouteCache {
         let mask = self.hashes.count - 1
         var i = hash & mask
         while self.hashes[i] != 0 {
-            if self.hashes[i] == hash && self.paths[i].elementsEqual(routePath) { return }
+            if self.hashes[i] == hash && Self.equal(self.paths[i], routePath) { return }
             i = (i + 1) & mask
         }
         self.hashes[i] = hash
         self.paths[i] = Array(routePath)
         self.routes[i] = route
         self.count += 1
+        self.lastSlot = i
     }
 }
