@@ -86,6 +86,47 @@ import Testing
         #expect(cache.count == 3)
     }
 
+    /// The recording methods (which reach remembered series without retaining them) count in
+    /// the same series as the accessors, before and after a series is remembered and past the
+    /// codes a route remembers.
+    @Test func aLoopRouteRecordsIntoTheSameSeriesWithoutAccessors() {
+        let metrics = TrafficMetrics(registry: MetricsRegistry(), hop: "h", region: "r", headerErrorReasons: [])
+        let route = LoopRoute(metrics.route(service: "s", method: "m"))
+        let codes = (0..<(LoopRoute.maxCachedCodes + 4)).map { String(300 + $0) }
+        for code in codes + codes { route.countRequest(code: code, source: .traffic) }
+        route.countRequest(code: "OK", source: .probe)
+        for code in codes { #expect(route.metrics.requests(code: code, source: "traffic").value == 2) }
+        #expect(route.metrics.requests(code: "OK", source: "probe").value == 1)
+        #expect(route.metrics.requests(code: "OK", source: "traffic").value == 0)
+        for kind in RouteMetrics.HistogramKind.allCases {
+            route.observe(kind, .traffic, 0.002, traceID: nil, unixSeconds: 0)
+            route.observe(kind, .traffic, 0.004, traceID: nil, unixSeconds: 0)
+            #expect(route.histogram(kind, .traffic).count == 2)
+            #expect(abs(route.metrics.histogram(kind, .traffic).sum - 0.006) < 1e-9)
+        }
+        #expect(route.metrics.histogram(.upstreamTTFB, .probe).count == 0)
+    }
+
+    /// Segments recorded through the source land in the registry's series, for the first ones
+    /// (remembered, reached unretained) and for those past them, traffic and probes apart.
+    @Test func segmentsPastTheFirstOnesLandInTheirOwnSeries() {
+        let (source, metrics) = Self.source()
+        let count = HopTimingObserverSource.firstSegmentCount + 4
+        for round in 0..<2 {
+            for i in 0..<count {
+                source.observeSegment(
+                    segment: "h", next: "n\(i)", sourceIndex: i % 2, 0.001 * Double(round + 1), traceID: nil,
+                    unixSeconds: 0)
+            }
+        }
+        for i in 0..<count {
+            let h = metrics.segment(segment: "h", next: "n\(i)", source: i % 2 == 1 ? "probe" : "traffic")
+            #expect(h.count == 2)
+            #expect(abs(h.sum - 0.003) < 1e-9)
+            #expect(metrics.segment(segment: "h", next: "n\(i)", source: i % 2 == 1 ? "traffic" : "probe").count == 0)
+        }
+    }
+
     @Test func aLoopRouteCountsEveryCodePastTheOnesItRemembers() {
         let metrics = TrafficMetrics(registry: MetricsRegistry(), hop: "h", region: "r", headerErrorReasons: [])
         let route = LoopRoute(metrics.route(service: "s", method: "m"))

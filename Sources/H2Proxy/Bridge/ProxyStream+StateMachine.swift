@@ -109,8 +109,8 @@ extension ProxyStream {
 
         static let retainedForRetryLimit = 64 << 10
 
-        let isGRPC: Bool
-        let maxRetries: Int
+        private(set) var isGRPC = false
+        private(set) var maxRetries = 0
         private(set) var state: State = .waitingForUpstream
         /// The response's phase and the meaning of each HEADERS block, shared with ``LocalCall``.
         private var progress = ResponseProgress()
@@ -152,7 +152,17 @@ extension ProxyStream {
         private var endReason: StreamEndReason?
 
         init(request: HeaderBlock, endStream: Bool, isGRPC: Bool, maxRetries: Int) {
-            self.request = request
+            self.start(request: request, endStream: endStream, isGRPC: isGRPC, maxRetries: maxRetries)
+        }
+
+        /// A machine with no request yet: ``start(request:endStream:isGRPC:maxRetries:)`` gives it
+        /// one. A stream starts its machine in place this way, since building the machine first
+        /// and storing it made the compiler copy it (four retains and four releases per stream).
+        init() {}
+
+        /// The stream's request arrived (`endStream`: with END_STREAM).
+        mutating func start(request: consuming HeaderBlock, endStream: Bool, isGRPC: Bool, maxRetries: Int) {
+            self.request = consume request
             self.requestEnded = endStream
             self.isGRPC = isGRPC
             self.maxRetries = maxRetries

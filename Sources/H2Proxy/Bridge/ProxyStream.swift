@@ -19,7 +19,7 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
     /// The observer's ``StreamObserver/wantsDataTimes``: whether a DATA chunk reads the clock.
     private let observerWantsDataTimes: Bool
     let receivedAt: NIODeadline
-    private(set) var machine: StateMachine
+    private(set) var machine = StateMachine()
     private var requestFramer = GRPCMessageFraming()
     private var responseFramer = GRPCMessageFraming()
 
@@ -44,10 +44,9 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
         if let observer {
             observer.requestHeadersWillForward(&request, receivedAt: receivedAt)
         }
-        self.machine = StateMachine(
-            request: request, endStream: endStream, isGRPC: isGRPC,
-            maxRetries: downstream.loop.configuration.maxRetries
-        )
+        self.machine.start(
+            request: consume request, endStream: endStream, isGRPC: isGRPC,
+            maxRetries: downstream.loop.configuration.maxRetries)
     }
 
     // MARK: Attaching to an upstream connection

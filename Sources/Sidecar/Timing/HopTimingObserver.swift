@@ -254,7 +254,7 @@ final class HopTimingObserver: StreamObserver {
         let s = self.sourceIndex
         let source: RouteMetrics.Source = s == 1 ? .probe : .traffic
         let route = self.loopRoute
-        route.requests(code: self.code, source: source).increment()
+        route.countRequest(code: self.code, source: source)
         if self.requestMessages > 0 {
             route.messages(source, response: false).increment(by: UInt64(self.requestMessages))
         }
@@ -270,25 +270,26 @@ final class HopTimingObserver: StreamObserver {
         let end = self.responseEndAt ?? at
         let seconds = Double(max(0, nanos(from: start, to: end))) / 1e9
         let unary = self.requestMessages <= 1 && self.responseMessages <= 1
-        route.histogram(unary ? .upstreamDuration : .streamDuration, source)
-            .observe(seconds, traceID: id, unixSeconds: endedSeconds)
+        route.observe(unary ? .upstreamDuration : .streamDuration, source, seconds, traceID: id, unixSeconds: endedSeconds)
         if let h = self.responseHeadersAt {
-            route.histogram(.upstreamTTFB, source)
-                .observe(Double(nanos(from: start, to: h)) / 1e9, traceID: id, unixSeconds: endedSeconds)
+            route.observe(
+                .upstreamTTFB, source, Double(nanos(from: start, to: h)) / 1e9, traceID: id, unixSeconds: endedSeconds)
         }
         if let own = self.ownEntry {
-            self.metrics.proxyOverhead.observe(own.selfTime / 1000, traceID: id, unixSeconds: endedSeconds)
+            self.source.proxyOverhead.observe(own.selfTime / 1000, traceID: id, unixSeconds: endedSeconds)
         }
         if self.chainComplete, let own = self.ownEntry {
             TimingChain.forEachSegment(inner: self.innerEntries, outermost: own) { segment in
-                self.source.segmentHistogram(segment: segment.hop, next: segment.next, sourceIndex: s)
-                    .observe(segment.milliseconds / 1000, traceID: id, unixSeconds: endedSeconds)
+                self.source.observeSegment(
+                    segment: segment.hop, next: segment.next, sourceIndex: s, segment.milliseconds / 1000, traceID: id,
+                    unixSeconds: endedSeconds)
             }
         } else if self.responseEndAt == nil {
             // No response end, so no timing chain: the time from this hop on belongs to no
             // known next hop, and is recorded as such rather than left out of the segment SLO.
-            self.source.segmentHistogram(segment: self.options.hop, next: Self.unknownNext, sourceIndex: s)
-                .observe(seconds, traceID: id, unixSeconds: endedSeconds)
+            self.source.observeSegment(
+                segment: self.options.hop, next: Self.unknownNext, sourceIndex: s, seconds, traceID: id,
+                unixSeconds: endedSeconds)
         }
         self.source.accessLog?.write(self, reason: reason)
         let now = endedSeconds

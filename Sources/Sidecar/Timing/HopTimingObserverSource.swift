@@ -25,6 +25,9 @@ final class HopTimingObserverSource: LoopObserverSource, @unchecked Sendable {
     /// The first segment histograms this loop used: the own hop's segments (whose names are
     /// the same `String`s every time) are found with a few word compares, no hashing.
     private var firstSegments: [(segment: String, next: String, source: Int, histogram: Histogram)] = []
+    /// The histograms of ``firstSegments``, unretained (that array keeps them): recording a
+    /// segment reads no reference it has to retain and release.
+    private var firstSegmentRefs: [Unmanaged<Histogram>] = []
     /// The rest.
     private var segments: [SegmentKey: Histogram] = [:]
 
@@ -44,6 +47,8 @@ final class HopTimingObserverSource: LoopObserverSource, @unchecked Sendable {
     private var wallOffsetReadAt: UInt64?
 
     let recent = RecentSamples(capacity: 8192)
+    /// `insight_proxy_overhead_seconds`, held here so that recording it retains nothing.
+    let proxyOverhead: Histogram
 
     init(
         options: TimingOptions, metrics: TrafficMetrics, accessLog: AccessLog?, clock: StreamClock = StreamClock(),
@@ -53,6 +58,7 @@ final class HopTimingObserverSource: LoopObserverSource, @unchecked Sendable {
         self.options = options
         self.clock = clock
         self.metrics = metrics
+        self.proxyOverhead = metrics.proxyOverhead
         self.accessLog = accessLog
         self.own = OwnItems(hop: options.hop, region: options.region)
         self.routeCache = RouteCache(limit: 4 * metrics.maxRoutes)
@@ -132,6 +138,24 @@ final class HopTimingObserverSource: LoopObserverSource, @unchecked Sendable {
     /// Paths the route cache remembers (for tests).
     var cachedPaths: Int { self.routeCache.count }
 
+    /// Observes `seconds` in the segment histogram of `segment` → `next` from `sourceIndex`
+    /// (0 traffic, 1 probe): for the first segments, without retaining the histogram.
+    func observeSegment(
+        segment: String, next: String, sourceIndex: Int, _ seconds: Double, traceID: TraceID?, unixSeconds: Double
+    ) {
+        for i in self.firstSegmentRefs.indices {
+            guard self.firstSegments[i].source == sourceIndex && self.firstSegments[i].segment == segment
+                && self.firstSegments[i].next == next
+            else { continue }
+            self.firstSegmentRefs[i]._withUnsafeGuaranteedRef {
+                $0.observe(seconds, traceID: traceID, unixSeconds: unixSeconds)
+            }
+            return
+        }
+        self.segmentHistogram(segment: segment, next: next, sourceIndex: sourceIndex)
+            .observe(seconds, traceID: traceID, unixSeconds: unixSeconds)
+    }
+
     func segmentHistogram(segment: String, next: String, sourceIndex: Int) -> Histogram {
         for entry in self.firstSegments
         where entry.source == sourceIndex && entry.segment == segment && entry.next == next {
@@ -142,6 +166,7 @@ final class HopTimingObserverSource: LoopObserverSource, @unchecked Sendable {
         let h = self.metrics.segment(segment: segment, next: next, source: sourceIndex == 1 ? "probe" : "traffic")
         if self.firstSegments.count < Self.firstSegmentCount {
             self.firstSegments.append((segment, next, sourceIndex, h))
+            self.firstSegmentRefs.append(Unmanaged.passUnretained(h))
         } else if self.segments.count < 4 * self.metrics.maxSegments {
             self.segments[key] = h
         }

@@ -16,6 +16,15 @@ final class LoopRoute {
     /// strings, which for the static gRPC names and short HTTP statuses is a few word compares.
     private var requestCounters: [(code: String, source: RouteMetrics.Source, counter: Counter)] = []
 
+    // The same series, unretained, for the recording methods: reading a class reference out of
+    // an array retains it and releases it after the call (two atomic operations per series per
+    // stream). The arrays above and the route's `RouteMetrics` keep every one alive as long as
+    // this route.
+    private var histogramRefs: [Unmanaged<Histogram>?]
+    private var requestCodes: [String] = []
+    private var requestSources: [RouteMetrics.Source] = []
+    private var requestRefs: [Unmanaged<Counter>] = []
+
     /// Codes per route remembered by one loop; a route that ends with more (HTTP statuses are
     /// chosen by the upstream) finds the rest through ``RouteMetrics/requests(code:source:)``.
     static let maxCachedCodes = 32
@@ -23,6 +32,7 @@ final class LoopRoute {
     init(_ metrics: RouteMetrics) {
         self.metrics = metrics
         self.histograms = Array(repeating: nil, count: RouteMetrics.HistogramKind.allCases.count * 2)
+        self.histogramRefs = Array(repeating: nil, count: RouteMetrics.HistogramKind.allCases.count * 2)
         self.messageCounters = Array(repeating: nil, count: 4)
     }
 
@@ -32,7 +42,22 @@ final class LoopRoute {
         if let h = self.histograms[i] { return h }
         let h = self.metrics.histogram(kind, source)
         self.histograms[i] = h
+        self.histogramRefs[i] = Unmanaged.passUnretained(h)
         return h
+    }
+
+    /// Observes `seconds` in the histogram `kind` of calls from `source` (see
+    /// ``Histogram/observe(_:traceID:unixSeconds:)``), retaining nothing once the series exists.
+    func observe(
+        _ kind: RouteMetrics.HistogramKind, _ source: RouteMetrics.Source, _ seconds: Double, traceID: TraceID?,
+        unixSeconds: Double
+    ) {
+        let i = kind.rawValue * 2 + source.rawValue
+        guard let ref = self.histogramRefs[i] else {
+            self.histogram(kind, source).observe(seconds, traceID: traceID, unixSeconds: unixSeconds)
+            return
+        }
+        ref._withUnsafeGuaranteedRef { $0.observe(seconds, traceID: traceID, unixSeconds: unixSeconds) }
     }
 
     /// `insight_messages_total` for `source` and direction.
@@ -48,8 +73,22 @@ final class LoopRoute {
     func requests(code: String, source: RouteMetrics.Source) -> Counter {
         for entry in self.requestCounters where entry.source == source && entry.code == code { return entry.counter }
         let c = self.metrics.requests(code: code, source: source.label)
-        if self.requestCounters.count < Self.maxCachedCodes { self.requestCounters.append((code, source, c)) }
+        if self.requestCounters.count < Self.maxCachedCodes {
+            self.requestCounters.append((code, source, c))
+            self.requestCodes.append(code)
+            self.requestSources.append(source)
+            self.requestRefs.append(Unmanaged.passUnretained(c))
+        }
         return c
+    }
+
+    /// Counts one call that ended with `code`, from `source`, in `insight_requests_total`.
+    func countRequest(code: String, source: RouteMetrics.Source) {
+        for i in self.requestCodes.indices where self.requestSources[i] == source && self.requestCodes[i] == code {
+            self.requestRefs[i]._withUnsafeGuaranteedRef { $0.increment() }
+            return
+        }
+        self.requests(code: code, source: source).increment()
     }
 
     /// Codes this loop remembers for the route (for tests).
