@@ -270,7 +270,8 @@ final class HopTimingObserver: StreamObserver {
         let end = self.responseEndAt ?? at
         let seconds = Double(max(0, nanos(from: start, to: end))) / 1e9
         let unary = self.requestMessages <= 1 && self.responseMessages <= 1
-        route.observe(unary ? .upstreamDuration : .streamDuration, source, seconds, traceID: id, unixSeconds: endedSeconds)
+        route.observe(
+            unary ? .upstreamDuration : .streamDuration, source, seconds, traceID: id, unixSeconds: endedSeconds)
         if let h = self.responseHeadersAt {
             route.observe(
                 .upstreamTTFB, source, Double(nanos(from: start, to: h)) / 1e9, traceID: id, unixSeconds: endedSeconds)

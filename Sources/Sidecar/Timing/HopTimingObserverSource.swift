@@ -144,8 +144,9 @@ final class HopTimingObserverSource: LoopObserverSource, @unchecked Sendable {
         segment: String, next: String, sourceIndex: Int, _ seconds: Double, traceID: TraceID?, unixSeconds: Double
     ) {
         for i in self.firstSegmentRefs.indices {
-            guard self.firstSegments[i].source == sourceIndex && self.firstSegments[i].segment == segment
-                && self.firstSegments[i].next == next
+            guard
+                self.firstSegments[i].source == sourceIndex && self.firstSegments[i].segment == segment
+                    && self.firstSegments[i].next == next
             else { continue }
             self.firstSegmentRefs[i]._withUnsafeGuaranteedRef {
                 $0.observe(seconds, traceID: traceID, unixSeconds: unixSeconds)
