@@ -9,7 +9,7 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
 
     let loop: ProxyLoop
     let session: H2Session
-    var streams: [Int32: DownstreamStream] = [:]
+    let streams = StreamTable<DownstreamStream>()
     var isDirty = false
     private var context: ChannelHandlerContext?
     private var closed = false
@@ -92,9 +92,8 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
         self.closed = true
         self.loop.metrics.downstreamConnectionsActive.decrement()
         self.loop.downstreams.removeValue(forKey: ObjectIdentifier(self))
-        let open = self.streams
-        self.streams.removeAll()
-        for (_, stream) in open { stream.downstreamDidClose(errorCode: H2ErrorCode.cancel, connectionLost: true) }
+        let open = self.streams.removeAll()
+        for stream in open { stream.downstreamDidClose(errorCode: H2ErrorCode.cancel, connectionLost: true) }
         self.loop.flushDirty()
         self.context = nil
     }

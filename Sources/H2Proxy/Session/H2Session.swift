@@ -36,7 +36,7 @@ public final class H2Session {
 
     private var pendingEvents: [H2Event] = []
     private var spareEvents: [H2Event] = []
-    private(set) var outbound: [Int32: OutboundStream] = [:]
+    let outbound = StreamTable<OutboundStream>()
     /// Outbound stream records of closed streams, emptied and kept for the next streams (at
     /// most ``spareOutboundLimit``), so that opening a stream allocates neither the record nor
     /// its chunk queue.
@@ -392,7 +392,8 @@ public final class H2Session {
         self.dataPaused = paused
         self.controlBytesWhilePaused = 0
         if !paused {
-            for (id, stream) in self.outbound where stream.deferred {
+            for id in self.outbound.ids {
+                guard let stream = self.outbound[id], stream.deferred else { continue }
                 stream.deferred = false
                 _ = nghttp2_session_resume_data(self.session, id)
             }

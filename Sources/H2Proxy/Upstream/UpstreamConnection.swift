@@ -22,7 +22,7 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
     /// Strong: the pool drops the connection from its list when it closes, which ends the cycle.
     let pool: UpstreamPool
     let session: H2Session
-    var streams: [Int32: UpstreamStream] = [:]
+    let streams = StreamTable<UpstreamStream>()
     var isDirty = false
     private(set) var state: State = .connecting
     private var context: ChannelHandlerContext?
@@ -129,8 +129,7 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
         self.state = .closed
         self.loop.metrics.upstreamConnectionsActive.decrement()
         self.pool.connectionClosed(self, beforeReady: wasConnecting, cause: self.closeCause)
-        let open = self.streams
-        self.streams.removeAll()
+        let open = self.streams.removeAll()
         if !open.isEmpty {
             let cause = self.closeCause ?? "lost the connection to \(self.pool.peer)"
             if !closedByProxy && !self.loop.isDraining {
@@ -140,7 +139,7 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
                         : "probe target connection lost with streams in flight",
                     metadata: ["upstream": "\(self.upstreamAddress)", "streams": "\(open.count)", "error": "\(cause)"])
             }
-            for (_, stream) in open { stream.upstreamConnectionLost(cause) }
+            for stream in open { stream.upstreamConnectionLost(cause) }
         }
         self.loop.flushDirty()
         self.context = nil
@@ -270,9 +269,8 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
         guard self.state != .closed else { return }
         self.state = .closed
         self.closeCause = cause
-        let open = self.streams
-        self.streams.removeAll()
-        for (_, stream) in open { stream.upstreamConnectionLost(cause) }
+        let open = self.streams.removeAll()
+        for stream in open { stream.upstreamConnectionLost(cause) }
         self.context?.close(promise: nil)
     }
 }
