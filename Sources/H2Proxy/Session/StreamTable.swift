@@ -70,7 +70,7 @@ final class StreamTable<Value> {
     }
 
     subscript(id: Int32) -> Value? {
-        get {
+        @inline(__always) get {
             guard let i = self.find(Self.key(id)) else { return nil }
             return self.slots[i].value
         }

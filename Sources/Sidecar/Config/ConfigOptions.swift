@@ -3,7 +3,11 @@ import Foundation
 
 /// Flags shared by `run` and `check-config`; each overrides the YAML key of the same name.
 public struct ConfigOptions: ParsableArguments {
-    @Option(name: .long, help: "YAML config file; flags override its values. Default none.")
+    @Option(
+        name: .long,
+        help:
+            "YAML config file; flags override its values. Some keys exist only there: max_routes, limits, probes, tls, upstream_tls, tracing (Docs/configuration.md). Default none."
+    )
     var config: String?
 
     @Option(name: .long, help: "Client listener, HOST:PORT (h2c). YAML: listen. Default 0.0.0.0:8080.")
