@@ -6,9 +6,10 @@
 /// a key is placed by one multiplication (Fibonacci hashing, the multiplier a random odd number
 /// drawn per process, so that a client choosing stream IDs cannot predict which ones collide).
 /// Stream IDs are 31-bit (RFC 9113 §5.1.1): a slot holds `id | 1 << 31`, and 0 marks it empty.
-/// Deletion shifts the following entries back (no tombstones). The table grows at half full and
-/// goes back to its first size when it empties (a busy connection keeps its slots between
-/// bursts; one that once had many streams gives them back when it has none).
+/// Deletion shifts the following entries back (no tombstones). The table allocates its slots
+/// with its first stream (a connection that never had one holds none), grows at half full, and
+/// frees them when it empties after having grown past 32 (one that once had many streams gives
+/// them back when it has none; one that keeps a few streams going keeps its 8 slots).
 ///
 /// A class, held by a `let`, with its slots behind a pointer it owns, so that a lookup retains
 /// nothing but the stream it returns (a struct or an array in a class's property is retained
@@ -21,6 +22,7 @@ final class StreamTable<Value> {
 
     /// `capacity` slots (a power of two), owned by the table: a lookup reads them through the
     /// pointer, where an array in a class's property would be retained and released per access.
+    /// None until the first stream (an idle connection allocates nothing here).
     private var slots: UnsafeMutablePointer<Slot>
     private var capacity: Int
     /// Streams in the table.
@@ -32,12 +34,22 @@ final class StreamTable<Value> {
     static var minimumSlots: Int { 8 }
 
     init() {
-        self.capacity = Self.minimumSlots
-        self.slots = Self.allocate(Self.minimumSlots)
-        self.shift = 32 - UInt32(Self.minimumSlots.trailingZeroBitCount)
+        self.capacity = 0
+        self.slots = Self.noSlots
+        self.shift = 32
     }
 
     deinit {
+        self.freeSlots()
+    }
+
+    /// Stands for "no storage" (never read: a table without slots finds nothing).
+    private static var noSlots: UnsafeMutablePointer<Slot> {
+        UnsafeMutablePointer(bitPattern: MemoryLayout<Slot>.alignment)!
+    }
+
+    private func freeSlots() {
+        guard self.capacity > 0 else { return }
         self.slots.deinitialize(count: self.capacity)
         self.slots.deallocate()
     }
@@ -59,6 +71,7 @@ final class StreamTable<Value> {
     /// The slot holding `key`, or nil.
     @inline(__always)
     private func find(_ key: UInt32) -> Int? {
+        guard self.capacity > 0 else { return nil }
         let mask = self.capacity - 1
         var i = self.home(key)
         while true {
@@ -88,7 +101,7 @@ final class StreamTable<Value> {
             self.slots[i].value = value
             return
         }
-        if (self.count + 1) * 2 > self.capacity { self.resize(to: self.capacity * 2) }
+        if (self.count + 1) * 2 > self.capacity { self.resize(to: max(Self.minimumSlots, self.capacity * 2)) }
         let mask = self.capacity - 1
         var i = self.home(key)
         while self.slots[i].key != 0 { i = (i + 1) & mask }
@@ -124,7 +137,10 @@ final class StreamTable<Value> {
     @discardableResult
     func removeAll() -> [Value] {
         let held = self.values
-        self.replaceSlots(with: Self.minimumSlots)
+        self.freeSlots()
+        self.slots = Self.noSlots
+        self.capacity = 0
+        self.shift = 32
         self.count = 0
         return held
     }
@@ -136,8 +152,7 @@ final class StreamTable<Value> {
         var old: [Slot] = []
         old.reserveCapacity(self.count)
         for i in 0..<self.capacity where self.slots[i].key != 0 { old.append(self.slots[i]) }
-        self.slots.deinitialize(count: self.capacity)
-        self.slots.deallocate()
+        self.freeSlots()
         self.slots = Self.allocate(count)
         self.capacity = count
         self.shift = 32 - UInt32(count.trailingZeroBitCount)
