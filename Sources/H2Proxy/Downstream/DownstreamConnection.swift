@@ -268,6 +268,8 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
     /// Called every second by the loop's housekeeping.
     func checkLimits(now: NIODeadline) {
         guard !self.closed else { return }
+        self.streams.releaseSlotsIfEmpty()
+        self.session.releaseIdleStorage()
         switch self.limits.check(now: now, openStreams: self.streams.count, configuration: self.loop.configuration) {
         case .none:
             break

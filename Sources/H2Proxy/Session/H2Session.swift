@@ -519,6 +519,12 @@ public final class H2Session {
         self.resumeIfDeferred(streamID: streamID, stream)
     }
 
+    /// Frees the outbound stream table's slots if no stream is open (see
+    /// ``StreamTable/releaseSlotsIfEmpty()``).
+    func releaseIdleStorage() {
+        self.outbound.releaseSlotsIfEmpty()
+    }
+
     /// Bytes queued on `streamID` and not yet written.
     public func queuedBytes(streamID: Int32) -> Int { self.outbound[streamID]?.bytes ?? 0 }
 
