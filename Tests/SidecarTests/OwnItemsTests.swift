@@ -62,7 +62,7 @@ import Testing
                 hop: own.chainItem == owns[0].chainItem ? "mediary-a" : "Hop With Space", duration: d,
                 ttfb: Bool.random(using: &rng) ? value(&rng) : nil, selfTime: value(&rng))
             // What the item was before: the prefix and the library's decimals.
-            var expected = own.timingPrefix + Self.libraryDecimal(e.duration)
+            var expected = String(decoding: own.timingPrefix, as: UTF8.self) + Self.libraryDecimal(e.duration)
             if let t = e.ttfb { expected += ";ttfb=" + Self.libraryDecimal(t) }
             expected += ";self=" + Self.libraryDecimal(e.selfTime)
             #expect(own.timing(e) == expected, "seed \(seed)")

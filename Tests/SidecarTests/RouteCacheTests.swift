@@ -92,10 +92,10 @@ import Testing
     @Test func aLoopRouteRecordsIntoTheSameSeriesWithoutAccessors() {
         let metrics = TrafficMetrics(registry: MetricsRegistry(), hop: "h", region: "r", headerErrorReasons: [])
         let route = LoopRoute(metrics.route(service: "s", method: "m"))
-        let codes = (0..<(LoopRoute.maxCachedCodes + 4)).map { String(300 + $0) }
+        let codes = (0..<(LoopRoute.maxCachedCodes + 4)).map { CallCode.http(300 + $0)! }
         for code in codes + codes { route.countRequest(code: code, source: .traffic) }
-        route.countRequest(code: "OK", source: .probe)
-        for code in codes { #expect(route.metrics.requests(code: code, source: "traffic").value == 2) }
+        route.countRequest(code: .ok, source: .probe)
+        for code in codes { #expect(route.metrics.requests(code: code.name, source: "traffic").value == 2) }
         #expect(route.metrics.requests(code: "OK", source: "probe").value == 1)
         #expect(route.metrics.requests(code: "OK", source: "traffic").value == 0)
         for kind in RouteMetrics.HistogramKind.allCases {
@@ -130,11 +130,11 @@ import Testing
     @Test func aLoopRouteCountsEveryCodePastTheOnesItRemembers() {
         let metrics = TrafficMetrics(registry: MetricsRegistry(), hop: "h", region: "r", headerErrorReasons: [])
         let route = LoopRoute(metrics.route(service: "s", method: "m"))
-        let codes = (0..<(LoopRoute.maxCachedCodes + 8)).map { String(200 + $0) }
+        let codes = (0..<(LoopRoute.maxCachedCodes + 8)).map { CallCode.http(200 + $0)! }
         for code in codes + codes { route.requests(code: code, source: .traffic).increment() }
-        route.requests(code: "200", source: .probe).increment()
+        route.requests(code: .http(200)!, source: .probe).increment()
         #expect(route.cachedCodes == LoopRoute.maxCachedCodes)
-        for code in codes { #expect(route.metrics.requests(code: code, source: "traffic").value == 2) }
+        for code in codes { #expect(route.metrics.requests(code: code.name, source: "traffic").value == 2) }
         #expect(route.metrics.requests(code: "200", source: "probe").value == 1)
     }
 }

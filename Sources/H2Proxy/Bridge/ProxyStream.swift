@@ -15,6 +15,8 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
     private(set) var upstream: UpstreamConnection?
     private(set) var upstreamID: Int32 = 0
     let isGRPC: Bool
+    /// Called as `self.observer?.event(…)`: `if let observer = self.observer` copied the
+    /// reference out, a retain and a release around every call.
     let observer: StreamObserver?
     /// The observer's ``StreamObserver/wantsDataTimes``: whether a DATA chunk reads the clock.
     private let observerWantsDataTimes: Bool
@@ -37,13 +39,11 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
         self.receivedAt = receivedAt
         let isGRPC = request.isGRPC
         self.isGRPC = isGRPC
-        let observer = downstream.loop.observerSource?.makeObserver(for: request)
-        self.observer = observer
-        self.observerWantsDataTimes = observer?.wantsDataTimes ?? false
+        // Straight into the property (a local copy was one more retain and release).
+        self.observer = downstream.loop.observerSource?.makeObserver(for: request)
+        self.observerWantsDataTimes = self.observer?.wantsDataTimes ?? false
         HopByHopHeaders.strip(&request)
-        if let observer {
-            observer.requestHeadersWillForward(&request, receivedAt: receivedAt)
-        }
+        self.observer?.requestHeadersWillForward(&request, receivedAt: receivedAt)
         self.machine.start(
             request: consume request, endStream: endStream, isGRPC: isGRPC,
             maxRetries: downstream.loop.configuration.maxRetries)
@@ -91,9 +91,9 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
     func requestData(_ chunk: ByteBuffer) {
         let n = chunk.readableBytes
         self.loop.metrics.requestBytes.increment(by: UInt64(n))
-        if let observer = self.observer {
+        if self.observer != nil {
             let messages = self.isGRPC ? self.requestFramer.consume(chunk) : 0
-            observer.dataReceived(.request, bytes: n, messages: messages, at: self.dataReceivedTime())
+            self.observer?.dataReceived(.request, bytes: n, messages: messages, at: self.dataReceivedTime())
         }
         switch self.machine.requestData(chunk) {
         case .forward:
@@ -144,12 +144,12 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
         case .interim:
             try? session.submitInterimHeaders(streamID: self.downstreamID, headers)
         case .response(let endStream):
-            if let observer = self.observer {
+            if self.observer != nil {
                 let firstByte = self.loop.clock.firstByte()
                 if endStream {
-                    observer.trailersWillForward(&headers, trailersOnly: true, receivedAt: firstByte)
+                    self.observer?.trailersWillForward(&headers, trailersOnly: true, receivedAt: firstByte)
                 } else {
-                    observer.responseHeadersWillForward(&headers, at: firstByte)
+                    self.observer?.responseHeadersWillForward(&headers, at: firstByte)
                 }
             }
             do {
@@ -162,9 +162,7 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
             self.upstream?.session.recycle(consume headers)
             if let request = self.machine.takeRetiredRequest() { session.recycle(request) }
         case .trailers:
-            if let observer = self.observer {
-                observer.trailersWillForward(&headers, trailersOnly: false, receivedAt: self.loop.clock.responseEnd())
-            }
+            self.observer?.trailersWillForward(&headers, trailersOnly: false, receivedAt: self.loop.clock.responseEnd())
             session.endStream(streamID: self.downstreamID, trailers: headers.isEmpty ? nil : headers)
         case .resetDownstream(let code):
             self.downstream.resetStream(self.downstreamID, errorCode: code)
@@ -177,9 +175,9 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
     func responseData(_ chunk: ByteBuffer) {
         let n = chunk.readableBytes
         self.loop.metrics.responseBytes.increment(by: UInt64(n))
-        if let observer = self.observer {
+        if self.observer != nil {
             let messages = self.isGRPC ? self.responseFramer.consume(chunk) : 0
-            observer.dataReceived(.response, bytes: n, messages: messages, at: self.dataReceivedTime())
+            self.observer?.dataReceived(.response, bytes: n, messages: messages, at: self.dataReceivedTime())
         }
         switch self.machine.responseData(chunk) {
         case .forward:
@@ -193,10 +191,10 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
     func responseDataEnded() {
         guard self.machine.responseEnd() else { return }
         var trailers: HeaderBlock?
-        if let observer = self.observer {
+        if self.observer != nil {
             // Only an observer may add trailers: without one, no block is made.
             var block = HeaderBlock(capacity: 0)
-            observer.trailersWillForward(&block, trailersOnly: false, receivedAt: self.loop.clock.responseEnd())
+            self.observer?.trailersWillForward(&block, trailersOnly: false, receivedAt: self.loop.clock.responseEnd())
             if !block.isEmpty { trailers = block }
         }
         self.downstream.session.endStream(streamID: self.downstreamID, trailers: trailers)
@@ -299,7 +297,7 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
         if let reason = effects.finished {
             // Recorded before it stops counting as active: a scrape that sees no stream active
             // sees every ended stream in the request counts and histograms.
-            if let observer = self.observer { observer.streamEnded(reason, at: self.loop.clock.streamEnded()) }
+            self.observer?.streamEnded(reason, at: self.loop.clock.streamEnded())
             metrics.streamsActive.decrement()
             self.upstream = nil
         }

@@ -219,14 +219,17 @@ public struct HeaderBlock: Sendable {
     /// The first value of `name` as a non-negative decimal integer, without building a String.
     public func integer(_ name: StaticString) -> Int? {
         guard let i = self.firstIndex(of: name) else { return nil }
-        var v = 0
-        var any = false
-        for byte in self.value(at: i) {
-            guard byte >= 0x30 && byte <= 0x39, v < Int.max / 10 - 9 else { return nil }
-            v = v * 10 + Int(byte - 0x30)
-            any = true
+        let f = self.fields[i]
+        // Read in place: a `ByteBufferView` of the value retained and released the storage.
+        return self.storage.withUnsafeReadableBytes { raw -> Int? in
+            let start = Int(f.valueOffset) - self.storage.readerIndex
+            var v = 0
+            for byte in UnsafeRawBufferPointer(rebasing: raw[start..<(start + Int(f.valueLength))]) {
+                guard byte >= 0x30 && byte <= 0x39, v < Int.max / 10 - 9 else { return nil }
+                v = v * 10 + Int(byte - 0x30)
+            }
+            return f.valueLength > 0 ? v : nil
         }
-        return any ? v : nil
     }
 
     /// Calls `body` with the raw storage and the field table; used to hand fields to nghttp2

@@ -12,14 +12,5 @@ enum GRPCStatusName {
     }
 
     /// What a gRPC client reports for a stream reset with `code` (gRPC's HTTP/2 mapping).
-    static func forReset(_ code: UInt32) -> String {
-        switch code {
-        case 0x0, 0x1, 0x2, 0x3, 0x4, 0x6, 0x9, 0xa: "INTERNAL"
-        case 0x7: "UNAVAILABLE"
-        case 0x8: "CANCELLED"
-        case 0xb: "RESOURCE_EXHAUSTED"
-        case 0xc: "PERMISSION_DENIED"
-        default: "UNKNOWN"
-        }
-    }
+    static func forReset(_ code: UInt32) -> String { CallCode.grpcForReset(code).name }
 }

@@ -10,6 +10,14 @@ import NIOCore
 /// `submit`; it is never touched anywhere else.
 final class HopTimingObserverSource: LoopObserverSource, @unchecked Sendable {
     let options: TimingOptions
+    /// The fields of ``options`` a stream reads, stored on their own: a read through
+    /// ``options`` copied the struct, a retain and a release of its two strings each time.
+    let hop: String
+    let hopLimit: Int
+    let stripRequestHeaders: Bool
+    let stripResponseTiming: Bool
+    /// `serverTiming || stripResponseTiming`: streams edit `server-timing`.
+    let editsServerTiming: Bool
     let metrics: TrafficMetrics
     let accessLog: AccessLog?
     let own: OwnItems
@@ -56,6 +64,11 @@ final class HopTimingObserverSource: LoopObserverSource, @unchecked Sendable {
     ) {
         self.tracing = tracing
         self.options = options
+        self.hop = options.hop
+        self.hopLimit = options.hopLimit
+        self.stripRequestHeaders = options.stripRequestHeaders
+        self.stripResponseTiming = options.stripResponseTiming
+        self.editsServerTiming = options.serverTiming || options.stripResponseTiming
         self.clock = clock
         self.metrics = metrics
         self.proxyOverhead = metrics.proxyOverhead

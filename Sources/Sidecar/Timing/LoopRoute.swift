@@ -12,16 +12,16 @@ final class LoopRoute {
     private var histograms: [Histogram?]
     /// Indexed by `Source.rawValue * 2 + (response ? 1 : 0)`.
     private var messageCounters: [Counter?]
-    /// `insight_requests_total` by code and source, in the order first seen; codes compare as
-    /// strings, which for the static gRPC names and short HTTP statuses is a few word compares.
-    private var requestCounters: [(code: String, source: RouteMetrics.Source, counter: Counter)] = []
+    /// `insight_requests_total` by code and source, in the order first seen (codes compare as
+    /// numbers; the label text is made once, with the series).
+    private var requestCounters: [(code: CallCode, source: RouteMetrics.Source, counter: Counter)] = []
 
     // The same series, unretained, for the recording methods: reading a class reference out of
     // an array retains it and releases it after the call (two atomic operations per series per
     // stream). The arrays above and the route's `RouteMetrics` keep every one alive as long as
     // this route.
     private var histogramRefs: [Unmanaged<Histogram>?]
-    private var requestCodes: [String] = []
+    private var requestCodes: [CallCode] = []
     private var requestSources: [RouteMetrics.Source] = []
     private var requestRefs: [Unmanaged<Counter>] = []
 
@@ -70,9 +70,9 @@ final class LoopRoute {
     }
 
     /// `insight_requests_total` for `code` and `source`.
-    func requests(code: String, source: RouteMetrics.Source) -> Counter {
+    func requests(code: CallCode, source: RouteMetrics.Source) -> Counter {
         for entry in self.requestCounters where entry.source == source && entry.code == code { return entry.counter }
-        let c = self.metrics.requests(code: code, source: source.label)
+        let c = self.metrics.requests(code: code.name, source: source.label)
         if self.requestCounters.count < Self.maxCachedCodes {
             self.requestCounters.append((code, source, c))
             self.requestCodes.append(code)
@@ -83,7 +83,7 @@ final class LoopRoute {
     }
 
     /// Counts one call that ended with `code`, from `source`, in `insight_requests_total`.
-    func countRequest(code: String, source: RouteMetrics.Source) {
+    func countRequest(code: CallCode, source: RouteMetrics.Source) {
         for i in self.requestCodes.indices where self.requestSources[i] == source && self.requestCodes[i] == code {
             self.requestRefs[i]._withUnsafeGuaranteedRef { $0.increment() }
             return

@@ -3,20 +3,22 @@ import RawStructuredFieldValues
 /// This sidecar's own items, serialised once with the structured-fields library; per stream
 /// only the numbers are filled in (with the library's decimal formatting).
 struct OwnItems: Sendable {
-    /// `hop;region=<region>;t="` — the request item up to its timestamp digits.
-    let hopsPrefix: String
+    /// `hop;region=<region>;t="` — the request item up to its timestamp digits. Bytes, read
+    /// in place: a `String` had to be copied into a `var` for `withUTF8` (a retain and a
+    /// release per stream).
+    let hopsPrefix: [UInt8]
     /// `hop` as a token (or string).
     let chainItem: String
     /// `hop;dur=`
-    let timingPrefix: String
+    let timingPrefix: [UInt8]
 
     init(hop: String, region: String) {
         let stamp = HopStamp(hop: hop, region: region, epochMicros: 0)
         let full = TimingHeaders.serialize([stamp.item]) ?? "\(hop)"
         // The serialised item ends in `t="0"`: keep everything up to the digits.
-        self.hopsPrefix = String(full.dropLast(2))
+        self.hopsPrefix = Array(full.utf8.dropLast(2))
         self.chainItem = TimingHeaders.serialize([TimingHeaders.hopItem(hop, .init())]) ?? hop
-        self.timingPrefix = self.chainItem + ";dur="
+        self.timingPrefix = Array((self.chainItem + ";dur=").utf8)
     }
 
     func hops(epochMicros: Int64) -> String {
@@ -26,11 +28,10 @@ struct OwnItems: Sendable {
     /// Calls `body` with this hop's `insight-hops` item for `epochMicros`, written into a
     /// stack buffer: the same bytes as ``hops(epochMicros:)`` without building a `String`.
     func withHops<R>(epochMicros: Int64, _ body: (UnsafeRawBufferPointer) -> R) -> R {
-        var prefix = self.hopsPrefix
-        return prefix.withUTF8 { prefix in
+        self.hopsPrefix.withUnsafeBytes { prefix in
             // The prefix, up to 20 characters of a signed 64-bit integer, the closing quote.
             withUnsafeTemporaryAllocation(byteCount: prefix.count + 21, alignment: 1) { out in
-                out.copyMemory(from: UnsafeRawBufferPointer(prefix))
+                out.copyMemory(from: prefix)
                 var n = prefix.count
                 var digits: (UInt64, Int) = (epochMicros.magnitude, 0)
                 if epochMicros < 0 {
@@ -61,11 +62,10 @@ struct OwnItems: Sendable {
     /// the library writes SF Decimals (``decimal(_:)``), built in a stack buffer and made a
     /// `String` once.
     func timing(_ e: TimingEntry) -> String {
-        var prefix = self.timingPrefix
-        return prefix.withUTF8 { prefix in
+        self.timingPrefix.withUnsafeBytes { prefix in
             // The prefix, then at most 3 × (";self=" and 16 characters of a decimal).
             withUnsafeTemporaryAllocation(byteCount: prefix.count + 3 * 22, alignment: 1) { out in
-                out.copyMemory(from: UnsafeRawBufferPointer(prefix))
+                out.copyMemory(from: prefix)
                 var n = prefix.count
                 Self.writeDecimal(e.duration, to: out, at: &n)
                 if let t = e.ttfb {

@@ -24,6 +24,9 @@ public struct TimingChain: Equatable, Sendable {
         return out
     }
 
+    /// The `next` of the innermost hop's segment: the service behind it.
+    static var serviceNext: String { "service" }
+
     /// The ``segments`` of the chain `inner + [outermost]`, handed to `body` one by one
     /// (outermost first) without building the chain or an array.
     static func forEachSegment(inner: [TimingEntry], outermost: TimingEntry, _ body: (Segment) -> Void) {
@@ -35,7 +38,7 @@ public struct TimingChain: Equatable, Sendable {
 
     /// The segment of entry `e`, whose next hop inwards is `inner` (`nil`: the service).
     private static func segment(_ e: TimingEntry, inner: TimingEntry?) -> Segment {
-        guard let inner else { return Segment(hop: e.hop, next: "service", milliseconds: e.duration) }
+        guard let inner else { return Segment(hop: e.hop, next: Self.serviceNext, milliseconds: e.duration) }
         return Segment(
             hop: e.hop, next: inner.hop, milliseconds: max(0, e.duration - (inner.duration + inner.selfTime)))
     }
