@@ -3,6 +3,10 @@ import Testing
 
 @testable import H2Proxy
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// The stream bridge through real ``DownstreamConnection``s and ``UpstreamConnection``s on
 /// `EmbeddedChannel`s (``BridgeHarness``), against peers that misbehave: the four inputs of
 /// issue 11 and the interop details around them. Each test runs in milliseconds and ends with
@@ -562,6 +566,53 @@ import Testing
         #expect(old.isClosed)
         #expect(h.streamsActive == 0)
         self.expectNoPeerErrors(h)
+        try self.expectEmptyAfterClosing(h)
+    }
+
+    /// A stream dispatched from the wait queue onto a connection (its HEADERS submitted, not yet
+    /// written) when, in the same read cycle, the upstream's GOAWAY arrives: on the flush at
+    /// the end of the cycle nghttp2 refuses it and it is replayed; if the socket fails before
+    /// that flush (`reset`), the lost connection proves the same, since the HEADERS never left,
+    /// and it is replayed too rather than answered 502.
+    @Test(arguments: [false, true])
+    func aStreamWhoseHeadersNeverLeftIsReplayedWhenItsConnectionGoes(reset: Bool) throws {
+        let h = BridgeHarness { $0.maxUpstreamConnectionsPerLoop = 1 }
+        h.upstreamSettings.maxConcurrentStreams = 1
+        h.upstreamSetup = { [unowned h] peer in
+            if h.upstreams.count > 1 { peer.onEvent = Peer.unary }
+        }
+        let client = try h.connectClient()
+        let first = try client.open(body: Peer.grpcMessage(5))
+        let second = try client.open(body: Peer.grpcMessage(6))
+        try h.pump()
+        let old = h.upstreams[0]
+        #expect(old.requests.count == 1)
+        #expect(h.loop.pool.waitingStreams == 1)
+        // One read cycle: the answer to the first stream (its slot goes to the second), then the
+        // GOAWAY, then either the end of the cycle or a connection reset.
+        old.respondGRPC(1, body: Peer.grpcMessage(3))
+        var answer: [ByteBuffer] = []
+        try old.session.produceOutput { answer.append($0) }
+        old.goAway(lastStreamID: 1)
+        var goAway: [ByteBuffer] = []
+        try old.session.produceOutput { goAway.append($0) }
+        let pipeline = old.channel.pipeline.syncOperations
+        for buffer in answer { pipeline.fireChannelRead(NIOAny(buffer)) }
+        #expect(h.loop.pool.waitingStreams == 0, "the freed slot took the waiting stream")
+        for buffer in goAway { pipeline.fireChannelRead(NIOAny(buffer)) }
+        if reset {
+            pipeline.fireErrorCaught(IOError(errnoCode: ECONNRESET, reason: "read"))
+        } else {
+            pipeline.fireChannelReadComplete()
+        }
+        try h.pump()
+        #expect(client.grpcStatus(first)?.status == "0")
+        #expect(client.grpcStatus(second)?.status == "0", "\(client.grpcStatus(second)?.message ?? "")")
+        #expect(old.streams(path: "/svc/Method") == [1], "the old connection never saw the second request")
+        #expect(h.upstreams.count == 2)
+        #expect(h.upstreams[1].data(1) == Peer.grpcMessage(6))
+        #expect(h.metrics.retries.value == 1)
+        #expect(h.streamsActive == 0)
         try self.expectEmptyAfterClosing(h)
     }
 

@@ -1,3 +1,4 @@
+internal import CNGHTTP2
 import NIOCore
 import Testing
 
@@ -216,5 +217,35 @@ struct H2SessionTests {
         _ = try link.client.submitRequest(BackToBack.request(), endStream: true)
         try link.pump()
         #expect(link.client.remoteMaxConcurrentStreams == 7)
+    }
+
+    /// Request HEADERS submitted but not yet written when the peer's GOAWAY is processed:
+    /// libnghttp2 (1.52) refuses to send them on the next write and closes each with
+    /// REFUSED_STREAM (the proxy's replay path), never reporting them sent; the body queued on
+    /// one is dropped with it.
+    @Test func requestsUnsentWhenAGoAwayArrivesCloseAsRefused() throws {
+        let b = BackToBack()
+        let first = try b.client.submitRequest(BackToBack.request(), endStream: true)
+        try b.pump()
+        let unsent = try b.client.submitRequest(BackToBack.request(), endStream: true)
+        let withBody = try b.client.submitRequest(BackToBack.request(), endStream: false)
+        b.client.sendData(streamID: withBody, BackToBack.bytes(100))
+        b.client.endStream(streamID: withBody, trailers: nil)
+        _ = nghttp2_submit_goaway(b.server.session, UInt8(NGHTTP2_FLAG_NONE.rawValue), first, 0, nil, 0)
+        var toClient: [ByteBuffer] = []
+        try b.server.produceOutput { toClient.append($0) }
+        for buffer in toClient { try b.client.receive(buffer) }
+        var events: [H2Event] = []
+        b.client.withEvents { events.append($0) }
+        #expect(events.contains { if case .goAway(first, 0) = $0 { true } else { false } })
+        #expect(!b.client.acceptsNewStreams)
+        #expect(events.closed(stream: unsent) == nil, "nothing happens to them until the next write")
+        try b.client.produceOutput { _ in }
+        b.client.withEvents { events.append($0) }
+        #expect(events.closed(stream: unsent) == H2ErrorCode.refusedStream)
+        #expect(events.closed(stream: withBody) == H2ErrorCode.refusedStream)
+        #expect(!events.headersSent.contains(unsent) && !events.headersSent.contains(withBody))
+        #expect(b.client.queuedDataBytes == 0)
+        #expect(b.client.isAlive, "stream \(first) is still open")
     }
 }

@@ -128,6 +128,66 @@ import Testing
         #expect(m.downstreamClosed(errorCode: 0, connectionLost: false).finished == .upstreamUnavailable("gone"))
     }
 
+    /// A connection lost before the request HEADERS left the proxy: the upstream never saw the
+    /// request, so it is replayed like a refused one, up to `maxRetries` times.
+    @Test func lostBeforeTheRequestHeadersLeftIsReplayed() {
+        var m = Self.machine(endStream: true)
+        for attempt in 0...2 {
+            guard case .submit = m.attach() else {
+                Issue.record("no submit on attempt \(attempt)")
+                return
+            }
+            _ = m.upstreamOpened(streamID: Int32(2 * attempt + 1))
+            let e = m.upstreamConnectionLost("gone")
+            if attempt < 2 {
+                #expect(e.retry)
+                #expect(e.fault == nil)
+                #expect(m.state == .waitingForUpstream)
+            } else {
+                #expect(!e.retry)
+                #expect(e.fault == .grpcTrailersOnly("gone"))
+            }
+        }
+        #expect(m.retries == 2)
+    }
+
+    /// Once the HEADERS left, the upstream may have acted on the request: no replay.
+    @Test func lostAfterTheRequestHeadersLeftIsNotReplayed() {
+        var m = Self.machine(endStream: true)
+        _ = m.attach()
+        _ = m.upstreamOpened(streamID: 1)
+        m.requestHeadersWritten()
+        let e = m.upstreamConnectionLost("gone")
+        #expect(!e.retry)
+        #expect(e.fault == .grpcTrailersOnly("gone"))
+    }
+
+    /// Above a GOAWAY's last stream ID the upstream says it did not process the stream.
+    @Test func lostAboveAGoAwaysLastStreamIsReplayedEvenAfterItsHeadersLeft() {
+        var m = Self.machine(endStream: false)
+        _ = m.attach()
+        _ = m.upstreamOpened(streamID: 5)
+        m.requestHeadersWritten()
+        #expect(m.requestData(BackToBack.bytes(100)) == .forward)
+        #expect(m.requestDataWritten(100) == 100)
+        let e = m.upstreamConnectionLost("gone", .aboveGoAway)
+        #expect(e.retry)
+        _ = m.attach()
+        let opened = m.upstreamOpened(streamID: 1)
+        #expect(opened?.pending.reduce(0) { $0 + $1.readableBytes } == 100)
+        #expect(!m.requestHeadersSent, "a new attempt starts unsent")
+    }
+
+    /// At shutdown the proxy gives connections up: nothing is replayed.
+    @Test func abandonedIsNeverReplayed() {
+        var m = Self.machine(endStream: true)
+        _ = m.attach()
+        _ = m.upstreamOpened(streamID: 1)
+        let e = m.upstreamConnectionLost("shutting down", .abandoned)
+        #expect(!e.retry)
+        #expect(e.fault == .grpcTrailersOnly("shutting down"))
+    }
+
     static func machine(endStream: Bool, grpc: Bool = true, maxRetries: Int = 2) -> ProxyStream.StateMachine {
         ProxyStream.StateMachine(
             request: BackToBack.request(grpc: grpc), endStream: endStream, isGRPC: grpc, maxRetries: maxRetries)
@@ -178,6 +238,8 @@ struct BridgeModel {
     var releasedForWrites = 0
     // The upstream session of the current attempt.
     var upstreamAttached = false
+    /// Whether the upstream session wrote the current attempt's request HEADERS.
+    var headersWritten = false
     var upstreamAlive = false
     var upstreamStreamOpen = false
     var upstreamClosePending: UInt32?
@@ -234,7 +296,8 @@ struct BridgeModel {
     // MARK: Events
 
     enum Choice {
-        case attach, poolFails, clientData, clientEnd, upstreamWrites, upstreamHeaders, upstreamData, upstreamEnd
+        case attach, poolFails, headersWritten, clientData, clientEnd
+        case upstreamWrites, upstreamHeaders, upstreamData, upstreamEnd
         case upstreamReset, downstreamWrites, clientResetOrClose
         case upstreamClose(UInt32)
         case downstreamClose(UInt32)
@@ -249,6 +312,7 @@ struct BridgeModel {
         if self.downstreamStreamOpen && !self.clientEndedRequest && self.downstreamClosePending == nil {
             choices += [.clientData, .clientData, .clientEnd]
         }
+        if self.upstreamStreamOpen && !self.headersWritten { choices.append(.headersWritten) }
         if self.requestQueued > 0 && self.upstreamStreamOpen && self.upstreamClosePending == nil {
             choices += [.upstreamWrites, .upstreamWrites]
         }
@@ -273,6 +337,10 @@ struct BridgeModel {
         switch choices[Int.random(in: 0..<choices.count, using: &self.rng)] {
         case .attach: self.attach()
         case .poolFails: self.poolFails(status: Bool.random(using: &self.rng) ? 502 : 503)
+        case .headersWritten:
+            self.log.append("upstream session wrote the request HEADERS")
+            self.headersWritten = true
+            self.machine.requestHeadersWritten()
         case .clientData: self.clientSendsData()
         case .clientEnd: self.clientEndsRequest()
         case .upstreamWrites: self.upstreamWritesRequest()
@@ -303,6 +371,7 @@ struct BridgeModel {
             return
         }
         self.upstreamAttached = true
+        self.headersWritten = false
         self.upstreamAlive = true
         self.upstreamStreamOpen = true
         self.upstreamClosePending = nil
@@ -473,7 +542,10 @@ struct BridgeModel {
         // The handler tells the machine even when the stream had closed already (ProxyStream
         // checks the connection before giving window back to it).
         _ = wasOpen
-        self.apply(self.machine.upstreamConnectionLost("lost"))
+        let kinds: [UpstreamLoss] = [.connectionLost, .aboveGoAway, .abandoned]
+        let loss = kinds[Int.random(in: 0..<kinds.count, using: &self.rng)]
+        self.log.append("  as \(loss)")
+        self.apply(self.machine.upstreamConnectionLost("lost", loss))
     }
 
     mutating func downstreamConnectionLost() {

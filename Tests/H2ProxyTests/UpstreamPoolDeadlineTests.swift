@@ -30,7 +30,7 @@ private final class WaitingStream: UpstreamStream {
     func requestHeadersWritten(at sentAt: NIODeadline) {}
     func requestDataWritten(_ bytes: Int) {}
     func upstreamDidClose(errorCode: UInt32) {}
-    func upstreamConnectionLost(_ cause: String) {}
+    func upstreamConnectionLost(_ cause: String, _ loss: UpstreamLoss) {}
 }
 
 /// A `ProxyLoop` on an `EmbeddedEventLoop`, time driven by hand. By default its pools never

@@ -11,7 +11,10 @@ extension ProxyStream {
     ///
     /// The lifecycle is ``State``; within it, the request and the response each have a phase.
     /// A GOAWAY from the upstream reaches the machine as ``upstreamClosed(errorCode:)`` with
-    /// REFUSED_STREAM (nghttp2 closes the streams above the GOAWAY's last stream ID that way).
+    /// REFUSED_STREAM (nghttp2 closes the streams above the GOAWAY's last stream ID that way, and
+    /// the requests it had not sent yet). A lost connection (``upstreamConnectionLost(_:_:)``)
+    /// replays the stream too when the upstream provably did not process it: its request HEADERS
+    /// never left the proxy, or its ID is above the GOAWAY's last stream ID.
     struct StateMachine {
         enum State: Equatable {
             /// Queued in the upstream pool: no upstream stream yet; request DATA is buffered.
@@ -138,6 +141,9 @@ extension ProxyStream {
         /// Bytes of a replay that already gave their window back to the client once.
         private(set) var replayCredit = 0
         private(set) var retries = 0
+        /// Whether the upstream session serialised the current attempt's request HEADERS: until
+        /// then, the upstream cannot have seen the request.
+        private(set) var requestHeadersSent = false
 
         /// Request bytes received whose client window is not given back yet.
         private(set) var unreleasedRequestBytes = 0
@@ -234,6 +240,12 @@ extension ProxyStream {
         }
 
         // MARK: Request direction
+
+        /// The upstream session serialised the request HEADERS of the current attempt.
+        mutating func requestHeadersWritten() {
+            guard case .open = self.state else { return }
+            self.requestHeadersSent = true
+        }
 
         mutating func requestData(_ chunk: ByteBuffer) -> DataAction {
             let n = chunk.readableBytes
@@ -419,11 +431,19 @@ extension ProxyStream {
             return effects
         }
 
-        /// The upstream connection is gone (the stream's close will not arrive).
-        mutating func upstreamConnectionLost(_ cause: String) -> Effects {
+        /// The upstream connection is gone (the stream's close will not arrive). A stream the
+        /// upstream provably did not process (``UpstreamLoss``) is replayed like a refused one.
+        mutating func upstreamConnectionLost(_ cause: String, _ loss: UpstreamLoss = .connectionLost) -> Effects {
             var effects = Effects()
             switch self.state {
             case .open:
+                if loss.provesUnprocessed(requestHeadersSent: self.requestHeadersSent),
+                    self.mayReplay(closedWith: H2ErrorCode.refusedStream)
+                {
+                    self.prepareReplay()
+                    effects.retry = true
+                    return effects
+                }
                 self.upstreamConnectionAlive = false
                 self.unreleasedResponseBytes = 0
                 self.releaseRequest(into: &effects)
@@ -464,6 +484,7 @@ extension ProxyStream {
             self.writtenRequestData.removeAll()
             self.writtenRequestBytes = 0
             self.upstreamConnectionAlive = false
+            self.requestHeadersSent = false
             self.state = .waitingForUpstream
         }
 

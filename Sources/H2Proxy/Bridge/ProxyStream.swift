@@ -122,6 +122,7 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
     /// The upstream session serialised the request HEADERS of the current attempt: "sent".
     func requestHeadersWritten(at sentAt: NIODeadline) {
         guard !self.machine.isClosed else { return }
+        self.machine.requestHeadersWritten()
         self.observer?.requestHeadersSent(at: sentAt)
     }
 
@@ -215,7 +216,7 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
         guard bytes > 0, let upstream = self.upstream else { return }
         guard upstream.state != .closed else {
             // The connection went away after this stream closed on it: nothing to give back.
-            _ = self.machine.upstreamConnectionLost("upstream connection closed")
+            _ = self.machine.upstreamConnectionLost("upstream connection closed", .abandoned)
             return
         }
         upstream.session.consume(streamID: self.upstreamID, bytes: bytes)
@@ -240,8 +241,8 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
     }
 
     /// The upstream connection is gone before this stream's close arrived.
-    func upstreamConnectionLost(_ cause: String) {
-        let effects = self.machine.upstreamConnectionLost(self.prefixed(cause))
+    func upstreamConnectionLost(_ cause: String, _ loss: UpstreamLoss) {
+        let effects = self.machine.upstreamConnectionLost(self.prefixed(cause), loss)
         self.upstream = nil
         self.perform(effects)
     }

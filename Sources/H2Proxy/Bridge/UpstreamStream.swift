@@ -20,7 +20,31 @@ protocol UpstreamStream: AnyObject {
     func requestHeadersWritten(at sentAt: NIODeadline)
     func requestDataWritten(_ bytes: Int)
     func upstreamDidClose(errorCode: UInt32)
-    func upstreamConnectionLost(_ cause: String)
+    /// The connection went away before the stream's close arrived; `loss` says whether the
+    /// upstream may have processed the stream.
+    func upstreamConnectionLost(_ cause: String, _ loss: UpstreamLoss)
+}
+
+/// What a lost upstream connection says about one of its streams: whether the upstream may
+/// have processed it, so whether it may be replayed on another connection (RFC 9113 §8.7).
+enum UpstreamLoss: Equatable, Sendable {
+    /// The connection closed or failed. The upstream may have processed the stream if its
+    /// request HEADERS were written; if they never were, it cannot have.
+    case connectionLost
+    /// The stream's ID is above the last stream ID of a GOAWAY the upstream sent: it says it did
+    /// not process the stream (RFC 9113 §6.8).
+    case aboveGoAway
+    /// The proxy gave the connection up (shutdown): the stream ends here, unprocessed or not.
+    case abandoned
+
+    /// Whether the upstream provably did not process a stream lost this way.
+    func provesUnprocessed(requestHeadersSent: Bool) -> Bool {
+        switch self {
+        case .connectionLost: !requestHeadersSent
+        case .aboveGoAway: true
+        case .abandoned: false
+        }
+    }
 }
 
 extension UpstreamStream {

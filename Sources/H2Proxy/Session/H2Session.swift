@@ -289,6 +289,10 @@ public final class H2Session {
         }
     }
 
+    /// Whether events wait for ``withEvents(_:)`` and it may be called now (not from inside
+    /// one of its handlers, nor from inside nghttp2).
+    public var canDeliverEvents: Bool { !self.pendingEvents.isEmpty && !self.delivering && !self.insideLibrary }
+
     /// Gives back a block this session handed out in a ``H2Event/headers(streamID:_:kind:endStream:)``
     /// event once its receiver is done with it (e.g. submitted on the other side of the proxy),
     /// to decode a later block into without allocating. Dropped if enough are kept already.

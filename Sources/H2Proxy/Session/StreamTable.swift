@@ -204,6 +204,16 @@ final class StreamTable<Value> {
         return out
     }
 
+    /// Every stream with its ID, in no particular order.
+    var entries: [(id: Int32, value: Value)] {
+        var out: [(id: Int32, value: Value)] = []
+        out.reserveCapacity(self.count)
+        for i in 0..<self.capacity where self.slots[i].key != 0 {
+            out.append((Int32(bitPattern: self.slots[i].key & 0x7fff_ffff), self.slots[i].value!))
+        }
+        return out
+    }
+
     /// The stream IDs in the table, in no particular order.
     var ids: [Int32] {
         var out: [Int32] = []

@@ -24,6 +24,8 @@ final class LocalCall: UpstreamStream {
     private var progress = ResponseProgress()
     private var responseEnded: Bool { self.progress.phase == .ended }
     private var retries = 0
+    /// Whether the current attempt's request HEADERS were written (``UpstreamLoss``).
+    private var requestHeadersSent = false
 
     init(
         loop: ProxyLoop, pool: UpstreamPool, request: HeaderBlock, body: ByteBuffer, timeout: TimeAmount,
@@ -58,6 +60,7 @@ final class LocalCall: UpstreamStream {
             return
         }
         self.connection = connection
+        self.requestHeadersSent = false
         connection.streams[self.streamID] = self
         if !endStream {
             connection.session.sendData(streamID: self.streamID, self.requestBody)
@@ -121,6 +124,7 @@ final class LocalCall: UpstreamStream {
 
     /// The upstream session serialised the call's request HEADERS: "sent".
     func requestHeadersWritten(at sentAt: NIODeadline) {
+        self.requestHeadersSent = true
         self.observer?.requestHeadersSent(at: sentAt)
     }
 
@@ -143,8 +147,18 @@ final class LocalCall: UpstreamStream {
         }
     }
 
-    func upstreamConnectionLost(_ cause: String) {
+    func upstreamConnectionLost(_ cause: String, _ loss: UpstreamLoss) {
         self.connection = nil
+        if self.promise != nil, loss.provesUnprocessed(requestHeadersSent: self.requestHeadersSent),
+            self.progress.mayReplay(
+                closedWith: H2ErrorCode.refusedStream, retries: self.retries,
+                maxRetries: self.loop.configuration.maxRetries)
+        {
+            // Never processed upstream: try again on a fresh pick from the pool, as if refused.
+            self.retries += 1
+            self.pool.open(self)
+            return
+        }
         self.finish(self.responseEnded ? .completed : .connectionLost(cause))
     }
 

@@ -31,6 +31,9 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
     /// When the current write of the session began: the "sent" moment of the request HEADERS
     /// it serialises (``StreamClock/requestSent()``).
     private var writeStartedAt: NIODeadline = .uptimeNanoseconds(0)
+    /// The lowest last stream ID of the GOAWAYs the peer sent: it did not process the streams
+    /// above it (RFC 9113 §6.8).
+    private(set) var goAwayLastStreamID: Int32?
     /// Closes the connection if the peer's SETTINGS do not arrive within `connect_timeout`.
     private var settingsTimeout: Scheduled<Void>?
     private var settingsTimedOut = false
@@ -129,7 +132,12 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
         self.state = .closed
         self.loop.metrics.upstreamConnectionsActive.decrement()
         self.pool.connectionClosed(self, beforeReady: wasConnecting, cause: self.closeCause)
-        let open = self.streams.removeAll()
+        // A write that failed closes the channel from inside `flushNow`, before it delivers the
+        // events of what it wrote: requests nghttp2 refused to send, HEADERS it serialised.
+        // They decide which streams the upstream can have seen.
+        if self.session.canDeliverEvents && self.loop.deliveringEvents == 0 { self.processEvents() }
+        let open = self.streams.entries
+        self.streams.removeAll()
         if !open.isEmpty {
             let cause = self.closeCause ?? "lost the connection to \(self.pool.peer)"
             if !closedByProxy && !self.loop.isDraining {
@@ -139,10 +147,17 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
                         : "probe target connection lost with streams in flight",
                     metadata: ["upstream": "\(self.upstreamAddress)", "streams": "\(open.count)", "error": "\(cause)"])
             }
-            for stream in open { stream.upstreamConnectionLost(cause) }
+            for (id, stream) in open { stream.upstreamConnectionLost(cause, self.loss(ofStream: id)) }
         }
         self.loop.flushDirty()
         self.context = nil
+    }
+
+    /// What the loss of this connection says about stream `id`: above a GOAWAY's last stream
+    /// ID the peer did not process it; below, it may have, unless the request never left.
+    func loss(ofStream id: Int32) -> UpstreamLoss {
+        if let last = self.goAwayLastStreamID, id > last { return .aboveGoAway }
+        return .connectionLost
     }
 
     /// The peer broke HTTP/2 (nghttp2's `detail`): the cause its streams get, unless one is
@@ -229,6 +244,7 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
                 self.loop.logger.debug(
                     "upstream GOAWAY", metadata: ["last_stream_id": "\(last)", "error_code": "\(code)"])
                 if self.state != .closed { self.state = .draining }
+                self.goAwayLastStreamID = min(last, self.goAwayLastStreamID ?? last)
                 self.pool.capacityChanged(self)
             case .remoteSettings:
                 if self.state == .connecting {
@@ -270,7 +286,7 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
         self.state = .closed
         self.closeCause = cause
         let open = self.streams.removeAll()
-        for stream in open { stream.upstreamConnectionLost(cause) }
+        for stream in open { stream.upstreamConnectionLost(cause, .abandoned) }
         self.context?.close(promise: nil)
     }
 }
