@@ -25,8 +25,16 @@ import Testing
         for status in [100, 200, 204, 302, 404, 431, 502, 503, 999] {
             #expect(CallCode.http(status)?.name == String(status))
         }
-        for status in [nil, 0, 99, 1000, -200] { #expect(CallCode.http(status) == nil) }
-        // No HTTP status is taken for a gRPC one, or the reverse.
+        // What nghttp2 lets through as `:status` (three digits) keeps its three digits.
+        #expect(CallCode.http(0)?.name == "000")
+        #expect(CallCode.http(7)?.name == "007")
+        #expect(CallCode.http(99)?.name == "099")
+        for status in [nil, 1000, -1, -200] { #expect(CallCode.http(status) == nil) }
+        // No HTTP status is taken for a gRPC one, or the reverse (`000`–`016` included).
+        for n in 0..<GRPCStatusName.names.count {
+            #expect(CallCode.http(n) != CallCode.grpc(n))
+            #expect(CallCode.http(n)?.name != CallCode.grpc(n).name)
+        }
         #expect(CallCode.http(200) != CallCode.ok)
         #expect(CallCode.reset.name == "reset")
         #expect(CallCode.reset != CallCode.http(100))

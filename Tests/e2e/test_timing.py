@@ -493,6 +493,36 @@ def test_plain_http_trailers_only_with_te(hop_procs, tmp_path):
                           code="200") == 2
 
 
+def test_plain_http_through_a_chain_without_te(hop_procs, tmp_path):
+    """Plain HTTP without `te: trailers` through two sidecars: no hop adds `insight-timing`, so
+    the outer one has a chain without entries. That is by design: no incomplete-chain error, and
+    no segment charged to the outer hop as if it were the innermost one, also when it strips the
+    timing fields for its client (a hostile tester saw edge->service recorded with the inner
+    hop's time under --strip-response-timing)."""
+    (tmp_path / "hello.txt").write_bytes(b"hello\n")
+    origin = hop_procs.nghttpd(tmp_path)
+    inner = hop_procs.sidecar(origin.port, "inner", "i")
+    base = [(":method", "GET"), (":scheme", "http"), (":authority", "127.0.0.1"), (":path", "/hello.txt")]
+    n = 5
+    for strip in (False, True):
+        outer = hop_procs.sidecar(inner.port, "outer", "o", ["--strip-response-timing"] if strip else None)
+        for _ in range(n):
+            headers, body, trailers = h2_request(outer.port, base)
+            assert dict(headers)[":status"] == "200" and body == b"hello\n"
+            assert ("insight-chain" in dict(headers)) == (not strip), headers
+        text = wait_metric(outer, lambda t: (metric_sum(t, "insight_requests_total", hop="outer", code="200")
+                                             or 0) >= n)
+        assert (metric_sum(text, "insight_timing_chain_incomplete_total", hop="outer") or 0) == 0, strip
+        assert not header_errors(outer, "outer").get("incomplete_chain"), strip
+        assert (metric_sum(text, SEG + "_count", hop="outer", segment="outer", next="service") or 0) == 0, strip
+        # With te: trailers the chain is complete and split as usual.
+        headers, _, trailers = h2_request(outer.port, base + [("te", "trailers")])
+        text = wait_metric(outer, lambda t: (metric_sum(t, SEG + "_count", hop="outer", segment="inner",
+                                                        next="service") or 0) >= 1)
+        assert metric_sum(text, SEG + "_count", hop="outer", segment="outer", next="inner") == 1, strip
+        assert ("insight-timing" in dict(trailers or [])) == (not strip), trailers
+
+
 # --------------------------------------------------------------------------
 # hostile timing headers
 # --------------------------------------------------------------------------

@@ -6,7 +6,8 @@
 /// was replaced and again when the observer went away. Its text (``name``) is made when a
 /// series, an access log line or a sample needs it.
 struct CallCode: Equatable, Hashable {
-    /// 0–16: a gRPC status code; 100–999: an HTTP status; -1: a plain HTTP stream reset.
+    /// 0–16: a gRPC status code; 1000–1999: HTTP status 000–999 (+ 1000, so that `000`–`016`
+    /// are not gRPC codes); -1: a plain HTTP stream reset.
     private let raw: Int16
 
     private init(raw: Int16) { self.raw = raw }
@@ -28,11 +29,11 @@ struct CallCode: Equatable, Hashable {
         return CallCode(raw: Int16(n))
     }
 
-    /// The HTTP status `status` (`:status`, three digits as nghttp2 checks); `nil` for anything
-    /// else, which then keeps the code it had.
+    /// The HTTP status `status` (`:status`, three digits as nghttp2 checks, `000` included);
+    /// `nil` for anything else, which then keeps the code it had.
     static func http(_ status: Int?) -> CallCode? {
-        guard let s = status, s >= 100, s <= 999 else { return nil }
-        return CallCode(raw: Int16(s))
+        guard let s = status, s >= 0, s <= 999 else { return nil }
+        return CallCode(raw: Int16(1000 + s))
     }
 
     /// What a gRPC client reports for a stream reset with HTTP/2 error `code` (gRPC's mapping).
@@ -47,16 +48,19 @@ struct CallCode: Equatable, Hashable {
         }
     }
 
-    /// The label text: gRPC names and the two statuses the proxy answers itself are static
-    /// strings; other HTTP statuses are formatted (three digits: no allocation).
+    /// The label text: gRPC names, `200` and the two statuses the proxy answers itself are
+    /// static strings; other HTTP statuses are written as their three digits (`099` for 99, as
+    /// the `:status` field said it; a small string, no allocation).
     var name: String {
         switch self.raw {
         case -1: "reset"
         case 0..<Int16(GRPCStatusName.names.count): GRPCStatusName.names[Int(self.raw)]
-        case 200: "200"
-        case 502: "502"
-        case 503: "503"
-        default: String(self.raw)
+        case 1200: "200"
+        case 1502: "502"
+        case 1503: "503"
+        case 1100...1999: String(self.raw - 1000)
+        case 1000..<1100: (self.raw < 1010 ? "00" : "0") + String(self.raw - 1000)
+        default: "UNKNOWN"
         }
     }
 }

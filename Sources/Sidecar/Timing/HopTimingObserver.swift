@@ -204,7 +204,9 @@ final class HopTimingObserver: StreamObserver {
             }
             if validText == nil { items = entries.map(\.item) }
         }
-        if entries.count < self.expectedChainLength {
+        // Hops add their entries only to calls whose client takes trailers (gRPC, `te:
+        // trailers`): for the others a chain without them is expected, not an error.
+        if entries.count < self.expectedChainLength && (self.isGRPC || self.clientWantsTrailers) {
             problems.append(.incompleteChain)
             self.source.metrics.chainIncomplete.increment()
         }
@@ -336,12 +338,10 @@ final class HopTimingObserver: StreamObserver {
     // MARK: Helpers
 
     private func appendChain(_ headers: inout HeaderBlock) {
-        if self.source.stripResponseTiming {
-            headers.remove(name: "insight-chain")
-            return
-        }
         guard headers.firstIndex(of: "insight-chain") != nil else {
-            headers.append(name: "insight-chain", value: self.source.own.chainItem)
+            if !self.source.stripResponseTiming {
+                headers.append(name: "insight-chain", value: self.source.own.chainItem)
+            }
             return
         }
         var problems: [TimingHeaders.Problem] = []
@@ -351,8 +351,13 @@ final class HopTimingObserver: StreamObserver {
         let before = items.count
         items.removeAll { TimingHeaders.hopName($0) == nil }
         if items.count < before { valid = nil }
+        // Read even when it is stripped for the client: the hops it names are the ones whose
+        // entries `insight-timing` must carry. Without it, this hop took itself for the
+        // innermost one and recorded their time as its own segment to the service.
         self.expectedChainLength = items.count
-        if let value = TimingHeaders.appending(self.source.own.chainItem, to: valid, items: items) {
+        if self.source.stripResponseTiming {
+            headers.remove(name: "insight-chain")
+        } else if let value = TimingHeaders.appending(self.source.own.chainItem, to: valid, items: items) {
             headers.replace(name: "insight-chain", value: value)
         }
         self.record(problems)
