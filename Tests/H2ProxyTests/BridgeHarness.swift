@@ -38,6 +38,14 @@ final class BridgeHarness {
     var upstreamSettings = H2Session.Settings()
     /// Called for each new upstream peer before its first byte: set its behaviour here.
     var upstreamSetup: (Peer) -> Void = { _ in }
+
+    /// The first upstream connection leaves its streams unanswered until the test says so;
+    /// every later one answers unary calls (where replays and new streams go).
+    func onlyLaterUpstreamsAnswer() {
+        self.upstreamSetup = { [unowned self] peer in
+            if self.upstreams.count > 1 { peer.onEvent = Peer.unary }
+        }
+    }
     var connectMode = ConnectMode.accept
     private var pendingConnects: [EventLoopPromise<Void>] = []
     /// Every connection and proxied stream made, to check none outlives its use.

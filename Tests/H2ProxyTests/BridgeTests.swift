@@ -517,10 +517,7 @@ import Testing
 
     @Test func afterAnUpstreamGoAwayOpenStreamsFinishAndNewOnesUseANewConnection() throws {
         let h = BridgeHarness()
-        h.upstreamSetup = { [unowned h] peer in
-            // The first connection leaves its stream unanswered until the test says so.
-            if h.upstreams.count > 1 { peer.onEvent = Peer.unary }
-        }
+        h.onlyLaterUpstreamsAnswer()
         let client = try h.connectClient()
         let first = try client.open(body: Peer.grpcMessage(5))
         try h.pump()
@@ -545,9 +542,7 @@ import Testing
     /// connection, the one below it finishes on the old one.
     @Test func streamsAboveAnUpstreamGoAwayAreReplayedOnANewConnection() throws {
         let h = BridgeHarness()
-        h.upstreamSetup = { [unowned h] peer in
-            if h.upstreams.count > 1 { peer.onEvent = Peer.unary }
-        }
+        h.onlyLaterUpstreamsAnswer()
         let client = try h.connectClient()
         let kept = try client.open(body: Peer.grpcMessage(5))
         let refused = try client.open(body: Peer.grpcMessage(6))
@@ -578,9 +573,7 @@ import Testing
     func aStreamWhoseHeadersNeverLeftIsReplayedWhenItsConnectionGoes(reset: Bool) throws {
         let h = BridgeHarness { $0.maxUpstreamConnectionsPerLoop = 1 }
         h.upstreamSettings.maxConcurrentStreams = 1
-        h.upstreamSetup = { [unowned h] peer in
-            if h.upstreams.count > 1 { peer.onEvent = Peer.unary }
-        }
+        h.onlyLaterUpstreamsAnswer()
         let client = try h.connectClient()
         let first = try client.open(body: Peer.grpcMessage(5))
         let second = try client.open(body: Peer.grpcMessage(6))

@@ -559,12 +559,16 @@ def _h2_config(client_side: bool):
 
 
 class _H2Conn:
-    """One h2 connection over asyncio streams."""
+    """One h2 connection over asyncio streams; ``settings`` go in its first SETTINGS frame (a
+    limit sent later races the peer's first streams)."""
 
-    def __init__(self, reader, writer, client_side: bool):
+    def __init__(self, reader, writer, client_side: bool, settings=None):
         import h2.connection
+        import h2.settings
         self.reader, self.writer = reader, writer
         self.conn = h2.connection.H2Connection(config=_h2_config(client_side))
+        if settings:
+            self.conn.local_settings = h2.settings.Settings(client=client_side, initial_values=settings)
         self.conn.initiate_connection()
         self.conn.increment_flow_control_window(16 << 20)
         self.flush()

@@ -22,33 +22,7 @@ from typing import Dict, List, Set
 import pytest
 
 import h2raw as r
-from conftest import H2ServerBase, _ALL_PROCS, _LoopThread, metrics_text, metric_sum, start_sidecar
-
-
-class _Conn:
-    """One server-side ``h2`` connection over asyncio streams, with ``settings`` in its first
-    SETTINGS frame (a limit sent later races the sidecar's first streams)."""
-
-    def __init__(self, reader, writer, settings):
-        from bridge_peers import _new_connection
-        self.reader, self.writer = reader, writer
-        self.conn = _new_connection(False, settings)
-        self.conn.increment_flow_control_window(16 << 20)
-        self.flush()
-
-    def flush(self):
-        data = self.conn.data_to_send()
-        if data:
-            self.writer.write(data)
-
-    async def events(self):
-        while True:
-            data = await self.reader.read(65536)
-            if not data:
-                return
-            for ev in self.conn.receive_data(data):
-                yield ev
-            self.flush()
+from conftest import H2ServerBase, _ALL_PROCS, _H2Conn, _LoopThread, metrics_text, metric_sum, start_sidecar
 
 
 class GoawayUpstream(H2ServerBase):
@@ -75,7 +49,8 @@ class GoawayUpstream(H2ServerBase):
         import h2.events as ev
         self.connections += 1
         import h2.settings
-        c = _Conn(reader, writer, {h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.max_concurrent_streams})
+        c = _H2Conn(reader, writer, client_side=False,
+                    settings={h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.max_concurrent_streams})
         accepted: List[int] = []
         pending: Set[int] = set()  # accepted, request ended, not answered yet
         answered: Set[int] = set()

@@ -59,7 +59,6 @@ final class HopTimingObserver: StreamObserver {
 
     var options: TimingOptions { self.source.options }
     var clock: StreamClock { self.source.clock }
-    var metrics: TrafficMetrics { self.source.metrics }
 
     /// This hop's entry in the response's `insight-timing`, once its end was forwarded.
     var ownEntry: TimingEntry? {
