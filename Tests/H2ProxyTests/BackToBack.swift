@@ -14,9 +14,13 @@ final class BackToBack {
     private var heldForServer: [ByteBuffer] = []
     private var heldForClient: [ByteBuffer] = []
 
-    init(clientSettings: H2Session.Settings = .init(), serverSettings: H2Session.Settings = .init()) {
-        self.client = H2Session(role: .client, settings: clientSettings)
-        self.server = H2Session(role: .server, settings: serverSettings)
+    /// `memory`: one pool both sessions allocate from, as on one event loop (each its own if nil).
+    init(
+        clientSettings: H2Session.Settings = .init(), serverSettings: H2Session.Settings = .init(),
+        memory: H2MemoryPool? = nil
+    ) {
+        self.client = H2Session(role: .client, settings: clientSettings, memory: memory)
+        self.server = H2Session(role: .server, settings: serverSettings, memory: memory)
     }
 
     /// Moves bytes both ways until neither side has anything to write.

@@ -26,7 +26,8 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
     init(loop: ProxyLoop) {
         self.loop = loop
         self.session = H2Session(
-            role: .server, settings: loop.configuration.downstreamSession, headerBlocks: loop.headerBlocks)
+            role: .server, settings: loop.configuration.downstreamSession, headerBlocks: loop.headerBlocks,
+            memory: loop.memory)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {

@@ -14,6 +14,8 @@ final class ProxyLoop {
     let clock: StreamClock
     /// Header blocks every session on this loop decodes into and gives back to.
     let headerBlocks = HeaderBlockPool(limit: HeaderBlockPool.loopLimit)
+    /// What the nghttp2 sessions of this loop allocate from (see ``H2MemoryPool``).
+    let memory = H2MemoryPool(limit: H2MemoryPool.loopLimit)
     let observerSource: LoopObserverSource?
     let logger: Logger
     /// Shared by the loops of one server: connect failures are logged once per change.

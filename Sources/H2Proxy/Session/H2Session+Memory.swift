@@ -7,21 +7,31 @@ internal import CNGHTTP2
 #endif
 
 extension H2Session {
-    /// The allocator nghttp2 uses for a session: the C library's, except that a zeroed block of
-    /// whole pages comes back untouched, so that it costs no RSS until nghttp2 writes to it.
+    /// The allocator nghttp2 uses for a session: `pool`'s (see ``H2MemoryPool``), whose state
+    /// the callbacks reach through the user pointer (the session holds the pool).
     ///
-    /// Why: libnghttp2 1.52 `calloc`s its stream map (256 buckets of 16 bytes, one 4 KiB page)
-    /// when a session is created. An idle client connection never opens a stream, so the map is
-    /// never written, but glibc's `calloc` clears memory it reuses, and that write alone made
-    /// the page resident: 3.9 KiB of the 18.0 KiB RSS an idle client connection cost
-    /// (`Benchmarks/idle-connections.sh`; `Docs/performance.md`, "Idle client connections").
-    static func makeMemory() -> nghttp2_mem {
+    /// A zeroed block of whole pages comes back untouched, so that it costs no RSS until
+    /// nghttp2 writes to it. Why: libnghttp2 1.52 `calloc`s its stream map (256 buckets of 16
+    /// bytes, one 4 KiB page) when a session is created. An idle client connection never opens a
+    /// stream, so the map is never written, but glibc's `calloc` clears memory it reuses, and
+    /// that write alone made the page resident: 3.9 KiB of the 18.0 KiB RSS an idle client
+    /// connection cost (`Benchmarks/idle-connections.sh`; `Docs/performance.md`, "Idle client
+    /// connections").
+    static func makeMemory(_ pool: H2MemoryPool) -> nghttp2_mem {
         nghttp2_mem(
-            mem_user_data: nil,
-            malloc: { size, _ in malloc(size) },
-            free: { pointer, _ in free(pointer) },
-            calloc: { count, size, _ in untouchedCalloc(count, size) },
-            realloc: { pointer, size, _ in realloc(pointer, size) })
+            mem_user_data: UnsafeMutableRawPointer(pool.state),
+            malloc: { size, state in
+                H2MemoryPool.allocate(state!.assumingMemoryBound(to: H2MemoryPool.State.self), size)
+            },
+            free: { block, state in
+                H2MemoryPool.deallocate(state!.assumingMemoryBound(to: H2MemoryPool.State.self), block)
+            },
+            calloc: { count, size, state in
+                H2MemoryPool.allocateZeroed(state!.assumingMemoryBound(to: H2MemoryPool.State.self), count, size)
+            },
+            realloc: { block, size, state in
+                H2MemoryPool.reallocate(state!.assumingMemoryBound(to: H2MemoryPool.State.self), block, size)
+            })
     }
 
     /// The size of a memory page in bytes (`sysconf(_SC_PAGESIZE)`, 4096 on x86-64 Linux).

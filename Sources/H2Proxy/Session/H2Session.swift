@@ -46,6 +46,11 @@ public final class H2Session {
     /// handed out in an event (``recycle(_:)``). A ``ProxyLoop`` shares one pool among all its
     /// sessions; a session made alone keeps its own, of ``spareBlockLimit`` blocks.
     let headerBlocks: HeaderBlockPool
+    /// What nghttp2 allocates from. Released after `nghttp2_session_del` in `deinit` (a
+    /// stored property outlives the deinitialiser's body), so nghttp2 frees into a live pool.
+    let memory: H2MemoryPool
+    /// Bytes of free blocks a session's own ``memory`` keeps (one not given the loop's).
+    static let ownMemoryLimit = 16 << 10
     /// Blocks a session made alone keeps: 4 for a client's connection, 32 for an upstream one.
     static func spareBlockLimit(_ role: Role) -> Int { role == .server ? 4 : 32 }
     /// Blocks kept for reuse now, in this session's pool (for tests).
@@ -133,13 +138,15 @@ public final class H2Session {
     }
 
     /// `headerBlocks`: the pool to decode header blocks into and give them back to (the event
-    /// loop's); `nil` for one of this session's own.
+    /// loop's); `nil` for one of this session's own. `memory`: the pool nghttp2 allocates from
+    /// (the event loop's); `nil` for one of this session's own.
     public init(
         role: Role, settings: Settings = Settings(), allocator: ByteBufferAllocator = ByteBufferAllocator(),
-        headerBlocks: HeaderBlockPool? = nil
+        headerBlocks: HeaderBlockPool? = nil, memory: H2MemoryPool? = nil
     ) {
         self.role = role
         self.headerBlocks = headerBlocks ?? HeaderBlockPool(limit: Self.spareBlockLimit(role))
+        self.memory = memory ?? H2MemoryPool(limit: Self.ownMemoryLimit)
         self.settings = settings
         self.allocator = allocator
         self.scratch = allocator.buffer(capacity: 0)
@@ -171,12 +178,16 @@ public final class H2Session {
         // gRPC's grammar allows a `grpc-message` ending in a space (grpc-core sends it so);
         // every other RFC 9113 field check stays on.
         nghttp2_option_set_no_rfc9113_leading_and_trailing_ws_validation(option, 1)
+        // A closed stream is freed when it closes. By default a server session keeps closed
+        // streams (up to SETTINGS_MAX_CONCURRENT_STREAMS of them, a few hundred bytes each) as
+        // nodes of the RFC 7540 priority tree, which the sidecar does not forward or act on.
+        nghttp2_option_set_no_closed_streams(option, 1)
 
         var raw: OpaquePointer?
         // `self` is not fully initialised yet: create the session with a nil user pointer,
         // then point it at `self` below.
         let rv: Int32
-        var memory = Self.makeMemory()
+        var memory = Self.makeMemory(self.memory)
         switch role {
         case .server: rv = nghttp2_session_server_new3(&raw, callbacks, nil, option, &memory)
         case .client: rv = nghttp2_session_client_new3(&raw, callbacks, nil, option, &memory)

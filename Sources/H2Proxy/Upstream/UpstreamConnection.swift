@@ -42,7 +42,8 @@ final class UpstreamConnection: ChannelInboundHandler, H2Connection {
         self.loop = loop
         self.pool = pool
         self.session = H2Session(
-            role: .client, settings: loop.configuration.upstreamSession, headerBlocks: loop.headerBlocks)
+            role: .client, settings: loop.configuration.upstreamSession, headerBlocks: loop.headerBlocks,
+            memory: loop.memory)
     }
 
     /// How the SETTINGS timer reaches this connection (``TimerTarget``).
