@@ -178,10 +178,11 @@ public final class H2Session {
         // gRPC's grammar allows a `grpc-message` ending in a space (grpc-core sends it so);
         // every other RFC 9113 field check stays on.
         nghttp2_option_set_no_rfc9113_leading_and_trailing_ws_validation(option, 1)
-        // A closed stream is freed when it closes. By default a server session keeps closed
-        // streams (up to SETTINGS_MAX_CONCURRENT_STREAMS of them, a few hundred bytes each) as
-        // nodes of the RFC 7540 priority tree, which the sidecar does not forward or act on.
-        nghttp2_option_set_no_closed_streams(option, 1)
+        // Closed streams stay kept (nghttp2's default, up to SETTINGS_MAX_CONCURRENT_STREAMS of
+        // them per server session): with `nghttp2_option_set_no_closed_streams` a DATA or
+        // HEADERS frame on a closed stream is ignored instead of a STREAM_CLOSED connection
+        // error (RFC 9113 §5.1), and a client could have the sidecar decode HEADERS on a closed
+        // stream without end (a hostile tester's finding).
 
         var raw: OpaquePointer?
         // `self` is not fully initialised yet: create the session with a nil user pointer,
