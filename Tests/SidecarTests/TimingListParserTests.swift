@@ -32,11 +32,35 @@ import Testing
     {
         guard let fast = Self.fast(bytes) else { return false }
         let library = Self.library(bytes)
-        #expect(
-            library == fast,
-            "input \(String(decoding: bytes, as: UTF8.self).debugDescription) seed \(seed.map(String.init) ?? "-")",
-            sourceLocation: sourceLocation)
+        let input =
+            "input \(String(decoding: bytes, as: UTF8.self).debugDescription) seed \(seed.map(String.init) ?? "-")"
+        #expect(library == fast, "\(input)", sourceLocation: sourceLocation)
+        // The typed readers of the plain items read what the library's items say.
+        let typed = bytes.withUnsafeBytes { raw in
+            TimingListParser.plainItems(raw).map { items in
+                items.map { ($0.hopName(in: raw), TimingEntry($0, in: raw), $0.isHopStamp(in: raw), $0.hasHopName) }
+            }
+        }
+        #expect(typed?.count == library?.count, "\(input)", sourceLocation: sourceLocation)
+        if let typed, let library, typed.count == library.count {
+            for (read, item) in zip(typed, library) {
+                #expect(read.0 == TimingHeaders.hopName(item), "\(input)", sourceLocation: sourceLocation)
+                #expect(read.1 == TimingEntry(item), "\(input)", sourceLocation: sourceLocation)
+                #expect(read.2 == (HopStamp(item) != nil), "\(input)", sourceLocation: sourceLocation)
+                #expect(read.3 == (read.0 != nil), "\(input)", sourceLocation: sourceLocation)
+            }
+        }
         return true
+    }
+
+    /// Items of `bytes` the typed readers take as a timing entry and as a hop stamp.
+    static func typedCounts(_ bytes: [UInt8]) -> (entries: Int, stamps: Int) {
+        bytes.withUnsafeBytes { raw in
+            let items = TimingListParser.plainItems(raw) ?? []
+            return (
+                items.filter { TimingEntry($0, in: raw) != nil }.count, items.filter { $0.isHopStamp(in: raw) }.count
+            )
+        }
     }
 
     /// What sidecars write (OwnItems, HopStamp, TimingEntry; Docs/protocol.md), and how a
@@ -113,6 +137,10 @@ import Testing
         ]
         let mutations = Array("abc;=,\"()?*1.-: \t\\".utf8) + [0x00, 0x7f, 0xff]
         var accepted = 0
+        // Items the typed readers took as a timing entry or a hop stamp: the comparison covers
+        // valid ones, not only rejections.
+        var typedEntries = 0
+        var typedStamps = 0
         let seeds = SeededRandom.seeds(count: 3000)
         for seed in seeds {
             var rng = SeededRandom(seed: seed)
@@ -135,9 +163,13 @@ import Testing
                 }
             }
             if Self.expectAgreement(bytes, seed: seed) { accepted += 1 }
+            let counts = Self.typedCounts(bytes)
+            typedEntries += counts.entries
+            typedStamps += counts.stamps
         }
         // The comparison means something only if the fast path accepted a good share.
         if seeds.count > 1 { #expect(accepted > seeds.count / 4, "accepted \(accepted) of \(seeds.count)") }
+        if seeds.count > 1 { #expect(typedEntries > 100 && typedStamps > 100, "\(typedEntries) \(typedStamps)") }
     }
 
     /// `parseListKeepingText` as a whole (field lines combined, size and count limits, the

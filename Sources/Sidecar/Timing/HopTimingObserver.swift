@@ -124,6 +124,18 @@ final class HopTimingObserver: StreamObserver {
                         value: value,
                         flags: TimingHeaders.neverIndexed)
                 }
+            } else if let count = TimingHeaders.withPlainList(
+                "insight-hops", in: headers,
+                { items, bytes in items.allSatisfy { $0.isHopStamp(in: bytes) } ? items.count : nil })
+            {
+                // The list as sidecars write it, every item valid: appended to in place.
+                if count >= self.source.hopLimit {
+                    problems.append(.hopLimit)
+                } else {
+                    self.source.own.withHops(epochMicros: epochMicros) { own in
+                        TimingHeaders.appendItem(own, toLine: "insight-hops", in: &headers)
+                    }
+                }
             } else {
                 let own = self.source.own.hops(epochMicros: epochMicros)
                 let parsed = TimingHeaders.parseListKeepingText("insight-hops", in: headers, problems: &problems)
@@ -187,7 +199,25 @@ final class HopTimingObserver: StreamObserver {
         var validText: String?
         // No arrays are made for a response without `insight-timing` (the innermost hop).
         var entries: [TimingEntry] = []
+        // Whether the received list is one line as sidecars write it, every entry valid: then
+        // this hop's entry is appended to its bytes (`validText` and `items` are not made).
+        var appendInPlace = false
         if trailers.firstIndex(of: "insight-timing") != nil,
+            let read = TimingHeaders.withPlainList(
+                "insight-timing", in: trailers,
+                { items, bytes -> [TimingEntry]? in
+                    var read: [TimingEntry] = []
+                    read.reserveCapacity(items.count)
+                    for item in items {
+                        guard let e = TimingEntry(item, in: bytes) else { return nil }
+                        read.append(e)
+                    }
+                    return read
+                })
+        {
+            entries = read
+            appendInPlace = true
+        } else if trailers.firstIndex(of: "insight-timing") != nil,
             let parsed = TimingHeaders.parseListKeepingText("insight-timing", in: trailers, problems: &problems)
         {
             items = parsed.items
@@ -225,10 +255,14 @@ final class HopTimingObserver: StreamObserver {
         if self.source.stripResponseTiming {
             trailers.remove(name: "insight-timing")
             trailers.remove(name: "insight-chain")
-        } else if self.isGRPC || self.clientWantsTrailers, let entry = self.ownEntry,
-            let value = TimingHeaders.appending(self.source.own.timing(entry), to: validText, items: items)
-        {
-            TimingHeaders.setPerCall("insight-timing", to: value, in: &trailers)
+        } else if self.isGRPC || self.clientWantsTrailers, let entry = self.ownEntry {
+            if appendInPlace {
+                self.source.own.withTiming(entry) { own in
+                    TimingHeaders.appendItem(own, toLine: "insight-timing", in: &trailers)
+                }
+            } else if let value = TimingHeaders.appending(self.source.own.timing(entry), to: validText, items: items) {
+                TimingHeaders.setPerCall("insight-timing", to: value, in: &trailers)
+            }
         }
         if self.source.editsServerTiming, let entry = self.ownEntry {
             self.serverTimingAtEnd(&trailers, trailersOnly: trailersOnly, own: entry)
@@ -340,6 +374,20 @@ final class HopTimingObserver: StreamObserver {
         guard headers.firstIndex(of: "insight-chain") != nil else {
             if !self.source.stripResponseTiming {
                 headers.append(name: "insight-chain", value: self.source.own.chainItem)
+            }
+            return
+        }
+        // The list as sidecars write it, every item a hop name: appended to in place.
+        if let count = TimingHeaders.withPlainList(
+            "insight-chain", in: headers, { items, _ in items.allSatisfy(\.hasHopName) ? items.count : nil })
+        {
+            self.expectedChainLength = count
+            if self.source.stripResponseTiming {
+                headers.remove(name: "insight-chain")
+            } else {
+                self.source.own.chainItemBytes.withUnsafeBytes { own in
+                    TimingHeaders.appendItem(own, toLine: "insight-chain", in: &headers)
+                }
             }
             return
         }

@@ -9,6 +9,8 @@ struct OwnItems: Sendable {
     let hopsPrefix: [UInt8]
     /// `hop` as a token (or string).
     let chainItem: String
+    /// ``chainItem``'s bytes, read in place.
+    let chainItemBytes: [UInt8]
     /// `hop;dur=`
     let timingPrefix: [UInt8]
 
@@ -18,6 +20,7 @@ struct OwnItems: Sendable {
         // The serialised item ends in `t="0"`: keep everything up to the digits.
         self.hopsPrefix = Array(full.utf8.dropLast(2))
         self.chainItem = TimingHeaders.serialize([TimingHeaders.hopItem(hop, .init())]) ?? hop
+        self.chainItemBytes = Array(self.chainItem.utf8)
         self.timingPrefix = Array((self.chainItem + ";dur=").utf8)
     }
 
@@ -62,6 +65,11 @@ struct OwnItems: Sendable {
     /// the library writes SF Decimals (``decimal(_:)``), built in a stack buffer and made a
     /// `String` once.
     func timing(_ e: TimingEntry) -> String {
+        self.withTiming(e) { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// Calls `body` with ``timing(_:)``'s bytes, written into a stack buffer.
+    func withTiming<R>(_ e: TimingEntry, _ body: (UnsafeRawBufferPointer) -> R) -> R {
         self.timingPrefix.withUnsafeBytes { prefix in
             // The prefix, then at most 3 × (";self=" and 16 characters of a decimal).
             withUnsafeTemporaryAllocation(byteCount: prefix.count + 3 * 22, alignment: 1) { out in
@@ -74,7 +82,7 @@ struct OwnItems: Sendable {
                 }
                 Self.write(";self=", to: out, at: &n)
                 Self.writeDecimal(e.selfTime, to: out, at: &n)
-                return String(decoding: UnsafeRawBufferPointer(rebasing: out[0..<n]), as: UTF8.self)
+                return body(UnsafeRawBufferPointer(rebasing: out[0..<n]))
             }
         }
     }

@@ -30,6 +30,22 @@ public struct TimingEntry: Equatable, Sendable {
         self.selfTime = selfTime
     }
 
+    /// The same entry as ``init(_:)`` of the library's reading of `item` (read from `bytes`),
+    /// without building that reading.
+    init?(_ item: TimingListParser.PlainItem, in bytes: UnsafeRawBufferPointer) {
+        guard let hop = item.hopName(in: bytes),
+            let dur = TimingListParser.PlainItem.number(item.parameter("dur", in: bytes)), dur.isFinite, dur >= 0,
+            let selfTime = TimingListParser.PlainItem.number(item.parameter("self", in: bytes)), selfTime.isFinite,
+            selfTime >= 0
+        else { return nil }
+        let ttfb = TimingListParser.PlainItem.number(item.parameter("ttfb", in: bytes))
+        if let t = ttfb, !t.isFinite || t < 0 { return nil }
+        self.hop = hop
+        self.duration = dur
+        self.ttfb = ttfb
+        self.selfTime = selfTime
+    }
+
     init(hop: String, durationNanos: Int64, ttfbNanos: Int64?, selfNanos: Int64) {
         self.hop = hop
         self.duration = Double(durationNanos / 1000) / 1000

@@ -99,6 +99,68 @@ public enum TimingHeaders {
         return Self.parseWithLibrary(combined, problems: &problems)
     }
 
+    /// The fast path for a timing header as sidecars write it: one field line named `name`,
+    /// read in place as a plain list (``TimingListParser/plainItems(_:)``) of at most
+    /// ``maxEntries`` items, handed to `body` with the value's bytes. `nil` when there is no such
+    /// line, several, a value over ``maxFieldBytes`` or outside the parser's subset, more items,
+    /// or when `body` returns `nil` (an item it does not accept): the caller then reads the
+    /// header with ``parseListKeepingText(_:in:problems:)``, which reports the problems. Where
+    /// it returns, it found what that reading finds, with no problem to report.
+    static func withPlainList<R>(
+        _ name: StaticString, in block: HeaderBlock,
+        _ body: ([TimingListParser.PlainItem], UnsafeRawBufferPointer) -> R?
+    ) -> R? {
+        var line = -1
+        for i in 0..<block.count where block.nameEquals(at: i, name) {
+            guard line < 0 else { return nil }
+            line = i
+        }
+        guard line >= 0 else { return nil }
+        let value = block.value(at: line)
+        guard value.count <= Self.maxFieldBytes else { return nil }
+        let result: R?? = value.withContiguousStorageIfAvailable { storage in
+            let bytes = UnsafeRawBufferPointer(storage)
+            guard let items = TimingListParser.plainItems(bytes), !items.isEmpty, items.count <= Self.maxEntries
+            else { return nil }
+            return body(items, bytes)
+        }
+        return result ?? nil
+    }
+
+    /// Appends `own` to the one field line `name` of `block` (`value, own`), keeping the
+    /// field's position and flags: what ``appending(_:to:items:)`` and `replace` do with the
+    /// received text, without making a `String` of it.
+    static func appendItem(_ own: UnsafeRawBufferPointer, toLine name: StaticString, in block: inout HeaderBlock) {
+        guard let line = block.firstIndex(of: name) else { return }
+        let count = block.value(at: line).count
+        withUnsafeTemporaryAllocation(byteCount: count + 2 + own.count, alignment: 1) { out in
+            // Copied in a call of its own: the value's view (a reference to the block's
+            // storage) is gone before `replace` writes to that storage.
+            Self.copyValue(of: block, at: line, to: out.baseAddress!)
+            out[count] = UInt8(ascii: ",")
+            out[count + 1] = UInt8(ascii: " ")
+            if own.count > 0 {
+                (out.baseAddress! + count + 2).copyMemory(from: own.baseAddress!, byteCount: own.count)
+            }
+            block.replace(name: name, value: UnsafeRawBufferPointer(out), flags: 0)
+        }
+    }
+
+    private static func copyValue(of block: HeaderBlock, at line: Int, to target: UnsafeMutableRawPointer) {
+        let value = block.value(at: line)
+        var offset = 0
+        _ = value.withContiguousStorageIfAvailable { bytes in
+            target.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+            offset = bytes.count
+        }
+        if offset == 0 {
+            for byte in value {
+                target.storeBytes(of: byte, toByteOffset: offset, as: UInt8.self)
+                offset += 1
+            }
+        }
+    }
+
     /// The first ``maxEntries`` of `items` (all of them plain items, from ``TimingListParser``),
     /// and the field text when none was dropped.
     private static func kept(

@@ -1,3 +1,4 @@
+import Foundation
 import RawStructuredFieldValues
 
 /// A byte-level parser for the plain Structured Field Lists that sidecars write in
@@ -17,9 +18,19 @@ import RawStructuredFieldValues
 enum TimingListParser {
     /// The list's items, or `nil` when `bytes` are not in the subset (or not a valid list).
     static func items(_ bytes: UnsafeRawBufferPointer) -> [Item]? {
+        Self.plainItems(bytes)?.map { $0.item(in: bytes) }
+    }
+
+    /// The list's items as byte ranges of `bytes` and numbers (``PlainItem``), or `nil` when
+    /// `bytes` are not in the subset: the same grammar as ``items(_:)``, without a `String`,
+    /// an `Item` or the library's parameter map per item. The timing observer reads what it
+    /// needs from these (``PlainItem/hopName(in:)``, ``TimingEntry/init(_:in:)``); building
+    /// the library's items and reading their parameters through its generic, unspecialised
+    /// map was most of what a hop with inner hops spent on timing (Docs/performance.md).
+    static func plainItems(_ bytes: UnsafeRawBufferPointer) -> [PlainItem]? {
         var cursor = Cursor(bytes: bytes)
         cursor.skipSpaces()
-        var items: [Item] = []
+        var items: [PlainItem] = []
         while !cursor.atEnd {
             guard let item = cursor.item() else { return nil }
             items.append(item)
@@ -32,6 +43,127 @@ enum TimingListParser {
             guard !cursor.atEnd else { return nil }
         }
         return items
+    }
+
+    /// One item of a plain list: its bare item and up to three parameters, as byte ranges of
+    /// the field value it was read from and numbers.
+    struct PlainItem {
+        enum Value: Equatable {
+            case token(Range<Int>)
+            /// A string without escapes: the bytes between the quotes.
+            case string(Range<Int>)
+            case integer(Int64)
+            /// `mantissa` × 10^`exponent` (`exponent` −1 to −3), as the library keeps it.
+            case decimal(mantissa: Int64, exponent: Int)
+            /// A bare key: the Boolean `true`.
+            case `true`
+        }
+
+        var bare: Value
+        var parameterCount = 0
+        var parameters: (Parameter, Parameter, Parameter) = (.none, .none, .none)
+
+        struct Parameter {
+            var key: Range<Int>
+            var value: Value
+            static let none = Parameter(key: 0..<0, value: .true)
+        }
+
+        func parameter(_ i: Int) -> Parameter {
+            switch i {
+            case 0: self.parameters.0
+            case 1: self.parameters.1
+            default: self.parameters.2
+            }
+        }
+
+        /// The value of parameter `key`, if the item has it.
+        func parameter(_ key: StaticString, in bytes: UnsafeRawBufferPointer) -> Value? {
+            let name = UnsafeRawBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount)
+            for i in 0..<self.parameterCount {
+                let p = self.parameter(i)
+                if p.key.count == name.count,
+                    memcmp(bytes.baseAddress! + p.key.lowerBound, name.baseAddress!, name.count) == 0
+                {
+                    return p.value
+                }
+            }
+            return nil
+        }
+
+        /// ``TimingHeaders/hopName(_:)`` of this item: a token, or a string of 1 to 64 bytes.
+        func hopName(in bytes: UnsafeRawBufferPointer) -> String? {
+            guard self.hasHopName else { return nil }
+            switch self.bare {
+            case .token(let r), .string(let r): return Self.text(r, in: bytes)
+            default: return nil
+            }
+        }
+
+        /// Whether ``hopName(in:)`` is not `nil` (read without making the `String`).
+        var hasHopName: Bool {
+            switch self.bare {
+            case .token: true
+            case .string(let r): !r.isEmpty && r.count <= 64
+            default: false
+            }
+        }
+
+        /// Whether the library's reading of this item is a valid ``HopStamp``: a hop name, a
+        /// `region` that is a token or string if any, a `t` that is a string or integer if any.
+        func isHopStamp(in bytes: UnsafeRawBufferPointer) -> Bool {
+            guard self.hasHopName else { return false }
+            switch self.parameter("region", in: bytes) {
+            case nil, .token, .string: break
+            default: return false
+            }
+            switch self.parameter("t", in: bytes) {
+            case nil, .string, .integer: return true
+            default: return false
+            }
+        }
+
+        /// ``TimingHeaders/number(_:)`` of `value`: the same `Double` as the library's
+        /// `Double(PseudoDecimal)` (mantissa × `pow(10, exponent)`).
+        static func number(_ value: Value?) -> Double? {
+            switch value {
+            case .integer(let i): Double(i)
+            case .decimal(let m, let e): Double(m) * powersOfTen[-e]
+            default: nil
+            }
+        }
+
+        /// `pow(10, -k)` for k = 0...3, computed as the library computes it.
+        private static let powersOfTen: [Double] = (0...3).map { pow(10, Double(-$0)) }
+
+        static func text(_ range: Range<Int>, in bytes: UnsafeRawBufferPointer) -> String {
+            String(decoding: UnsafeRawBufferPointer(rebasing: bytes[range]), as: UTF8.self)
+        }
+
+        /// The library's item for this one.
+        func item(in bytes: UnsafeRawBufferPointer) -> Item {
+            func bare(_ v: Value) -> RFC9651BareItem {
+                switch v {
+                case .token(let r): .token(Self.text(r, in: bytes))
+                case .string(let r): .string(Self.text(r, in: bytes))
+                case .integer(let i): .integer(i)
+                case .decimal(let m, let e): .decimal(PseudoDecimal(mantissa: Int(m), exponent: e))
+                case .true: .bool(true)
+                }
+            }
+            func key(_ p: Parameter) -> String { Self.text(p.key, in: bytes) }
+            // The parameters are handed to the library's map in one call: each of its generic,
+            // unspecialised `subscript` setters costs more than parsing the item.
+            let map: OrderedMap<String, RFC9651BareItem>
+            let (a, b, c) = self.parameters
+            switch self.parameterCount {
+            case 1: map = [key(a): bare(a.value)]
+            case 2: map = [key(a): bare(a.value), key(b): bare(b.value)]
+            case 3: map = [key(a): bare(a.value), key(b): bare(b.value), key(c): bare(c.value)]
+            default: map = OrderedMap()
+            }
+            return Item(bareItem: bare(self.bare), parameters: map)
+        }
     }
 
     /// The read position in one field value; every `mutating func` returns `nil` (fall back)
@@ -57,44 +189,43 @@ enum TimingListParser {
 
         /// An item with at most three parameters, none repeated (sidecars write two or three:
         /// `region` and `t`, or `dur`, `ttfb` and `self`); more, or a repeated key, is left to
-        /// the library. The parameters are handed to the library's map in one call: each of its
-        /// generic, unspecialised `subscript` setters costs more than parsing the item.
-        mutating func item() -> Item? {
+        /// the library.
+        mutating func item() -> PlainItem? {
             guard let bare = self.bareItem() else { return nil }
-            // Three locals, not an array: nothing allocated before the map itself.
-            var p0: (key: String, value: RFC9651BareItem)?
-            var p1: (key: String, value: RFC9651BareItem)?
-            var p2: (key: String, value: RFC9651BareItem)?
+            var item = PlainItem(bare: bare)
             while self.peek == semicolon {
                 self.index += 1
                 self.skipSpaces()
-                guard p2 == nil, let key = self.key() else { return nil }
-                var value: RFC9651BareItem = .bool(true)
+                guard item.parameterCount < 3, let key = self.key() else { return nil }
+                var value = PlainItem.Value.true
                 if self.peek == equals {
                     self.index += 1
                     guard let v = self.bareItem() else { return nil }
                     value = v
                 }
-                guard p0?.key != key, p1?.key != key else { return nil }
-                if p0 == nil {
-                    p0 = (key, value)
-                } else if p1 == nil {
-                    p1 = (key, value)
-                } else {
-                    p2 = (key, value)
+                for i in 0..<item.parameterCount {
+                    let other = item.parameter(i).key
+                    if other.count == key.count,
+                        memcmp(
+                            self.bytes.baseAddress! + other.lowerBound, self.bytes.baseAddress! + key.lowerBound,
+                            key.count)
+                            == 0
+                    {
+                        return nil
+                    }
                 }
+                let p = PlainItem.Parameter(key: key, value: value)
+                switch item.parameterCount {
+                case 0: item.parameters.0 = p
+                case 1: item.parameters.1 = p
+                default: item.parameters.2 = p
+                }
+                item.parameterCount += 1
             }
-            let map: OrderedMap<String, RFC9651BareItem>
-            switch (p0, p1, p2) {
-            case (let a?, nil, _): map = [a.key: a.value]
-            case (let a?, let b?, nil): map = [a.key: a.value, b.key: b.value]
-            case (let a?, let b?, let c?): map = [a.key: a.value, b.key: b.value, c.key: c.value]
-            default: map = OrderedMap()
-            }
-            return Item(bareItem: bare, parameters: map)
+            return item
         }
 
-        private mutating func bareItem() -> RFC9651BareItem? {
+        private mutating func bareItem() -> PlainItem.Value? {
             guard let first = self.peek else { return nil }
             if isAlpha(first) || first == asterisk { return self.token() }
             if first == quote { return self.string() }
@@ -103,22 +234,22 @@ enum TimingListParser {
         }
 
         /// RFC 9651 §4.2.6: ALPHA or `*`, then tchar, `:` or `/`.
-        private mutating func token() -> RFC9651BareItem {
+        private mutating func token() -> PlainItem.Value {
             let start = self.index
             self.index += 1
             while self.index < self.bytes.count, isTokenCharacter(self.bytes[self.index]) { self.index += 1 }
-            return .token(self.text(start..<self.index))
+            return .token(start..<self.index)
         }
 
         /// RFC 9651 §4.2.5 without escapes: printable ASCII up to the closing quote.
-        private mutating func string() -> RFC9651BareItem? {
+        private mutating func string() -> PlainItem.Value? {
             let start = self.index + 1
             var i = start
             while i < self.bytes.count {
                 let c = self.bytes[i]
                 if c == quote {
                     self.index = i + 1
-                    return .string(self.text(start..<i))
+                    return .string(start..<i)
                 }
                 // An escape (left to the library) or a byte no string may hold.
                 guard c >= 0x20, c < 0x7F, c != backslash else { return nil }
@@ -130,7 +261,7 @@ enum TimingListParser {
         /// RFC 9651 §4.2.4 without a sign: an Integer of up to 15 digits, or a Decimal of up
         /// to 12 integer digits and 1 to 3 fractional ones (a mantissa and an exponent, as the
         /// library keeps them: `1.50` is 150 × 10⁻²).
-        private mutating func number() -> RFC9651BareItem? {
+        private mutating func number() -> PlainItem.Value? {
             var mantissa: Int64 = 0
             var integerDigits = 0
             while self.index < self.bytes.count, isDigit(self.bytes[self.index]) {
@@ -150,20 +281,16 @@ enum TimingListParser {
                 self.index += 1
             }
             guard fractionDigits > 0 else { return nil }
-            return .decimal(PseudoDecimal(mantissa: Int(mantissa), exponent: -fractionDigits))
+            return .decimal(mantissa: mantissa, exponent: -fractionDigits)
         }
 
         /// RFC 9651 §4.2.3.3: lcalpha or `*`, then lcalpha, DIGIT, `_`, `-`, `.` or `*`.
-        private mutating func key() -> String? {
+        private mutating func key() -> Range<Int>? {
             guard let first = self.peek, isLowercase(first) || first == asterisk else { return nil }
             let start = self.index
             self.index += 1
             while self.index < self.bytes.count, isKeyCharacter(self.bytes[self.index]) { self.index += 1 }
-            return self.text(start..<self.index)
-        }
-
-        private func text(_ range: Range<Int>) -> String {
-            String(decoding: UnsafeRawBufferPointer(rebasing: self.bytes[range]), as: UTF8.self)
+            return start..<self.index
         }
     }
 }
