@@ -48,6 +48,14 @@ private func agreeWithTheLibrary(_ line: UnsafeRawBufferPointer) {
     precondition(
         library == fast.map { ItemOrInnerList.item($0) },
         "TimingListParser and the library disagree on \(String(decoding: line, as: UTF8.self).debugDescription)")
+    // The typed readers the timing observer uses on its fast path read what the items say.
+    guard let plain = TimingListParser.plainItems(line) else { preconditionFailure("items without plain items") }
+    precondition(plain.count == fast.count)
+    for (p, item) in zip(plain, fast) {
+        precondition(p.hopName(in: line) == TimingHeaders.hopName(item), "hop name")
+        precondition(TimingEntry(p, in: line) == TimingEntry(item), "timing entry")
+        precondition(p.isHopStamp(in: line) == (HopStamp(item) != nil), "hop stamp")
+    }
 }
 
 private func check(_ items: [Item]?) {

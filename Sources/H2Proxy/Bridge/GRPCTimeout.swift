@@ -4,6 +4,11 @@
 /// `H` hours, `M` minutes, `S` seconds, `m` milliseconds, `u` microseconds, `n` nanoseconds.
 public enum GRPCTimeout {
     /// The timeout in nanoseconds, or nil when `value` does not follow the grammar.
+    ///
+    /// `@inlinable`, so that a caller in another module gets it specialised for its byte
+    /// collection: the timing observer's generic call over a `ByteBufferView` made four
+    /// allocations per request with a timeout.
+    @inlinable
     public static func nanoseconds<Bytes: BidirectionalCollection>(_ value: Bytes) -> Int64?
     where Bytes.Element == UInt8 {
         guard let unit = value.last, value.count >= 2, value.count <= 9 else { return nil }
@@ -42,6 +47,7 @@ public enum GRPCTimeout {
     }
 
     /// Whether `value` follows the grammar (see ``nanoseconds(_:)``).
+    @inlinable
     public static func isValid<Bytes: BidirectionalCollection>(_ value: Bytes) -> Bool where Bytes.Element == UInt8 {
         Self.nanoseconds(value) != nil
     }
