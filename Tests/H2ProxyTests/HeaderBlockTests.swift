@@ -41,4 +41,30 @@ import Testing
         #expect(h.integer("empty") == nil)
         #expect(h.integer("missing") == nil)
     }
+
+    /// `removeAll(where:)` compacts in place: the same fields as filtering a copy, the predicate
+    /// asked once per field in order, and the field list's capacity kept (no allocation).
+    @Test(arguments: SeededRandom.seeds(count: 32))
+    func removeAllWhereMatchesAFilter(seed: UInt64) {
+        var random = SeededRandom(seed: seed)
+        var block = HeaderBlock()
+        let names = ["a", "bb", "insight-x", "te", "c"]
+        for i in 0..<Int(random.next() % 40) {
+            block.append(name: names[Int(random.next() % UInt64(names.count))], value: "v\(i)")
+        }
+        let before = (0..<block.count).map { (block.nameString(at: $0), block.valueString(at: $0)) }
+        let drop = (0..<block.count).map { _ in random.next() % 3 == 0 }
+        let capacity = block.fields.capacity
+        var asked: [Int] = []
+        block.removeAll { b, i in
+            asked.append(i)
+            #expect(b.nameString(at: i) == before[i].0)
+            return drop[i]
+        }
+        let after = (0..<block.count).map { (block.nameString(at: $0), block.valueString(at: $0)) }
+        let expected = zip(before, drop).filter { !$0.1 }.map(\.0)
+        #expect(after.map(\.0) == expected.map(\.0) && after.map(\.1) == expected.map(\.1), "seed \(seed)")
+        #expect(asked == Array(0..<before.count), "seed \(seed)")
+        #expect(block.fields.capacity == capacity, "seed \(seed)")
+    }
 }

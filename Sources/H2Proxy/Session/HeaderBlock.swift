@@ -168,11 +168,27 @@ public struct HeaderBlock: Sendable {
     }
 
     /// Removes every field for which `shouldRemove` is true. Storage bytes are left in place.
+    /// Removes the fields for which `shouldRemove` (asked once per field, in order) is true.
+    ///
+    /// In place: nothing is allocated, and the field list keeps its capacity. (A new array of
+    /// exactly the kept fields cost an allocation on every `replace`, and the next `append`
+    /// grew it again: two or three allocations per request at a hop with inner hops.)
     public mutating func removeAll(where shouldRemove: (HeaderBlock, Int) -> Bool) {
-        var kept: [Field] = []
-        kept.reserveCapacity(self.fields.count)
-        for i in self.fields.indices where !shouldRemove(self, i) { kept.append(self.fields[i]) }
-        self.fields = kept
+        let count = self.fields.count
+        var first = 0
+        while first < count, !shouldRemove(self, first) { first += 1 }
+        guard first < count else { return }
+        // Every field after the first removed one is asked before any is moved: the predicate
+        // reads the block as it was.
+        withUnsafeTemporaryAllocation(of: Bool.self, capacity: count) { remove in
+            for i in (first + 1)..<count { remove[i] = shouldRemove(self, i) }
+            var kept = first
+            for i in (first + 1)..<count where !remove[i] {
+                self.fields[kept] = self.fields[i]
+                kept += 1
+            }
+            self.fields.removeLast(count - kept)
+        }
     }
 
     public mutating func remove(name: StaticString) {
