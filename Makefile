@@ -68,11 +68,13 @@ run: build
 run-backend: build
 	@bash Deploy/local/run-local.sh $(BIN)
 
-# The proxy comparison (Benchmarks/run.sh), the tracing cost (Benchmarks/tracing.sh), TLS termination (Benchmarks/run-tls.sh).
+# The proxy comparison (Benchmarks/run.sh), the tracing cost (Benchmarks/tracing.sh), TLS termination (Benchmarks/run-tls.sh),
+# a hop with inner hops (Benchmarks/chain.sh).
 bench: deps
 	Benchmarks/run.sh
 	Benchmarks/tracing.sh --no-build
 	Benchmarks/run-tls.sh --no-build
+	Benchmarks/chain.sh
 
 clean:
 	rm -rf .build
