@@ -42,12 +42,13 @@ e2e: build
 
 # The Swift tests under AddressSanitizer and ThreadSanitizer, each in its own build folder.
 sanitize: deps
-	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/lsan.supp swift test --sanitize=address --scratch-path .build-asan
+	@# INSIGHT_SANITIZER: the diagnosis replay tests (pure arithmetic) run one seed instead of three.
+	INSIGHT_SANITIZER=address LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/lsan.supp swift test --sanitize=address --scratch-path .build-asan
 	@# Swift 5 language mode for the TSan build only: under -sanitize=thread, Swift 6.3 reported
 	@# a region-isolation error ("sending 'logger' risks causing data races") inside swift-otel
 	@# 1.6 that the normal build did not; language mode changes diagnostics, not the code.
 	@# swift-otel is no longer a dependency; the flag stays until a Swift 6 mode TSan build is checked.
-	swift test --sanitize=thread --scratch-path .build-tsan -Xswiftc -swift-version -Xswiftc 5
+	INSIGHT_SANITIZER=thread swift test --sanitize=thread --scratch-path .build-tsan -Xswiftc -swift-version -Xswiftc 5
 
 deploy-checks: build
 	INSIGHT_SIDECAR=$(CURDIR)/$(BIN) bash Tests/deploy/run.sh

@@ -67,4 +67,31 @@ import Testing
         #expect(asked == Array(0..<before.count), "seed \(seed)")
         #expect(block.fields.capacity == capacity, "seed \(seed)")
     }
+
+    /// `append(contentsOf:)` adds the other block's fields in order with their flags, after the
+    /// block's own, whatever either block held or removed before.
+    @Test func appendingABlockAddsItsFieldsInOrderWithTheirFlags() {
+        var target = HeaderBlock([(":method", "POST"), ("x-drop", "1"), (":path", "/a")])
+        target.remove(name: "x-drop")
+        var other = HeaderBlock(capacity: 0)
+        other.append(name: "x-early", value: "gone")
+        other.append(name: "insight-id", value: "abc", flags: 0x1)
+        other.append(name: "te", value: "trailers")
+        other.remove(name: "x-early")
+        let before = other.pairs
+        target.append(contentsOf: other)
+        #expect(target.pairs.map(\.name) == [":method", ":path", "insight-id", "te"])
+        #expect(target.pairs.map(\.value) == ["POST", "/a", "abc", "trailers"])
+        #expect(target.withFields { _, fields in fields.map(\.flags) } == [0, 0, 0x1, 0])
+        #expect(other.pairs.map(\.name) == before.map(\.name), "the other block is unchanged")
+        var empty = HeaderBlock(capacity: 0)
+        empty.append(contentsOf: target)
+        #expect(empty.pairs.map(\.value) == target.pairs.map(\.value))
+        // An empty block made with capacity 0 shares its storage until written: writing one
+        // leaves the others empty.
+        var a = HeaderBlock(capacity: 0)
+        let b = HeaderBlock(capacity: 0)
+        a.append(name: "x", value: "y")
+        #expect(a.count == 1 && b.isEmpty && b.storageCapacity == 0)
+    }
 }

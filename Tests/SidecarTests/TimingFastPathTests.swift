@@ -118,4 +118,57 @@ import Testing
             #expect(TimingHeaders.withPlainList("insight-timing", in: two) { items, _ in items.count } == nil)
         }
     }
+
+    /// One call with `timing` from two inner hops through a fresh observer of `source`; its
+    /// segments. The observer is gone when this returns unless `keep` holds it.
+    static func segments(
+        through source: HopTimingObserverSource, timing: String, keep: inout [HopTimingObserver]
+    ) throws -> [TimingChain.Segment] {
+        var request = HeaderBlock([(":method", "POST"), (":path", "/pkg.S/M"), ("content-type", "application/grpc")])
+        let observer = try #require(source.makeObserver(for: request) as? HopTimingObserver)
+        observer.requestHeadersWillForward(&request, receivedAt: Self.t0)
+        observer.requestHeadersSent(at: Self.t0 + .microseconds(100))
+        var response = HeaderBlock([(":status", "200"), ("insight-chain", "inner, mid")])
+        observer.responseHeadersWillForward(&response, at: Self.t0 + .milliseconds(3))
+        var trailers = HeaderBlock([("grpc-status", "0"), ("insight-timing", timing)])
+        observer.trailersWillForward(&trailers, trailersOnly: false, receivedAt: Self.t0 + .milliseconds(9))
+        observer.streamEnded(.completed, at: Self.t0 + .milliseconds(10))
+        keep.append(observer)
+        return observer.chainSegments
+    }
+
+    /// The inner hops' entries are read into an array the loop's source keeps: an observer
+    /// gives it back when it goes, the next stream takes it again, and streams alive together
+    /// have arrays of their own. An entry the fast path refuses gives the array back at once.
+    @Test func innerEntriesArraysAreKeptForLaterStreams() throws {
+        let source = HopTimingObserverSource(
+            options: TimingOptions(hop: "outer", region: "r1"),
+            metrics: TrafficMetrics(
+                registry: MetricsRegistry(), hop: "outer", region: "r1",
+                headerErrorReasons: TimingHeaders.Problem.allCases.map(\.rawValue)),
+            accessLog: nil, clock: StreamClock.manual(at: Self.t0, unixMicros: 1_800_000_000_000_000))
+        let timing = "inner;dur=5.5;ttfb=5.0;self=0.1, mid;dur=7.25;self=0.2"
+        var kept: [HopTimingObserver] = []
+        let first = try Self.segments(through: source, timing: timing, keep: &kept)
+        #expect(first.map(\.hop) == ["outer", "mid", "inner"])
+        #expect(source.spareEntryArrays == 0, "the live observer holds its array")
+        kept.removeAll()
+        #expect(source.spareEntryArrays == 1)
+        for _ in 0..<5 {
+            let before = source.spareEntryArrays
+            var alive: [HopTimingObserver] = []
+            #expect(try Self.segments(through: source, timing: timing, keep: &alive) == first)
+            #expect(source.spareEntryArrays == before - 1, "taken again, not made")
+            #expect(try Self.segments(through: source, timing: timing, keep: &alive) == first)
+            #expect(source.spareEntryArrays == max(0, before - 2))
+            alive.removeAll()
+            #expect(source.spareEntryArrays == max(before, 2))
+        }
+        // A plain list with an entry that is not a timing entry (no `self`): the library path
+        // reads it, and the array the fast path took is back with the source.
+        var alive: [HopTimingObserver] = []
+        let refused = try Self.segments(through: source, timing: "inner;dur=5.5, mid;dur=7.25;self=0.2", keep: &alive)
+        #expect(refused.isEmpty, "incomplete chain")
+        #expect(source.spareEntryArrays == 2)
+    }
 }

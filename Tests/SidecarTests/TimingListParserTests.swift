@@ -42,6 +42,21 @@ import Testing
             }
         }
         #expect(typed?.count == library?.count, "\(input)", sourceLocation: sourceLocation)
+        // Read into an array that held another list (as the observer reuses its loop's): the
+        // same items, nothing left of the other list.
+        var scratch: [TimingListParser.PlainItem] = []
+        let other = Array("a;dur=1;self=2, b, c;x=\"y\"".utf8)
+        #expect(other.withUnsafeBytes { TimingListParser.plainItems($0, into: &scratch) } && scratch.count == 3)
+        let reused = bytes.withUnsafeBytes { raw in
+            TimingListParser.plainItems(raw, into: &scratch)
+                ? scratch.map { ($0.hopName(in: raw), TimingEntry($0, in: raw)) } : nil
+        }
+        #expect(reused?.count == typed?.count, "\(input)", sourceLocation: sourceLocation)
+        if let reused, let typed, reused.count == typed.count {
+            for (a, b) in zip(reused, typed) {
+                #expect(a.0 == b.0 && a.1 == b.1, "\(input)", sourceLocation: sourceLocation)
+            }
+        }
         if let typed, let library, typed.count == library.count {
             for (read, item) in zip(typed, library) {
                 #expect(read.0 == TimingHeaders.hopName(item), "\(input)", sourceLocation: sourceLocation)

@@ -22,9 +22,29 @@ public struct HeaderBlock: Sendable {
     /// With `capacity` 0 nothing is allocated until a field is added: a block that may stay
     /// empty (trailers only an observer might add) costs nothing.
     public init(capacity: Int = 512) {
-        self.storage = ByteBufferAllocator().buffer(capacity: capacity)
+        // A `ByteBuffer` of capacity 0 still allocates its storage object and a zero-byte
+        // block (two mallocs): an empty block shares one, copied on its first write.
+        self.storage = capacity > 0 ? ByteBufferAllocator().buffer(capacity: capacity) : Self.emptyStorage
         self.fields = []
         if capacity > 0 { self.fields.reserveCapacity(16) }
+    }
+
+    /// The storage every block made with capacity 0 starts with (never written: a write to a
+    /// shared `ByteBuffer` copies it first).
+    private static let emptyStorage = ByteBufferAllocator().buffer(capacity: 0)
+
+    /// Appends every field of `other` (names, values and flags, in order) with one copy of
+    /// its bytes.
+    public mutating func append(contentsOf other: HeaderBlock) {
+        let shift = Int64(self.storage.writerIndex) - Int64(other.storage.readerIndex)
+        self.storage.writeImmutableBuffer(other.storage)
+        self.fields.reserveCapacity(self.fields.count + other.fields.count)
+        for f in other.fields {
+            self.fields.append(
+                Field(
+                    nameOffset: UInt32(Int64(f.nameOffset) + shift), nameLength: f.nameLength,
+                    valueOffset: UInt32(Int64(f.valueOffset) + shift), valueLength: f.valueLength, flags: f.flags))
+        }
     }
 
     /// Empties the block for reuse, keeping its memory: no allocation if no copy of it is alive

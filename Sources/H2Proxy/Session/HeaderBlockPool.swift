@@ -41,7 +41,9 @@ public final class HeaderBlockPool {
 
     /// Keeps `block` for a later ``take()`` unless the pool is full or the block is large.
     func give(_ block: consuming HeaderBlock) {
-        guard self.spares.count < self.limit, block.storageCapacity <= Self.maxCapacity else { return }
+        // A block that never held a field has no memory worth keeping (``HeaderBlock/init(capacity:)``).
+        guard self.spares.count < self.limit, block.storageCapacity > 0, block.storageCapacity <= Self.maxCapacity
+        else { return }
         self.spares.append(block)
     }
 }

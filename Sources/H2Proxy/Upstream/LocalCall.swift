@@ -33,7 +33,10 @@ final class LocalCall: UpstreamStream {
     ) {
         self.loop = loop
         self.pool = pool
-        self.request = request
+        // Copied into a block of the loop's pool: the caller's block (a probe's, made once per
+        // target) stays shared, and the observer's edits would otherwise copy it (three mallocs).
+        self.request = loop.headerBlocks.take()
+        self.request.append(contentsOf: request)
         self.requestBody = body
         self.timeout = timeout
         self.promise = promise
@@ -112,7 +115,13 @@ final class LocalCall: UpstreamStream {
             let at = observer.wantsDataTimes ? self.loop.clock.dataReceived() : self.startedAt
             observer.dataReceived(.response, bytes: n, messages: 0, at: at)
         }
-        if self.body.readableBytes + n <= Self.maxResponseBytes { self.body.writeBuffer(&chunk) }
+        if self.body.readableBytes == 0 {
+            // Most responses are one DATA frame: kept as the slice it is (no copy). It holds its
+            // read buffer only until the call ends, which is usually in the same read.
+            self.body = chunk
+        } else if self.body.readableBytes + n <= Self.maxResponseBytes {
+            self.body.writeBuffer(&chunk)
+        }
     }
 
     func responseDataEnded() {
@@ -192,5 +201,23 @@ final class LocalCall: UpstreamStream {
             LocalCallResult(
                 outcome: outcome, headers: self.headers, body: self.body, trailers: self.trailers,
                 startedAt: self.startedAt, endedAt: now, measurements: self.observer?.measurements))
+        // The promise's callbacks have run (on this loop, inside `succeed`): the blocks go back
+        // to the loop's pool for later header blocks to be decoded into. A caller that kept the
+        // result keeps its blocks: the pool's next write to a block still shared copies it first.
+        self.recycleBlocks()
+    }
+
+    private func recycleBlocks() {
+        let blocks = self.loop.headerBlocks
+        blocks.give(self.request)
+        self.request = HeaderBlock(capacity: 0)
+        if let headers = self.headers {
+            self.headers = nil
+            blocks.give(headers)
+        }
+        if let trailers = self.trailers {
+            self.trailers = nil
+            blocks.give(trailers)
+        }
     }
 }

@@ -75,8 +75,28 @@ final class HopTimingObserver: StreamObserver {
         self.clientWantsTrailers = clientWantsTrailers
     }
 
+    /// The inner hops' entries go back to the source for a later stream (observers live and
+    /// go on their loop, with the stream that holds them).
+    deinit {
+        if self.innerEntries.capacity > 0 {
+            // Moved out first, so that the source's copy is the only one (emptied in place).
+            let entries = self.innerEntries
+            self.innerEntries = []
+            self.source.giveEntries(entries)
+        }
+    }
+
     /// Per-hop segments of the response's complete chain (empty if incomplete or not seen yet).
-    var measurements: StreamMeasurements? { StreamMeasurements(segments: self.chain?.segments ?? []) }
+    var measurements: StreamMeasurements? { StreamMeasurements(segments: self.chainSegments) }
+
+    /// ``chain``'s segments (outermost first; empty if incomplete), without building the chain.
+    var chainSegments: [TimingChain.Segment] {
+        guard self.chainComplete, let own = self.ownEntry else { return [] }
+        var out: [TimingChain.Segment] = []
+        out.reserveCapacity(self.innerEntries.count + 1)
+        TimingChain.forEachSegment(inner: self.innerEntries, outermost: own) { out.append($0) }
+        return out
+    }
 
     /// The route's shared series.
     var route: RouteMetrics { self.loopRoute.metrics }
@@ -125,7 +145,7 @@ final class HopTimingObserver: StreamObserver {
                         flags: TimingHeaders.neverIndexed)
                 }
             } else if let count = TimingHeaders.withPlainList(
-                "insight-hops", in: headers,
+                "insight-hops", in: headers, scratch: &self.source.plainItems,
                 { items, bytes in items.allSatisfy { $0.isHopStamp(in: bytes) } ? items.count : nil })
             {
                 // The list as sidecars write it, every item valid: appended to in place.
@@ -204,12 +224,16 @@ final class HopTimingObserver: StreamObserver {
         var appendInPlace = false
         if trailers.firstIndex(of: "insight-timing") != nil,
             let read = TimingHeaders.withPlainList(
-                "insight-timing", in: trailers,
+                "insight-timing", in: trailers, scratch: &self.source.plainItems,
                 { items, bytes -> [TimingEntry]? in
-                    var read: [TimingEntry] = []
+                    // An array kept by the source (given back when this observer goes).
+                    var read = self.source.takeEntries()
                     read.reserveCapacity(items.count)
                     for item in items {
-                        guard let e = TimingEntry(item, in: bytes) else { return nil }
+                        guard let e = TimingEntry(item, in: bytes) else {
+                            self.source.giveEntries(read)
+                            return nil
+                        }
                         read.append(e)
                     }
                     return read
@@ -365,7 +389,7 @@ final class HopTimingObserver: StreamObserver {
                 time: now, service: self.route.service, method: self.route.method,
                 isProbe: s == 1, target: self.probeTarget, code: self.code.name, duration: self.durationMilliseconds,
                 selfTime: self.ownTimes?.selfTime,
-                segments: self.chain?.segments ?? [], failure: self.code == .ok ? nil : failure))
+                segments: self.chainSegments, failure: self.code == .ok ? nil : failure))
     }
 
     // MARK: Helpers
@@ -379,7 +403,8 @@ final class HopTimingObserver: StreamObserver {
         }
         // The list as sidecars write it, every item a hop name: appended to in place.
         if let count = TimingHeaders.withPlainList(
-            "insight-chain", in: headers, { items, _ in items.allSatisfy(\.hasHopName) ? items.count : nil })
+            "insight-chain", in: headers, scratch: &self.source.plainItems,
+            { items, _ in items.allSatisfy(\.hasHopName) ? items.count : nil })
         {
             self.expectedChainLength = count
             if self.source.stripResponseTiming {
@@ -462,7 +487,7 @@ final class HopTimingObserver: StreamObserver {
     var summary: Summary {
         Summary(
             dur: self.durationMilliseconds, ttfb: self.ttfbMilliseconds, selfTime: self.ownTimes?.selfTime,
-            segments: self.chain?.segments ?? [], code: self.code.name, method: self.method,
+            segments: self.chainSegments, code: self.code.name, method: self.method,
             endedUnixMicros: self.endedUnixMicros)
     }
 }

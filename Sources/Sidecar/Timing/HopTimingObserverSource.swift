@@ -54,6 +54,15 @@ final class HopTimingObserverSource: LoopObserverSource, @unchecked Sendable {
     private var wallOffsetNanos: Int64 = 0
     private var wallOffsetReadAt: UInt64?
 
+    /// The array each stream's timing headers are read into (``TimingHeaders/withPlainList(_:in:scratch:_:)``):
+    /// one per loop instead of one per header read.
+    var plainItems: [TimingListParser.PlainItem] = []
+    /// Emptied arrays of inner hops' timing entries, for later streams (``takeEntries()``).
+    private var spareEntries: [[TimingEntry]] = []
+    /// Arrays kept at most in ``spareEntries``, and the capacity past which one is not kept.
+    static let spareEntriesLimit = 256
+    static let spareEntriesMaxCapacity = 2 * TimingHeaders.maxEntries
+
     let recent = RecentSamples(capacity: 8192)
     /// `insight_proxy_overhead_seconds`, held here so that recording it retains nothing.
     let proxyOverhead: Histogram
@@ -186,6 +195,27 @@ final class HopTimingObserverSource: LoopObserverSource, @unchecked Sendable {
         }
         return h
     }
+
+    /// An empty array for a stream's inner hops' timing entries: a kept one if there is one.
+    func takeEntries() -> [TimingEntry] {
+        if let spare = self.spareEntries.popLast() { return spare }
+        var entries: [TimingEntry] = []
+        entries.reserveCapacity(8)
+        return entries
+    }
+
+    /// Keeps `entries`, emptied, for a later ``takeEntries()`` (unless enough are kept or it
+    /// is large). Called when the stream's observer goes, on its loop.
+    func giveEntries(_ entries: consuming [TimingEntry]) {
+        guard self.spareEntries.count < Self.spareEntriesLimit, entries.capacity > 0,
+            entries.capacity <= Self.spareEntriesMaxCapacity
+        else { return }
+        entries.removeAll(keepingCapacity: true)
+        self.spareEntries.append(entries)
+    }
+
+    /// Arrays kept for reuse now (for tests).
+    var spareEntryArrays: Int { self.spareEntries.count }
 
     /// `/pkg.Service/Method` → (`pkg.Service`, `Method`); anything else → (`http`, first path segment or `/`).
     /// Names longer than 128 characters (a path segment longer than 64) are cut with a hash

@@ -110,6 +110,16 @@ public enum TimingHeaders {
         _ name: StaticString, in block: HeaderBlock,
         _ body: ([TimingListParser.PlainItem], UnsafeRawBufferPointer) -> R?
     ) -> R? {
+        var items: [TimingListParser.PlainItem] = []
+        return Self.withPlainList(name, in: block, scratch: &items, body)
+    }
+
+    /// ``withPlainList(_:in:_:)`` reading the items into `scratch` (its capacity kept for the
+    /// next list: the timing observer reads one per stream with its loop's array).
+    static func withPlainList<R>(
+        _ name: StaticString, in block: HeaderBlock, scratch: inout [TimingListParser.PlainItem],
+        _ body: ([TimingListParser.PlainItem], UnsafeRawBufferPointer) -> R?
+    ) -> R? {
         var line = -1
         for i in 0..<block.count where block.nameEquals(at: i, name) {
             guard line < 0 else { return nil }
@@ -120,9 +130,10 @@ public enum TimingHeaders {
         guard value.count <= Self.maxFieldBytes else { return nil }
         let result: R?? = value.withContiguousStorageIfAvailable { storage in
             let bytes = UnsafeRawBufferPointer(storage)
-            guard let items = TimingListParser.plainItems(bytes), !items.isEmpty, items.count <= Self.maxEntries
+            guard TimingListParser.plainItems(bytes, into: &scratch), !scratch.isEmpty,
+                scratch.count <= Self.maxEntries
             else { return nil }
-            return body(items, bytes)
+            return body(scratch, bytes)
         }
         return result ?? nil
     }

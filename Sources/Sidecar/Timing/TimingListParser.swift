@@ -28,21 +28,29 @@ enum TimingListParser {
     /// the library's items and reading their parameters through its generic, unspecialised
     /// map was most of what a hop with inner hops spent on timing (Docs/performance.md).
     static func plainItems(_ bytes: UnsafeRawBufferPointer) -> [PlainItem]? {
+        var items: [PlainItem] = []
+        return Self.plainItems(bytes, into: &items) ? items : nil
+    }
+
+    /// ``plainItems(_:)`` into `items` (emptied first, its capacity kept): a caller that reads
+    /// a list per stream reuses one array instead of allocating one each time. `false` (and
+    /// `items` in no particular state) when `bytes` are not in the subset.
+    static func plainItems(_ bytes: UnsafeRawBufferPointer, into items: inout [PlainItem]) -> Bool {
+        items.removeAll(keepingCapacity: true)
         var cursor = Cursor(bytes: bytes)
         cursor.skipSpaces()
-        var items: [PlainItem] = []
         while !cursor.atEnd {
-            guard let item = cursor.item() else { return nil }
+            guard let item = cursor.item() else { return false }
             items.append(item)
             cursor.skipOptionalWhitespace()
             if cursor.atEnd { break }
-            guard cursor.peek == comma else { return nil }
+            guard cursor.peek == comma else { return false }
             cursor.index += 1
             cursor.skipOptionalWhitespace()
             // A trailing comma is not a list.
-            guard !cursor.atEnd else { return nil }
+            guard !cursor.atEnd else { return false }
         }
-        return items
+        return true
     }
 
     /// One item of a plain list: its bare item and up to three parameters, as byte ranges of

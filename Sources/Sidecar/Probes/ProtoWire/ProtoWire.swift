@@ -40,8 +40,13 @@ enum ProtoWire {
         buffer.writeBytes(bytes)
     }
 
+    /// The string's UTF-8 bytes are written straight from the string (no array of them made).
     static func appendStringField(_ field: Int, _ string: String, to buffer: inout ByteBuffer) {
-        self.appendBytesField(field, Array(string.utf8), to: &buffer)
+        let count = string.utf8.count
+        guard count > 0 else { return }
+        self.appendVarint(UInt64(field << 3 | 2), to: &buffer)
+        self.appendVarint(UInt64(count), to: &buffer)
+        buffer.writeString(string)
     }
 
     /// Calls `body` for each field of a message, in order.
