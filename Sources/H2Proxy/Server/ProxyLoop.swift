@@ -34,6 +34,11 @@ final class ProxyLoop {
     var upstreamConnector: ((UpstreamConnection, String, Int) -> EventLoopFuture<Void>)?
     var isDraining = false
 
+    /// The timeouts of local calls on this loop, and the one timer that serves them.
+    private var localCallTimeouts = LocalCallTimeouts<LocalCall>()
+    private var localCallTimer: Scheduled<Void>?
+    private var localCallTimerAt: NIODeadline?
+
     private var dirty: [H2Connection] = []
     private var limitsHit: Set<String> = []
     private var housekeeping: Scheduled<Void>?
@@ -74,6 +79,30 @@ final class ProxyLoop {
 
     func stopHousekeeping() {
         self.housekeeping?.cancel()
+    }
+
+    /// Ends `call` with ``LocalCall/timedOut()`` once `timeout` has passed (at most
+    /// ``LocalCallTimeouts/slack`` later) unless it ended before.
+    func addTimeout(_ call: LocalCall, timeout: TimeAmount) {
+        self.localCallTimeouts.add(call, now: self.eventLoop.now, timeout: timeout)
+        self.armLocalCallTimer()
+    }
+
+    /// Local calls queued for their timeout, ended ones included (for tests).
+    var queuedLocalCallTimeouts: Int { self.localCallTimeouts.count }
+
+    private func armLocalCallTimer() {
+        guard let at = self.localCallTimeouts.nextFiring else { return }
+        if let armed = self.localCallTimerAt, armed <= at { return }
+        self.localCallTimer?.cancel()
+        self.localCallTimerAt = at
+        self.localCallTimer = self.eventLoop.assumeIsolated().scheduleTask(deadline: at) {
+            self.localCallTimerAt = nil
+            self.localCallTimer = nil
+            for call in self.localCallTimeouts.removeDue(now: self.eventLoop.now) { call.timedOut() }
+            self.flushDirty()
+            self.armLocalCallTimer()
+        }
     }
 
     /// Logs a limit once when it starts being hit and once when it stops.

@@ -12,11 +12,11 @@ final class LocalCall: UpstreamStream {
     private let requestBody: ByteBuffer
     private let timeout: TimeAmount
     private var promise: EventLoopPromise<LocalCallResult>?
-    private let observer: StreamObserver?
+    /// Let go of once the call ended: the call itself stays queued for its timeout until then.
+    private var observer: StreamObserver?
     private let startedAt: NIODeadline
     private var connection: UpstreamConnection?
     private var streamID: Int32 = 0
-    private var timeoutTask: Scheduled<Void>?
     private var headers: HeaderBlock?
     private var body: ByteBuffer
     private var trailers: HeaderBlock?
@@ -41,15 +41,14 @@ final class LocalCall: UpstreamStream {
         self.timeout = timeout
         self.promise = promise
         self.startedAt = loop.clock.requestReceived()
-        self.body = ByteBufferAllocator().buffer(capacity: 0)
+        self.body = Self.emptyBody
         self.observer = loop.observerSource?.makeObserver(for: request)
     }
 
     func start() {
         self.observer?.requestHeadersWillForward(&self.request, receivedAt: self.startedAt)
-        self.timeoutTask = self.loop.eventLoop.assumeIsolated().scheduleTask(in: self.timeout) {
-            self.timedOut()
-        }
+        // The loop's one timer for local calls (``LocalCallTimeouts``), not one per call.
+        self.loop.addTimeout(self, timeout: self.timeout)
         self.pool.open(self)
     }
 
@@ -115,7 +114,9 @@ final class LocalCall: UpstreamStream {
             let at = observer.wantsDataTimes ? self.loop.clock.dataReceived() : self.startedAt
             observer.dataReceived(.response, bytes: n, messages: 0, at: at)
         }
-        if self.body.readableBytes == 0 {
+        if self.promise == nil {
+            // Ended already (its result is out): nothing keeps the bytes.
+        } else if self.body.readableBytes == 0 {
             // Most responses are one DATA frame: kept as the slice it is (no copy). It holds its
             // read buffer only until the call ends, which is usually in the same read.
             self.body = chunk
@@ -171,7 +172,9 @@ final class LocalCall: UpstreamStream {
         self.finish(self.responseEnded ? .completed : .connectionLost(cause))
     }
 
-    private func timedOut() {
+    /// The call's timeout passed (``ProxyLoop/addTimeout(_:timeout:)``); nothing if it ended.
+    /// The loop writes what this made dirty once for every call that timed out together.
+    func timedOut() {
         guard self.promise != nil else { return }
         if let connection = self.connection {
             connection.streams.removeValue(forKey: self.streamID)
@@ -181,13 +184,11 @@ final class LocalCall: UpstreamStream {
             self.pool.cancelWaiting(self)
         }
         self.finish(.timedOut)
-        self.loop.flushDirty()
     }
 
     private func finish(_ outcome: LocalCallResult.Outcome) {
         guard let promise = self.promise else { return }
         self.promise = nil
-        self.timeoutTask?.cancel()
         let now = self.loop.clock.streamEnded()
         let reason: StreamEndReason
         switch outcome {
@@ -205,7 +206,13 @@ final class LocalCall: UpstreamStream {
         // to the loop's pool for later header blocks to be decoded into. A caller that kept the
         // result keeps its blocks: the pool's next write to a block still shared copies it first.
         self.recycleBlocks()
+        // The loop's timeout queue keeps this call until its deadline: keep nothing large.
+        self.observer = nil
+        self.body = Self.emptyBody
     }
+
+    /// What an ended call's body is left as (shared: no allocation per call).
+    private static let emptyBody = ByteBufferAllocator().buffer(capacity: 0)
 
     private func recycleBlocks() {
         let blocks = self.loop.headerBlocks
