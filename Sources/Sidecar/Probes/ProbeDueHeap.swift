@@ -30,7 +30,7 @@ struct ProbeDueHeap {
         var child = self.records.count - 1
         while child > 0 {
             let parent = (child - 1) / 2
-            guard Record.before(self.records[child], self.records[parent]) else { break }
+            guard self.isBefore(child, parent) else { break }
             self.records.swapAt(child, parent)
             child = parent
         }
@@ -57,6 +57,14 @@ struct ProbeDueHeap {
         }
     }
 
+    /// ``Record/before(_:_:)`` of the records at `a` and `b`, read in place: passing the
+    /// records copied their keys (a retain and a release each, 32 per probe), and the keys are
+    /// compared only when the due times are equal.
+    private func isBefore(_ a: Int, _ b: Int) -> Bool {
+        let (dueA, dueB) = (self.records[a].due, self.records[b].due)
+        return dueA < dueB || (dueA == dueB && self.records[a].key < self.records[b].key)
+    }
+
     private mutating func siftDown(from start: Int) {
         var parent = start
         let n = self.records.count
@@ -64,8 +72,8 @@ struct ProbeDueHeap {
             let left = 2 * parent + 1
             guard left < n else { return }
             var smallest = left
-            if left + 1 < n, Record.before(self.records[left + 1], self.records[left]) { smallest = left + 1 }
-            guard Record.before(self.records[smallest], self.records[parent]) else { return }
+            if left + 1 < n, self.isBefore(left + 1, left) { smallest = left + 1 }
+            guard self.isBefore(smallest, parent) else { return }
             self.records.swapAt(parent, smallest)
             parent = smallest
         }

@@ -88,9 +88,9 @@ struct ProbeSchedule {
         while self.inFlight < self.maxConcurrency, let due = self.waiting.firstDue, due <= now {
             let top = self.waiting.removeFirst()
             // A stale record: the target was removed, or this is not its current slot.
-            guard let i = self.entries.index(forKey: top.key), !self.entries.values[i].inFlight,
-                !self.entries.values[i].retired, self.entries.values[i].nextDue == top.due
-            else { continue }
+            guard let i = self.entries.index(forKey: top.key) else { continue }
+            let entry = Self.state(&self.entries.values[i])
+            guard !entry.inFlight, !entry.retired, entry.nextDue == top.due else { continue }
             self.entries.values[i].inFlight = true
             self.inFlight += 1
             out.append(top.key)
@@ -106,18 +106,29 @@ struct ProbeSchedule {
     /// A probe of the target with `key` finished, as ``finished(_:now:)``.
     mutating func finished(key: String, now: NIODeadline) {
         // In place by index: no copy of the entry's target per probe.
-        guard let i = self.entries.index(forKey: key), self.entries.values[i].inFlight else { return }
+        guard let i = self.entries.index(forKey: key) else { return }
+        let entry = Self.state(&self.entries.values[i])
+        guard entry.inFlight else { return }
         self.inFlight -= 1
-        if self.entries.values[i].retired {
+        if entry.retired {
             self.entries.remove(at: i)
             return
         }
-        let interval = self.entries.values[i].target.interval ?? self.defaultInterval
+        let interval = entry.interval ?? self.defaultInterval
         self.entries.values[i].inFlight = false
-        var next = self.entries.values[i].nextDue + interval
+        var next = entry.nextDue + interval
         if next <= now { next = now + interval }
         self.entries.values[i].nextDue = next
         self.waiting.push(.init(due: next, key: key))
+    }
+
+    /// An entry's scheduling fields, read in place: given `inout` (the dictionary's `_modify`),
+    /// not through its getter, which copied the whole entry and its target's strings (about 40
+    /// retains and releases per probe).
+    private static func state(_ e: inout Entry) -> (
+        inFlight: Bool, retired: Bool, nextDue: NIODeadline, interval: TimeAmount?
+    ) {
+        (e.inFlight, e.retired, e.nextDue, e.target.interval)
     }
 
     /// The earliest time something may become due (for the driver's timer).
