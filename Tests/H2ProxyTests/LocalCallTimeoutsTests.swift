@@ -74,4 +74,19 @@ import Testing
         #expect(queue.removeDue(now: t0 + .milliseconds(600)) == [])
         #expect(queue.removeDue(now: t0 + .seconds(1)) == [1, 2])
     }
+
+    /// Sweeping ended calls out keeps the order (and deadlines) of the rest.
+    @Test func removingEndedCallsKeepsTheRestInOrder() {
+        var queue = LocalCallTimeouts<Int>()
+        let t0 = NIODeadline.uptimeNanoseconds(5_000_000_000)
+        for i in 0..<20 {
+            queue.add(i, now: t0 + .milliseconds(Int64(i)), timeout: i % 2 == 0 ? .seconds(1) : .seconds(2))
+        }
+        queue.removeAll { $0 % 3 == 0 }
+        #expect(queue.count == 13)
+        #expect(queue.removeDue(now: t0 + .seconds(1) + .milliseconds(9)) == [2, 4, 8])
+        #expect(queue.removeDue(now: t0 + .seconds(5)) == [10, 14, 16, 1, 5, 7, 11, 13, 17, 19])
+        queue.removeAll { _ in true }
+        #expect(queue.isEmpty && queue.nextFiring == nil)
+    }
 }

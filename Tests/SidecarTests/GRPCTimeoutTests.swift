@@ -33,4 +33,25 @@ import Testing
         #expect(GRPCTimeout.reached(elapsed: 85 * ms, timeout: 100 * ms))
         #expect(GRPCTimeout.reached(elapsed: 0, timeout: 10 * ms))
     }
+
+    /// What probes send: 8 digits at most (a strict peer refuses more), milliseconds while
+    /// they fit, then the finest coarser unit, rounded up.
+    @Test func encodedTimeoutsFollowTheGrammar() {
+        #expect(GRPCTimeout.encode(nanoseconds: 300_000_000) == "300m")
+        #expect(GRPCTimeout.encode(nanoseconds: 1_000) == "1m")
+        #expect(GRPCTimeout.encode(nanoseconds: 99_999_999_000_000) == "99999999m")
+        #expect(GRPCTimeout.encode(nanoseconds: 100_000_000_000_000) == "100000S")
+        #expect(GRPCTimeout.encode(nanoseconds: 100_000_000_500_000) == "100001S")
+        #expect(GRPCTimeout.encode(nanoseconds: 87_600 * 3_600_000_000_000) == "5256000M")
+        #expect(GRPCTimeout.encode(nanoseconds: .max) == "2562048H")
+        var rng = SeededRandom(seed: 2026)
+        for _ in 0..<2000 {
+            let nanos = Int64.random(in: 1_000_000...(10 * 365 * 24 * 3_600_000_000_000), using: &rng)
+            let text = GRPCTimeout.encode(nanoseconds: nanos)
+            let decoded = GRPCTimeout.nanoseconds(Array(text.utf8))
+            #expect(decoded != nil, "\(nanos) -> \(text)")
+            // Milliseconds are cut (as before), coarser units rounded up: within one unit.
+            if let decoded { #expect(decoded > nanos - 1_000_000 && decoded < nanos + 3_600_000_000_000, "\(text)") }
+        }
+    }
 }

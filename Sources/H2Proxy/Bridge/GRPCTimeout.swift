@@ -46,6 +46,20 @@ public enum GRPCTimeout {
         return elapsed >= timeout - min(slack, timeout)
     }
 
+    /// The header value for a timeout of `nanoseconds`: milliseconds (at least 1) when they fit
+    /// the grammar's 8 digits, else the finest of seconds, minutes and hours that fits, rounded
+    /// up (a deadline is never sent shorter than it is); 99,999,999 hours at most.
+    public static func encode(nanoseconds: Int64) -> String {
+        let units: [(divisor: Int64, unit: String)] = [
+            (1_000_000, "m"), (1_000_000_000, "S"), (60_000_000_000, "M"), (3_600_000_000_000, "H"),
+        ]
+        for (divisor, unit) in units {
+            let amount = max(1, nanoseconds / divisor + (nanoseconds % divisor > 0 && divisor > 1_000_000 ? 1 : 0))
+            if amount <= 99_999_999 { return "\(amount)\(unit)" }
+        }
+        return "99999999H"
+    }
+
     /// Whether `value` follows the grammar (see ``nanoseconds(_:)``).
     @inlinable
     public static func isValid<Bytes: BidirectionalCollection>(_ value: Bytes) -> Bool where Bytes.Element == UInt8 {

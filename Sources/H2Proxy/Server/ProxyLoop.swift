@@ -38,6 +38,7 @@ final class ProxyLoop {
     private var localCallTimeouts = LocalCallTimeouts<LocalCall>()
     private var localCallTimer: Scheduled<Void>?
     private var localCallTimerAt: NIODeadline?
+    private var localCallTimeoutsAfterSweep = 0
 
     private var dirty: [H2Connection] = []
     private var limitsHit: Set<String> = []
@@ -83,8 +84,15 @@ final class ProxyLoop {
 
     /// Ends `call` with ``LocalCall/timedOut()`` once `timeout` has passed (at most
     /// ``LocalCallTimeouts/slack`` later) unless it ended before.
-    func addTimeout(_ call: LocalCall, timeout: TimeAmount) {
-        self.localCallTimeouts.add(call, now: self.eventLoop.now, timeout: timeout)
+    func addTimeout(_ call: LocalCall, now: NIODeadline, timeout: TimeAmount) {
+        // Ended calls stay queued until their deadline: with long timeouts and a high probe
+        // rate they would pile up (rate × timeout), so they are swept out once the queue is
+        // past twice what the last sweep left plus 1,024. The queue holds at most that.
+        if self.localCallTimeouts.count >= 2 * self.localCallTimeoutsAfterSweep + 1024 {
+            self.localCallTimeouts.removeAll { $0.hasEnded }
+            self.localCallTimeoutsAfterSweep = self.localCallTimeouts.count
+        }
+        self.localCallTimeouts.add(call, now: now, timeout: timeout)
         self.armLocalCallTimer()
     }
 

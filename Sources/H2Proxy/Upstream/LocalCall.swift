@@ -11,6 +11,8 @@ final class LocalCall: UpstreamStream {
     private var request: HeaderBlock
     private let requestBody: ByteBuffer
     private let timeout: TimeAmount
+    /// When the call times out (the event loop's time at ``start()`` plus `timeout`).
+    private var deadline: NIODeadline = .distantFuture
     private var promise: EventLoopPromise<LocalCallResult>?
     /// Let go of once the call ended: the call itself stays queued for its timeout until then.
     private var observer: StreamObserver?
@@ -48,7 +50,9 @@ final class LocalCall: UpstreamStream {
     func start() {
         self.observer?.requestHeadersWillForward(&self.request, receivedAt: self.startedAt)
         // The loop's one timer for local calls (``LocalCallTimeouts``), not one per call.
-        self.loop.addTimeout(self, timeout: self.timeout)
+        let now = self.loop.eventLoop.now
+        self.deadline = now + self.timeout
+        self.loop.addTimeout(self, now: now, timeout: self.timeout)
         self.pool.open(self)
     }
 
@@ -186,7 +190,17 @@ final class LocalCall: UpstreamStream {
         self.finish(.timedOut)
     }
 
+    /// Whether the call ended (its result was handed over).
+    var hasEnded: Bool { self.promise == nil }
+
     private func finish(_ outcome: LocalCallResult.Outcome) {
+        guard self.promise != nil else { return }
+        // The loop's timer fires up to ``LocalCallTimeouts/slack`` after the deadline: an end
+        // that comes in between is still a timeout, as with a timer of the call's own.
+        if outcome != .timedOut, self.loop.eventLoop.now >= self.deadline {
+            self.timedOut()
+            return
+        }
         guard let promise = self.promise else { return }
         self.promise = nil
         let now = self.loop.clock.streamEnded()

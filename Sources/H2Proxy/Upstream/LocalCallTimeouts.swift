@@ -11,9 +11,10 @@ import NIOCore
 /// ``slack`` and takes every call due by then, so the calls of one probe tick share a firing:
 /// a call times out at most ``slack`` late, never early.
 ///
-/// Bounded by the calls started within the longest timeout (a probe rate of 1,000/s with 1 s
-/// timeouts keeps about 1,000 small entries); distinct timeout amounts are few (one per
-/// configured probe timeout).
+/// Its owner sweeps ended calls out (``removeAll(where:)``) when the queue has doubled since the
+/// last sweep (``ProxyLoop/addTimeout(_:now:timeout:)``), so the queue holds at most twice the
+/// calls in flight plus 1,024, however long the timeouts; distinct timeout amounts are few (one
+/// per configured probe timeout).
 struct LocalCallTimeouts<Call> {
     /// How late a call may time out so that calls due close together share one firing.
     static var slack: TimeAmount { .milliseconds(10) }
@@ -38,6 +39,24 @@ struct LocalCallTimeouts<Call> {
             self.queues.append((timeout, entries))
         }
         self.count += 1
+    }
+
+    /// Takes every call matching `shouldRemove` out (ended calls, so that they do not wait
+    /// for their deadline in the queue), keeping the order of the rest.
+    mutating func removeAll(where shouldRemove: (Call) -> Bool) {
+        var q = 0
+        while q < self.queues.count {
+            let before = self.queues[q].entries.count
+            var kept = CircularBuffer<(deadline: NIODeadline, call: Call)>(initialCapacity: 16)
+            for entry in self.queues[q].entries where !shouldRemove(entry.call) { kept.append(entry) }
+            self.count -= before - kept.count
+            if kept.isEmpty {
+                self.queues.remove(at: q)
+            } else {
+                self.queues[q].entries = kept
+                q += 1
+            }
+        }
     }
 
     /// When the timer should fire: the earliest deadline plus ``slack``; `nil` when empty.

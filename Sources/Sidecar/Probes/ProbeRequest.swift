@@ -40,7 +40,7 @@ struct ProbeRequest {
         h.append(name: ":path", value: target.kind == .health ? Self.healthPath : Self.echoPath)
         h.append(name: "content-type", value: "application/grpc")
         h.append(name: "te", value: "trailers")
-        h.append(name: "grpc-timeout", value: "\(max(1, timeout.nanoseconds / 1_000_000))m")
+        h.append(name: "grpc-timeout", value: GRPCTimeout.encode(nanoseconds: timeout.nanoseconds))
         h.append(name: "user-agent", value: "insight-sidecar-probe")
         h.append(name: "insight-probe", value: target.kind.rawValue)
         h.append(name: "insight-probe-target", value: String(target.name.prefix(128)))
