@@ -34,12 +34,6 @@ final class ProxyLoop {
     var upstreamConnector: ((UpstreamConnection, String, Int) -> EventLoopFuture<Void>)?
     var isDraining = false
 
-    /// The timeouts of local calls on this loop, and the one timer that serves them.
-    private var localCallTimeouts = LocalCallTimeouts<LocalCall>()
-    private var localCallTimer: Scheduled<Void>?
-    private var localCallTimerAt: NIODeadline?
-    private var localCallTimeoutsAfterSweep = 0
-
     private var dirty: [H2Connection] = []
     private var limitsHit: Set<String> = []
     private var housekeeping: Scheduled<Void>?
@@ -80,37 +74,6 @@ final class ProxyLoop {
 
     func stopHousekeeping() {
         self.housekeeping?.cancel()
-    }
-
-    /// Ends `call` with ``LocalCall/timedOut()`` once `timeout` has passed (at most
-    /// ``LocalCallTimeouts/slack`` later) unless it ended before.
-    func addTimeout(_ call: LocalCall, now: NIODeadline, timeout: TimeAmount) {
-        // Ended calls stay queued until their deadline: with long timeouts and a high probe
-        // rate they would pile up (rate × timeout), so they are swept out once the queue is
-        // past twice what the last sweep left plus 1,024. The queue holds at most that.
-        if self.localCallTimeouts.count >= 2 * self.localCallTimeoutsAfterSweep + 1024 {
-            self.localCallTimeouts.removeAll { $0.hasEnded }
-            self.localCallTimeoutsAfterSweep = self.localCallTimeouts.count
-        }
-        self.localCallTimeouts.add(call, now: now, timeout: timeout)
-        self.armLocalCallTimer()
-    }
-
-    /// Local calls queued for their timeout, ended ones included (for tests).
-    var queuedLocalCallTimeouts: Int { self.localCallTimeouts.count }
-
-    private func armLocalCallTimer() {
-        guard let at = self.localCallTimeouts.nextFiring else { return }
-        if let armed = self.localCallTimerAt, armed <= at { return }
-        self.localCallTimer?.cancel()
-        self.localCallTimerAt = at
-        self.localCallTimer = self.eventLoop.assumeIsolated().scheduleTask(deadline: at) {
-            self.localCallTimerAt = nil
-            self.localCallTimer = nil
-            for call in self.localCallTimeouts.removeDue(now: self.eventLoop.now) { call.timedOut() }
-            self.flushDirty()
-            self.armLocalCallTimer()
-        }
     }
 
     /// Logs a limit once when it starts being hit and once when it stops.

@@ -11,14 +11,12 @@ final class LocalCall: UpstreamStream {
     private var request: HeaderBlock
     private let requestBody: ByteBuffer
     private let timeout: TimeAmount
-    /// When the call times out (the event loop's time at ``start()`` plus `timeout`).
-    private var deadline: NIODeadline = .distantFuture
     private var promise: EventLoopPromise<LocalCallResult>?
-    /// Let go of once the call ended: the call itself stays queued for its timeout until then.
-    private var observer: StreamObserver?
+    private let observer: StreamObserver?
     private let startedAt: NIODeadline
     private var connection: UpstreamConnection?
     private var streamID: Int32 = 0
+    private var timeoutTask: Scheduled<Void>?
     private var headers: HeaderBlock?
     private var body: ByteBuffer
     private var trailers: HeaderBlock?
@@ -49,10 +47,9 @@ final class LocalCall: UpstreamStream {
 
     func start() {
         self.observer?.requestHeadersWillForward(&self.request, receivedAt: self.startedAt)
-        // The loop's one timer for local calls (``LocalCallTimeouts``), not one per call.
-        let now = self.loop.eventLoop.now
-        self.deadline = now + self.timeout
-        self.loop.addTimeout(self, now: now, timeout: self.timeout)
+        self.timeoutTask = self.loop.eventLoop.assumeIsolated().scheduleTask(in: self.timeout) {
+            self.timedOut()
+        }
         self.pool.open(self)
     }
 
@@ -176,9 +173,7 @@ final class LocalCall: UpstreamStream {
         self.finish(self.responseEnded ? .completed : .connectionLost(cause))
     }
 
-    /// The call's timeout passed (``ProxyLoop/addTimeout(_:timeout:)``); nothing if it ended.
-    /// The loop writes what this made dirty once for every call that timed out together.
-    func timedOut() {
+    private func timedOut() {
         guard self.promise != nil else { return }
         if let connection = self.connection {
             connection.streams.removeValue(forKey: self.streamID)
@@ -188,21 +183,13 @@ final class LocalCall: UpstreamStream {
             self.pool.cancelWaiting(self)
         }
         self.finish(.timedOut)
+        self.loop.flushDirty()
     }
 
-    /// Whether the call ended (its result was handed over).
-    var hasEnded: Bool { self.promise == nil }
-
     private func finish(_ outcome: LocalCallResult.Outcome) {
-        guard self.promise != nil else { return }
-        // The loop's timer fires up to ``LocalCallTimeouts/slack`` after the deadline: an end
-        // that comes in between is still a timeout, as with a timer of the call's own.
-        if outcome != .timedOut, self.loop.eventLoop.now >= self.deadline {
-            self.timedOut()
-            return
-        }
         guard let promise = self.promise else { return }
         self.promise = nil
+        self.timeoutTask?.cancel()
         let now = self.loop.clock.streamEnded()
         let reason: StreamEndReason
         switch outcome {
@@ -220,12 +207,9 @@ final class LocalCall: UpstreamStream {
         // to the loop's pool for later header blocks to be decoded into. A caller that kept the
         // result keeps its blocks: the pool's next write to a block still shared copies it first.
         self.recycleBlocks()
-        // The loop's timeout queue keeps this call until its deadline: keep nothing large.
-        self.observer = nil
-        self.body = Self.emptyBody
     }
 
-    /// What an ended call's body is left as (shared: no allocation per call).
+    /// The body of a call before its response's first DATA (shared: no allocation per call).
     private static let emptyBody = ByteBufferAllocator().buffer(capacity: 0)
 
     private func recycleBlocks() {
