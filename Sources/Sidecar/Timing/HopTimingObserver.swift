@@ -89,7 +89,8 @@ final class HopTimingObserver: StreamObserver {
     /// Per-hop segments of the response's complete chain (empty if incomplete or not seen yet).
     var measurements: StreamMeasurements? { StreamMeasurements(segments: self.chainSegments) }
 
-    /// ``chain``'s segments (outermost first; empty if incomplete), without building the chain.
+    /// The segments of the response's complete timing chain (inner hops' entries and this hop's),
+    /// outermost first; empty if incomplete or not ended yet.
     var chainSegments: [TimingChain.Segment] {
         guard self.chainComplete, let own = self.ownEntry else { return [] }
         var out: [TimingChain.Segment] = []
@@ -103,12 +104,6 @@ final class HopTimingObserver: StreamObserver {
 
     /// ``traceID`` as its 32 hex digits.
     var correlationID: String? { self.traceID?.hex }
-
-    /// The response's complete timing chain, innermost first, once its end was forwarded.
-    var chain: TimingChain? {
-        guard self.chainComplete, let own = self.ownEntry else { return nil }
-        return TimingChain(entries: self.innerEntries + [own])
-    }
 
     var sourceLabel: String { self.sourceIndex == 1 ? "probe" : "traffic" }
 
