@@ -38,11 +38,11 @@ unit: build
 	swift test $(SWIFT_BUILD_FLAGS)
 
 e2e: build
-	INSIGHT_SIDECAR=$(CURDIR)/$(BIN) INSIGHT_REQUIRE_SIDECAR=1 $(PYTHON) -m pytest -q -p no:cacheprovider Tests/e2e
+	INSIGHT_SIDECAR=$(CURDIR)/$(BIN) INSIGHT_REQUIRE_SIDECAR=1 $(PYTHON) -m pytest -q -p no:cacheprovider --durations=12 Tests/e2e
 
 # The Swift tests under AddressSanitizer and ThreadSanitizer, each in its own build folder.
 sanitize: deps
-	@# INSIGHT_SANITIZER: the diagnosis replay tests (pure arithmetic) run one seed instead of three.
+	@# INSIGHT_SANITIZER: the diagnosis replay tests (pure single-threaded arithmetic) are skipped.
 	INSIGHT_SANITIZER=address LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/lsan.supp swift test --sanitize=address --scratch-path .build-asan
 	@# Swift 5 language mode for the TSan build only: under -sanitize=thread, Swift 6.3 reported
 	@# a region-isolation error ("sending 'logger' risks causing data races") inside swift-otel

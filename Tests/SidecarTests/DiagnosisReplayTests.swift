@@ -27,10 +27,16 @@ import Testing
         }
     }
 
-    /// Three seeds; one under the sanitizers (`make sanitize` sets `INSIGHT_SANITIZER`): these
-    /// replays are safe Swift arithmetic on arrays, nothing a sanitizer looks for, and with three
-    /// seeds they took over 6 minutes of each sanitizer run.
-    static let seeds: [UInt64] = ProcessInfo.processInfo.environment["INSIGHT_SANITIZER"] == nil ? [1, 2, 3] : [1]
+    /// Three seeds, each replay a few seconds of CPU in a debug build.
+    static let seeds: [UInt64] = [1, 2, 3]
+
+    /// The replays are skipped under the sanitizers (`make sanitize` sets `INSIGHT_SANITIZER`):
+    /// they are safe, single-threaded Swift arithmetic on arrays, nothing AddressSanitizer or
+    /// ThreadSanitizer looks for, and even with one seed they took 4.8 minutes of the ASan run
+    /// and 6.3 of the TSan run (every other test had ended long before). `make test` runs them.
+    static let heavyReplay = Testing.ConditionTrait.enabled(
+        if: ProcessInfo.processInfo.environment["INSIGHT_SANITIZER"] == nil,
+        "replays are pure arithmetic: skipped under the sanitizers")
 
     /// The demo's chain: the WAN segment (61 ms at the default 30 ms each way), a loopback hop,
     /// the service. `wan(t, &rng)` gives the WAN segment of the call ending at `t`.
@@ -84,7 +90,7 @@ import Testing
         return out
     }
 
-    @Test(arguments: [30.0, 8.0])
+    @Test(Self.heavyReplay, arguments: [30.0, 8.0])
     func aStepOfHundredMillisecondsIsBlamedWithinFiveSeconds(window: Double) async throws {
         let step = 45.0
         for seed in Self.seeds {
@@ -113,7 +119,7 @@ import Testing
 
     /// 1 ms/s from t = 60 s: blamed once the rise is worth it (20 % of 61 ms, about 12 ms, at
     /// the p50 of the span), not before, and well before it reaches 40 ms.
-    @Test func aRampIsBlamedOnceItMatters() async throws {
+    @Test(Self.heavyReplay) func aRampIsBlamedOnceItMatters() async throws {
         let start = 45.0
         for seed in Self.seeds {
             let samples = Self.stream(seed: seed, rate: 50, until: start + 45) { t, rng in
@@ -128,7 +134,7 @@ import Testing
         }
     }
 
-    @Test func noiseAloneBlamesNobody() async {
+    @Test(Self.heavyReplay) func noiseAloneBlamesNobody() async {
         for seed in Self.seeds {
             let samples = Self.stream(seed: seed, rate: 50, until: 150) { _, rng in Self.noisy(61, &rng) }
             let verdicts = await Self.replay(samples, from: 40, to: 150, every: 2, window: 30)
@@ -139,7 +145,7 @@ import Testing
     }
 
     /// One 5 s call among steady ones, at the traffic rate and at a probe's rate (1/s).
-    @Test(arguments: [50.0, 1.0])
+    @Test(Self.heavyReplay, arguments: [50.0, 1.0])
     func aSingleOutlierBlamesNobody(rate: Double) async {
         let at = 60.0
         for seed in Self.seeds {
@@ -153,7 +159,7 @@ import Testing
     }
 
     /// A shift that is real (thousands of samples make it significant) but too small to matter.
-    @Test func aSignificantButSmallShiftIsNotBlamed() async throws {
+    @Test(Self.heavyReplay) func aSignificantButSmallShiftIsNotBlamed() async throws {
         let samples = Self.stream(seed: 7, rate: 50, until: 120) { t, rng in Self.noisy(t < 60 ? 61 : 62.5, &rng) }
         let verdicts = await Self.replay(samples, from: 60, to: 120, every: 2, window: 30)
         #expect(verdicts.allSatisfy { $0.verdict.blame == nil })
