@@ -82,6 +82,8 @@ import Testing
         }
         for r in requests {
             #expect(r.framed() == GRPCMessageFraming.frame(r.encoded()))
+            // Encoded once without the send time (a probe target's template), then framed with it.
+            #expect(r.withoutSendTime.framed(sentUnixMicros: r.sentUnixMicros) == r.framed())
         }
     }
 

@@ -23,7 +23,7 @@ final class ProxyLoop {
     /// The pool to the configured upstream, which carries live traffic.
     private(set) var pool: UpstreamPool!
     /// Pools by `host:port`, the upstream's included, for calls this sidecar makes itself.
-    private var pools: [String: UpstreamPool] = [:]
+    private var pools: [PoolKey: UpstreamPool] = [:]
     /// Pools dropped by ``retainPools(_:)`` whose connections or waiting streams are not done:
     /// kept until they are, since their connections refer to them.
     private var retiredPools: [ObjectIdentifier: UpstreamPool] = [:]
@@ -95,12 +95,19 @@ final class ProxyLoop {
         return p
     }
 
-    static func poolKey(host: String, port: Int) -> String { "\(host):\(port)" }
+    /// A pool's address as the key of ``pools``: host and port as they are, no string built
+    /// per lookup (a probe looks its pool up on every call).
+    struct PoolKey: Hashable, Sendable {
+        var host: String
+        var port: Int
+    }
+
+    static func poolKey(host: String, port: Int) -> PoolKey { PoolKey(host: host, port: port) }
 
     /// Retires every pool whose key is not in `keys`, except the upstream's: its connections
     /// close once their streams are done, and a later ``pool(host:port:)`` for the address
     /// starts a new pool.
-    func retainPools(_ keys: Set<String>) {
+    func retainPools(_ keys: Set<PoolKey>) {
         for (key, pool) in self.pools where pool !== self.pool && !keys.contains(key) {
             self.pools.removeValue(forKey: key)
             self.retiredPools[ObjectIdentifier(pool)] = pool

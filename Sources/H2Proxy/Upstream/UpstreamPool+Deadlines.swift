@@ -71,7 +71,13 @@ extension UpstreamPool {
 
         /// When the first idle connection passes `timeout`; nil while none is idle.
         func deadline(timeout: TimeAmount) -> NIODeadline? {
-            self.since.values.lazy.map(\.since).min().map { $0 + timeout }
+            // A loop, not `map(\.since)`: a key path into a tuple of the generic `Element` is
+            // instantiated at run time on every call (4 % of a prober's CPU).
+            var earliest: NIODeadline?
+            for entry in self.since.values where earliest.map({ entry.since < $0 }) ?? true {
+                earliest = entry.since
+            }
+            return earliest.map { $0 + timeout }
         }
 
         /// Removes and returns every connection idle for `timeout` or longer.

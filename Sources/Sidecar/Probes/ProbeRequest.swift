@@ -53,14 +53,35 @@ struct ProbeRequest {
     /// The gRPC-framed request message of a probe of `target` sent now (an echo request
     /// carries its send time).
     func body(for target: ProbeTarget) -> ByteBuffer {
+        self.bodyTemplate(for: target).body()
+    }
+
+    /// What every probe of one target sends, encoded once (``ProbeShard`` keeps one per target).
+    enum BodyTemplate {
+        /// A health check's request: the same bytes every time.
+        case fixed(ByteBuffer)
+        /// An echo request without its send time.
+        case echo(EchoRequest.Framed)
+
+        /// The gRPC-framed request message of a probe sent now.
+        func body() -> ByteBuffer {
+            switch self {
+            case .fixed(let bytes): return bytes
+            case .echo(let request): return request.framed(sentUnixMicros: StreamClock.systemUnixMicros())
+            }
+        }
+    }
+
+    func bodyTemplate(for target: ProbeTarget) -> BodyTemplate {
         switch target.kind {
         case .health:
-            return GRPCMessageFraming.frame(HealthCheckRequest(service: target.service).encoded())
+            return .fixed(GRPCMessageFraming.frame(HealthCheckRequest(service: target.service).encoded()))
         case .echo:
-            return EchoRequest(
-                id: "", payload: Self.echoPayload, sentUnixMicros: StreamClock.systemUnixMicros(),
-                sourceHop: self.hop, sourceRegion: self.region, target: target.name
-            ).framed()
+            return .echo(
+                EchoRequest(
+                    id: "", payload: Self.echoPayload, sentUnixMicros: 0,
+                    sourceHop: self.hop, sourceRegion: self.region, target: target.name
+                ).withoutSendTime)
         }
     }
 

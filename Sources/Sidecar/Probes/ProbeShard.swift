@@ -22,6 +22,7 @@ final class ProbeShard: Sendable {
         let key: String
         let address: HostPort
         let headers: HeaderBlock
+        let body: ProbeRequest.BodyTemplate
         let timeout: TimeAmount
         var history: ProbeHistory?
         var lastResult: ProbeResult?
@@ -35,6 +36,7 @@ final class ProbeShard: Sendable {
             self.address = request.address(for: target)
             self.timeout = target.timeout ?? request.config.timeout
             self.headers = request.headers(for: target, timeout: self.timeout)
+            self.body = request.bodyTemplate(for: target)
         }
     }
 
@@ -133,7 +135,7 @@ final class ProbeShard: Sendable {
             batch.calls.append(
                 LocalCallBatch.Call(
                     host: slot.address.host, port: slot.address.port, request: slot.headers,
-                    body: self.request.body(for: slot.target), timeout: slot.timeout))
+                    body: slot.body.body(), timeout: slot.timeout))
         }
         let results = self.proxy.call(batch, on: self.loop)
         for (slot, result) in zip(slots, results) {
