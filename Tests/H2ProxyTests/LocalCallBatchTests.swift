@@ -111,4 +111,74 @@ private final class FlushCounter: ChannelOutboundHandler {
         #expect(outcome == (late ? .timedOut : .completed))
         try h.closeAll()
     }
+
+    /// The calls of a batch share one deadline per timeout: those still running at it end as
+    /// timed out together, each group at its own timeout, and calls that ended before their
+    /// deadline are not touched. Once every call of a deadline has ended, nothing keeps them.
+    @Test func callsWithOneTimeoutShareADeadline() throws {
+        let h = BridgeHarness()
+        var calls = (0..<6).map(Self.call)
+        for i in 3..<6 { calls[i].timeout = .seconds(2) }
+        for i in 0..<3 { calls[i].timeout = .seconds(1) }
+        var outcomes: [Int: LocalCallResult.Outcome] = [:]
+        let promises = calls.map { _ in h.eventLoop.makePromise(of: LocalCallResult.self) }
+        for (i, promise) in promises.enumerated() { promise.futureResult.whenSuccess { outcomes[i] = $0.outcome } }
+        LocalCallBatch(calls).start(on: h.loop, promises: promises)
+        try h.pump()
+        let upstream = try #require(h.upstreams.first)
+        let ids = Dictionary(
+            uniqueKeysWithValues: upstream.requests.map { (Int($0.value.first(":path")!.dropFirst(4))!, $0.key) })
+        // One call of each group answers before its deadline.
+        upstream.respondGRPC(ids[0]!)
+        upstream.respondGRPC(ids[3]!)
+        try h.pump()
+        #expect(outcomes == [0: .completed, 3: .completed])
+        try h.advanceTime(by: .milliseconds(999))
+        #expect(outcomes.count == 2)
+        try h.advanceTime(by: .milliseconds(1))
+        #expect(outcomes == [0: .completed, 3: .completed, 1: .timedOut, 2: .timedOut])
+        try h.advanceTime(by: .seconds(1))
+        #expect(outcomes == [0: .completed, 3: .completed, 1: .timedOut, 2: .timedOut, 4: .timedOut, 5: .timedOut])
+        try h.closeAll()
+        #expect(h.isEmpty, "\(h.counts)")
+    }
+
+    /// A deadline holds its calls only while one of them runs: when the last ends (here, all
+    /// answered), its timer is cancelled and the calls are freed at once, not at the deadline.
+    @Test func aDeadlineLetsItsCallsGoWhenTheLastEnds() throws {
+        let h = BridgeHarness()
+        var calls = (0..<4).map(Self.call)
+        for i in calls.indices { calls[i].timeout = .hours(1) }
+        weak var deadline: LocalCallDeadline?
+        var outcomes: [Int: LocalCallResult.Outcome] = [:]
+        do {
+            let promises = calls.map { _ in h.eventLoop.makePromise(of: LocalCallResult.self) }
+            for (i, promise) in promises.enumerated() { promise.futureResult.whenSuccess { outcomes[i] = $0.outcome } }
+            let started = zip(calls, promises).map { call, promise in
+                LocalCall(
+                    loop: h.loop, pool: h.loop.pool(host: call.host, port: call.port), request: call.request,
+                    body: call.body, timeout: call.timeout, promise: promise)
+            }
+            let shared = LocalCallDeadline(calls: started)
+            deadline = shared
+            shared.arm(on: h.loop, in: .hours(1))
+            for call in started { call.start(deadline: shared) }
+            h.loop.flushDirty()
+        }
+        try h.pump()
+        let upstream = try #require(h.upstreams.first)
+        let ids = upstream.requests.keys.sorted()
+        #expect(ids.count == 4)
+        for id in ids.dropLast() { upstream.respondGRPC(id, body: ByteBuffer(string: "answer")) }
+        try h.pump()
+        #expect(outcomes.count == 3)
+        #expect(deadline?.callsRunning == 1, "held by its pending timer while a call runs")
+        upstream.respondGRPC(ids.last!)
+        try h.pump()
+        #expect(outcomes.count == 4)
+        #expect(outcomes.values.allSatisfy { $0 == .completed })
+        #expect(deadline == nil, "the last call's end cancels the timer and frees the deadline")
+        try h.closeAll()
+        #expect(h.isEmpty, "\(h.counts)")
+    }
 }

@@ -129,19 +129,10 @@ public final class ProxyServer: Sendable {
     public func call(
         host: String, port: Int, request: HeaderBlock, body: ByteBuffer, timeout: TimeAmount, on eventLoop: EventLoop
     ) -> EventLoopFuture<LocalCallResult> {
-        guard let bound = self.loops.first(where: { $0.eventLoop === eventLoop }) else {
-            return eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel)
-        }
-        let promise = eventLoop.makePromise(of: LocalCallResult.self)
-        eventLoop.execute {
-            let loop = bound.value
-            let call = LocalCall(
-                loop: loop, pool: loop.pool(host: host, port: port), request: request, body: body,
-                timeout: timeout, promise: promise)
-            call.start()
-            loop.flushDirty()
-        }
-        return promise.futureResult
+        let batch = LocalCallBatch([
+            LocalCallBatch.Call(host: host, port: port, request: request, body: body, timeout: timeout)
+        ])
+        return self.call(batch, on: eventLoop)[0]
     }
 
     /// The event loops, for spreading calls over them.

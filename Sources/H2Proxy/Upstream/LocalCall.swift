@@ -10,13 +10,16 @@ final class LocalCall: UpstreamStream {
     let pool: UpstreamPool
     private var request: HeaderBlock
     private let requestBody: ByteBuffer
-    private let timeout: TimeAmount
+    /// From the call's start to its response's end.
+    let timeout: TimeAmount
     private var promise: EventLoopPromise<LocalCallResult>?
     private let observer: StreamObserver?
     private let startedAt: NIODeadline
     private var connection: UpstreamConnection?
     private var streamID: Int32 = 0
-    private var timeoutTask: Scheduled<Void>?
+    /// Shared with the calls of its batch that have the same timeout; weak, so that the
+    /// deadline (which holds its calls until they end) and the call form no cycle.
+    private weak var deadline: LocalCallDeadline?
     private var headers: HeaderBlock?
     private var body: ByteBuffer
     private var trailers: HeaderBlock?
@@ -45,11 +48,18 @@ final class LocalCall: UpstreamStream {
         self.observer = loop.observerSource?.makeObserver(for: request)
     }
 
+    /// Sends the call on a deadline of its own, ``timeout`` from now.
     func start() {
+        let deadline = LocalCallDeadline(calls: [self])
+        deadline.arm(on: self.loop, in: self.timeout)
+        self.start(deadline: deadline)
+    }
+
+    /// Sends the call; `deadline` (armed by the caller, shared by calls with the same
+    /// ``timeout`` started together) ends it as timed out if it is still running then.
+    func start(deadline: LocalCallDeadline) {
+        self.deadline = deadline
         self.observer?.requestHeadersWillForward(&self.request, receivedAt: self.startedAt)
-        self.timeoutTask = self.loop.eventLoop.assumeIsolated().scheduleTask(in: self.timeout) {
-            self.timedOut()
-        }
         self.pool.open(self)
     }
 
@@ -77,7 +87,7 @@ final class LocalCall: UpstreamStream {
     }
 
     /// The pool has already taken the call out of its queue; ``finish(_:)`` ends it once, whichever
-    /// of this and the call's own timeout comes first.
+    /// of this and the call's deadline comes first.
     func upstreamWaitTimedOut(_ cause: String) {
         guard self.promise != nil else { return }
         self.failUnavailable(cause)
@@ -173,7 +183,9 @@ final class LocalCall: UpstreamStream {
         self.finish(self.responseEnded ? .completed : .connectionLost(cause))
     }
 
-    private func timedOut() {
+    /// The call's deadline passed: it ends as timed out unless it has ended already. The
+    /// deadline writes the loop's connections once for all of its calls.
+    func deadlinePassed() {
         guard self.promise != nil else { return }
         if let connection = self.connection {
             connection.streams.removeValue(forKey: self.streamID)
@@ -183,13 +195,13 @@ final class LocalCall: UpstreamStream {
             self.pool.cancelWaiting(self)
         }
         self.finish(.timedOut)
-        self.loop.flushDirty()
     }
 
     private func finish(_ outcome: LocalCallResult.Outcome) {
         guard let promise = self.promise else { return }
         self.promise = nil
-        self.timeoutTask?.cancel()
+        self.deadline?.callEnded()
+        self.deadline = nil
         let now = self.loop.clock.streamEnded()
         let reason: StreamEndReason
         switch outcome {
@@ -207,6 +219,9 @@ final class LocalCall: UpstreamStream {
         // to the loop's pool for later header blocks to be decoded into. A caller that kept the
         // result keeps its blocks: the pool's next write to a block still shared copies it first.
         self.recycleBlocks()
+        // An ended call may wait for the other calls of its deadline: it keeps no response bytes
+        // (the slice would keep its whole read buffer).
+        self.body = Self.emptyBody
     }
 
     /// The body of a call before its response's first DATA (shared: no allocation per call).

@@ -30,12 +30,34 @@ public struct LocalCallBatch: Sendable {
 
     /// Starts every call on `loop`'s pools, then writes every connection they made dirty once;
     /// call `promises[i]` completes with call `i`.
+    ///
+    /// Calls with the same timeout share one timer (``LocalCallDeadline``): they start now,
+    /// together, so their deadlines are the same.
     func start(on loop: ProxyLoop, promises: [EventLoopPromise<LocalCallResult>]) {
+        var started: [LocalCall] = []
+        started.reserveCapacity(self.calls.count)
         for (call, promise) in zip(self.calls, promises) {
-            LocalCall(
-                loop: loop, pool: loop.pool(host: call.host, port: call.port), request: call.request,
-                body: call.body, timeout: call.timeout, promise: promise
-            ).start()
+            started.append(
+                LocalCall(
+                    loop: loop, pool: loop.pool(host: call.host, port: call.port), request: call.request,
+                    body: call.body, timeout: call.timeout, promise: promise))
+        }
+        // One deadline per distinct timeout (a probe tick's calls nearly always have one).
+        var groups: [(timeout: TimeAmount, calls: [LocalCall])] = []
+        for call in started {
+            let timeout = call.timeout
+            if let g = groups.firstIndex(where: { $0.timeout == timeout }) {
+                groups[g].calls.append(call)
+            } else {
+                groups.append((timeout, [call]))
+            }
+        }
+        for group in groups {
+            let deadline = LocalCallDeadline(calls: group.calls)
+            // Armed before the calls start: a call that ends at once (no connection to be had)
+            // finds it armed and, the last to end, cancels it.
+            deadline.arm(on: loop, in: group.timeout)
+            for call in group.calls { call.start(deadline: deadline) }
         }
         loop.flushDirty()
     }
