@@ -143,13 +143,15 @@ private final class FlushCounter: ChannelOutboundHandler {
         #expect(h.isEmpty, "\(h.counts)")
     }
 
-    /// A deadline holds its calls only while one of them runs: when the last ends (here, all
-    /// answered), its timer is cancelled and the calls are freed at once, not at the deadline.
+    /// A deadline holds a call only while it runs: an answered call is freed at once, not kept
+    /// until its batch's slowest call ends (or the deadline, an hour away, passes); when the last
+    /// ends, the timer is cancelled and the deadline freed too.
     @Test func aDeadlineLetsItsCallsGoWhenTheLastEnds() throws {
         let h = BridgeHarness()
         var calls = (0..<4).map(Self.call)
         for i in calls.indices { calls[i].timeout = .hours(1) }
         weak var deadline: LocalCallDeadline?
+        var weakCalls: [BridgeHarness.Weak] = []
         var outcomes: [Int: LocalCallResult.Outcome] = [:]
         do {
             let promises = calls.map { _ in h.eventLoop.makePromise(of: LocalCallResult.self) }
@@ -162,7 +164,8 @@ private final class FlushCounter: ChannelOutboundHandler {
             let shared = LocalCallDeadline(calls: started)
             deadline = shared
             shared.arm(on: h.loop, in: .hours(1))
-            for call in started { call.start(deadline: shared) }
+            shared.startCalls()
+            weakCalls = started.map { BridgeHarness.Weak($0) }
             h.loop.flushDirty()
         }
         try h.pump()
@@ -173,6 +176,8 @@ private final class FlushCounter: ChannelOutboundHandler {
         try h.pump()
         #expect(outcomes.count == 3)
         #expect(deadline?.callsRunning == 1, "held by its pending timer while a call runs")
+        // The answered calls are gone already (the upstream connection let go of them too).
+        #expect(weakCalls.filter { $0.object != nil }.count == 1, "only the running call is held")
         upstream.respondGRPC(ids.last!)
         try h.pump()
         #expect(outcomes.count == 4)

@@ -20,6 +20,8 @@ final class LocalCall: UpstreamStream {
     /// Shared with the calls of its batch that have the same timeout; weak, so that the
     /// deadline (which holds its calls until they end) and the call form no cycle.
     private weak var deadline: LocalCallDeadline?
+    /// This call's slot in ``deadline``.
+    private var deadlineSlot = 0
     private var headers: HeaderBlock?
     private var body: ByteBuffer
     private var trailers: HeaderBlock?
@@ -52,13 +54,14 @@ final class LocalCall: UpstreamStream {
     func start() {
         let deadline = LocalCallDeadline(calls: [self])
         deadline.arm(on: self.loop, in: self.timeout)
-        self.start(deadline: deadline)
+        deadline.startCalls()
     }
 
     /// Sends the call; `deadline` (armed by the caller, shared by calls with the same
     /// ``timeout`` started together) ends it as timed out if it is still running then.
-    func start(deadline: LocalCallDeadline) {
+    func start(deadline: LocalCallDeadline, slot: Int) {
         self.deadline = deadline
+        self.deadlineSlot = slot
         self.observer?.requestHeadersWillForward(&self.request, receivedAt: self.startedAt)
         self.pool.open(self)
     }
@@ -200,7 +203,7 @@ final class LocalCall: UpstreamStream {
     private func finish(_ outcome: LocalCallResult.Outcome) {
         guard let promise = self.promise else { return }
         self.promise = nil
-        self.deadline?.callEnded()
+        self.deadline?.callEnded(slot: self.deadlineSlot)
         self.deadline = nil
         let now = self.loop.clock.streamEnded()
         let reason: StreamEndReason
@@ -219,8 +222,8 @@ final class LocalCall: UpstreamStream {
         // to the loop's pool for later header blocks to be decoded into. A caller that kept the
         // result keeps its blocks: the pool's next write to a block still shared copies it first.
         self.recycleBlocks()
-        // An ended call may wait for the other calls of its deadline: it keeps no response bytes
-        // (the slice would keep its whole read buffer).
+        // Whoever still holds the ended call keeps no response bytes (the slice would keep its
+        // whole read buffer).
         self.body = Self.emptyBody
     }
 

@@ -54,10 +54,8 @@ public struct LocalCallBatch: Sendable {
         }
         for group in groups {
             let deadline = LocalCallDeadline(calls: group.calls)
-            // Armed before the calls start: a call that ends at once (no connection to be had)
-            // finds it armed and, the last to end, cancels it.
             deadline.arm(on: loop, in: group.timeout)
-            for call in group.calls { call.start(deadline: deadline) }
+            deadline.startCalls()
         }
         loop.flushDirty()
     }

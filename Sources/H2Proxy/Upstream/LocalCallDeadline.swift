@@ -7,13 +7,15 @@ import NIOCore
 /// task queue (a closure, a `Scheduled` promise, a heap insertion and a linear search to
 /// remove it: about 6 % of a prober's CPU with 1,000 targets). Here a tick's calls cost one.
 ///
-/// Ownership: the pending timer holds the deadline, and the deadline holds its calls until
-/// they have all ended (then it cancels the timer and lets them go) or the deadline passes
-/// (then it ends those still running as timed out). A call refers back to its deadline weakly,
-/// so nothing here forms a cycle, and memory is bounded by the calls in flight: a deadline
-/// lives while one of its calls is running.
+/// Ownership: the pending timer holds the deadline, and the deadline holds its calls while
+/// they run. A call that ends leaves its slot (an ended call is not kept for the others: a
+/// tick's answered probes would otherwise wait for its slowest one, up to the timeout); when the
+/// last has ended the timer is cancelled, and when the deadline passes the calls still running
+/// end as timed out. A call refers back to its deadline weakly, so nothing here forms a cycle,
+/// and what is held is the calls in flight plus a slot array per deadline with one running.
 final class LocalCallDeadline {
-    private var calls: [LocalCall]
+    /// The calls by slot; nil once a call has ended.
+    private var calls: [LocalCall?]
     private var running: Int
     private var timer: Scheduled<Void>?
 
@@ -30,8 +32,16 @@ final class LocalCallDeadline {
         }
     }
 
-    /// A call of this deadline ended (once per call, whatever ended it).
-    func callEnded() {
+    /// Sends every call (after ``arm(on:in:)``: a call that ends at once, with no connection
+    /// to be had, finds the timer armed and, the last to end, cancels it).
+    func startCalls() {
+        for (slot, call) in self.calls.enumerated() { call?.start(deadline: self, slot: slot) }
+    }
+
+    /// The call in `slot` ended (once per call, whatever ended it).
+    func callEnded(slot: Int) {
+        // Every slot is in range until the last call has ended (then the array is emptied).
+        if slot < self.calls.count { self.calls[slot] = nil }
         self.running -= 1
         guard self.running == 0 else { return }
         self.timer?.cancel()
@@ -44,9 +54,9 @@ final class LocalCallDeadline {
 
     private func passed(_ loop: ProxyLoop) {
         self.timer = nil
-        let calls = self.calls
+        // A copy: each call that ends here empties its slot.
+        for call in self.calls { call?.deadlinePassed() }
         self.calls = []
-        for call in calls { call.deadlinePassed() }
         loop.flushDirty()
     }
 }
