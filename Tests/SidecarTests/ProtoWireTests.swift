@@ -60,7 +60,7 @@ import Testing
         #expect(try EchoRequest(decoding: self.buffer([])) == empty)
     }
 
-    /// The framed request written in one buffer is `GRPCMessageFraming.frame(encoded())`,
+    /// The framed request written from a target's template is `GRPCMessageFraming.frame(encoded())`,
     /// for the reference message, an empty one, and seeded random ones (long strings too).
     @Test func framedEchoRequestIsTheFramedEncoding() {
         var requests = [
@@ -81,9 +81,8 @@ import Testing
                     sourceRegion: text(&rng), target: text(&rng)))
         }
         for r in requests {
-            #expect(r.framed() == GRPCMessageFraming.frame(r.encoded()))
             // Encoded once without the send time (a probe target's template), then framed with it.
-            #expect(r.withoutSendTime.framed(sentUnixMicros: r.sentUnixMicros) == r.framed())
+            #expect(r.withoutSendTime.framed(sentUnixMicros: r.sentUnixMicros) == GRPCMessageFraming.frame(r.encoded()))
         }
     }
 

@@ -38,25 +38,10 @@ struct EchoRequest: Equatable {
         return b
     }
 
-    /// The gRPC-framed message (`GRPCMessageFraming.frame(encoded())`, byte for byte) written
-    /// into one buffer: a probe's body without a second buffer and a copy.
-    func framed() -> ByteBuffer {
-        let strings =
-            self.id.utf8.count + self.sourceHop.utf8.count + self.sourceRegion.utf8.count
-            + self.target.utf8.count
-        // Frame prefix, six tags, five lengths and one varint of at most 10 bytes each.
-        var b = ByteBufferAllocator().buffer(capacity: 5 + 6 + 5 * 10 + 10 + self.payload.count + strings)
-        b.writeInteger(UInt8(0))
-        b.writeInteger(UInt32(0))
-        self.write(to: &b)
-        b.setInteger(UInt32(b.readableBytes - 5), at: b.readerIndex + 1)
-        return b
-    }
-
     /// Every field but the send time, encoded once: a probe target's echo requests differ only
     /// in ``sentUnixMicros`` (field 3), so ``Framed/framed(sentUnixMicros:)`` writes the frame
-    /// prefix, the bytes before field 3, field 3 and the bytes after it, and gives the bytes
-    /// ``framed()`` gives for the whole request.
+    /// prefix, the bytes before field 3, field 3 and the bytes after it, into one buffer: the
+    /// bytes of `GRPCMessageFraming.frame(encoded())` for the whole request.
     struct Framed {
         /// Fields 1 and 2 (`id`, `payload`).
         let head: ByteBuffer
