@@ -158,6 +158,134 @@ import Testing
         }
     }
 
+    @Test func theLoopWakesOnlyWhenSomethingIsDueAndRunsAtLeastTheWindowApart() {
+        var s = ProbeSchedule(
+            defaultInterval: .seconds(1), maxConcurrency: 10, coalescing: .milliseconds(50), jitter: { 0 })
+        #expect(s.armTimer(now: self.t0) == nil, "nothing to probe: no timer")
+        s.update(targets: (0..<10).map { self.target($0) }, now: self.t0)
+        // The first slot is at t0: the first run is then.
+        let first = s.armTimer(now: self.t0)
+        #expect(first?.deadline == self.t0)
+        #expect(s.armTimer(now: self.t0) == nil, "the timer set is soon enough")
+        #expect(s.timerFired(generation: first!.generation, now: self.t0)?.count == 1)
+        // Slots every 100 ms: the next run is at the next slot, not at the window's end.
+        let second = s.armTimer(now: self.t0)
+        #expect(second?.deadline == self.t0 + .milliseconds(100))
+        #expect(s.timerFired(generation: second!.generation, now: self.t0 + .milliseconds(100))?.count == 1)
+
+        // Slots every 10 ms: those that fall due within 50 ms of a run wait for the window's end.
+        var dense = ProbeSchedule(
+            defaultInterval: .milliseconds(100), maxConcurrency: 10, coalescing: .milliseconds(50), jitter: { 0 })
+        dense.update(targets: (0..<10).map { self.target($0) }, now: self.t0)
+        let a = dense.armTimer(now: self.t0)!
+        #expect(dense.timerFired(generation: a.generation, now: self.t0) == [self.target(0).key])
+        let b = dense.armTimer(now: self.t0)!
+        #expect(b.deadline == self.t0 + .milliseconds(50))
+        #expect(dense.timerFired(generation: b.generation, now: b.deadline)?.count == 5, "slots 10 to 50 ms")
+    }
+
+    @Test func aReplacedTimerDoesNothingAndAStoppedShardSetsOneAgain() {
+        var s = ProbeSchedule(defaultInterval: .seconds(1), maxConcurrency: 10, jitter: { 0 })
+        s.update(targets: [self.target(1)], now: self.t0 + .milliseconds(500))
+        let late = s.armTimer(now: self.t0)!
+        // A new target due sooner: a new, earlier timer replaces the one set.
+        s.update(targets: [self.target(1), self.target(0)], now: self.t0)
+        let early = s.armTimer(now: self.t0)!
+        #expect(early.deadline < late.deadline && early.generation != late.generation)
+        #expect(s.timerFired(generation: late.generation, now: late.deadline) == nil, "replaced: nothing runs")
+        #expect(s.timerFired(generation: early.generation, now: early.deadline) != nil)
+        let next = s.armTimer(now: early.deadline)!
+        s.timerCancelled()
+        #expect(s.armTimer(now: early.deadline) == .init(deadline: next.deadline, generation: next.generation + 1))
+    }
+
+    @Test func whenTheCapHeldProbesBackAFinishedProbeStartsTheNextAtOnce() {
+        var s = ProbeSchedule(
+            defaultInterval: .seconds(1), maxConcurrency: 2, coalescing: .milliseconds(50), jitter: { 0 })
+        s.update(targets: (0..<4).map { self.target($0) }, now: self.t0 - .seconds(1))
+        let t = s.armTimer(now: self.t0)!
+        let first = s.timerFired(generation: t.generation, now: self.t0)!
+        #expect(first.count == 2)
+        #expect(s.armTimer(now: self.t0) == nil, "at the cap: a finished probe sets the timer")
+        s.finished(key: first[0], now: self.t0 + .milliseconds(3))
+        let next = s.armTimer(now: self.t0 + .milliseconds(3))
+        #expect(next?.deadline == self.t0 + .milliseconds(3), "not the window's end")
+        #expect(s.timerFired(generation: next!.generation, now: self.t0 + .milliseconds(3))?.count == 1)
+    }
+
+    /// Seeds 1...200 of random interleavings of target updates, finished probes and the
+    /// passing of time, with the shard's timer: the timer set after each event fires when
+    /// its time comes. After every step, when the cap leaves room, a timer is set no later
+    /// than each waiting target's due time or the window's end after the last run (at once
+    /// if the cap held it back); runs come at least the window apart unless the cap held a
+    /// due probe back; and every waiting target starts within the window of its due time
+    /// unless the cap is what held it.
+    @Test func randomInterleavingsSetTheTimerInTimeAndNoSooner() {
+        let window = TimeAmount.milliseconds(30)
+        for seed in SeededRandom.seeds(count: 200) {
+            var rng = SeededRandom(seed: seed)
+            let intervals: [TimeAmount?] = [nil, .milliseconds(100), .milliseconds(40), .milliseconds(300)]
+            let pool = (0..<10).map { self.target($0, interval: intervals.randomElement(using: &rng)!) }
+            var s = ProbeSchedule(
+                defaultInterval: .milliseconds(200), maxConcurrency: Int.random(in: 1...4, using: &rng),
+                coalescing: window, jitter: { 0.25 })
+            var now = self.t0
+            var timer: ProbeSchedule.Timer?
+            var capHeld = false
+            // The last time the cap was reached (a target due before it may wait longer).
+            var capFull: NIODeadline?
+            for step in 0..<300 {
+                let context = "seed \(seed) step \(step)"
+                if s.inFlight == s.maxConcurrency { capFull = now }
+                switch Int.random(in: 0..<10, using: &rng) {
+                case 0:
+                    s.update(targets: pool.filter { _ in Int.random(in: 0..<4, using: &rng) > 0 }, now: now)
+                case 1...3:
+                    if let key = s.entries.filter({ $0.value.inFlight }).map(\.key).randomElement(using: &rng) {
+                        s.finished(key: key, now: now)
+                    }
+                default:
+                    let next = now + .milliseconds(Int64.random(in: 0...25, using: &rng))
+                    if let t = timer, t.deadline <= next {
+                        now = max(now, t.deadline)
+                        let before = s.lastRun
+                        let oldestWaiting = s.waiting.firstDue
+                        guard let started = s.timerFired(generation: t.generation, now: now) else {
+                            Issue.record("\(context): the timer set was stale")
+                            break
+                        }
+                        timer = nil
+                        if let before, now < before + window {
+                            #expect(capHeld && oldestWaiting.map { $0 <= before } == true, "\(context): ran too soon")
+                        }
+                        capHeld = s.inFlight == s.maxConcurrency
+                        #expect(started.count <= s.maxConcurrency, "\(context)")
+                    } else {
+                        now = next
+                    }
+                }
+                if let t = s.armTimer(now: now) {
+                    if let old = timer { #expect(t.deadline < old.deadline, "\(context): replaced by a later timer") }
+                    timer = t
+                }
+                guard s.inFlight < s.maxConcurrency else { continue }
+                let lastRun = s.lastRun
+                for (key, e) in s.entries where !e.inFlight && !e.retired {
+                    // Past times mean at once: lateness is checked below.
+                    let latest: NIODeadline
+                    if let lastRun, e.nextDue <= lastRun {
+                        latest = now
+                    } else {
+                        latest = max(now, e.nextDue, lastRun.map { $0 + window } ?? e.nextDue)
+                    }
+                    #expect(timer != nil && timer!.deadline <= latest, "\(context): \(key) has no timer in time")
+                    let heldByCap = capFull.map { $0 >= e.nextDue } ?? false
+                    #expect(now <= e.nextDue + window || heldByCap, "\(context): \(key) waits past the window")
+                }
+            }
+        }
+    }
+
     @Test func dueHeapGivesRecordsInDueOrderThenKeyOrder() {
         var rng = SeededRandom(seed: 7)
         var heap = ProbeDueHeap()

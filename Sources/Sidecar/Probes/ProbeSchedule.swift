@@ -1,11 +1,21 @@
 import NIOCore
 
-/// When each target is probed next: a pure state machine, driven by ``Prober``.
+/// When each target is probed next, and when the shard's loop must wake to start them: a pure
+/// state machine, driven by ``ProbeShard``.
 ///
 /// Targets are spread evenly over their interval (the i-th of n starts at i/n of it) with a
 /// little jitter, a target never has two probes in flight, and no more than
 /// `maxConcurrency` probes run at once. A probe that overruns its slot is started again one
 /// interval after it was due, not back to back.
+///
+/// The shard's loop wakes for a run only when something is due, and runs at least
+/// `coalescing` apart: probes that fall due within that window start together at its end, in
+/// one batch. On this class of machine a wake-up of an otherwise idle loop costs about 150 µs
+/// of CPU whatever it does, so waking every 20 ms cost 1.7 % of a core with 10 targets and
+/// about a third of the prober's CPU with 1,000. A probe therefore starts up to `coalescing`
+/// after its slot (its interval is kept: the next slot is one interval after this one). The
+/// window is skipped only when the cap held probes back: a finished probe frees a place and
+/// the next run comes at once, so the cap, not the window, bounds the rate.
 struct ProbeSchedule {
     struct Entry {
         var target: ProbeTarget
@@ -17,6 +27,8 @@ struct ProbeSchedule {
 
     let defaultInterval: TimeAmount
     let maxConcurrency: Int
+    /// The least time between two runs, unless the cap held probes back.
+    let coalescing: TimeAmount
     /// Jitter as a fraction of the gap between two targets' slots, in [0, 1).
     var jitter: () -> Double
     private(set) var entries: [String: Entry] = [:]
@@ -25,13 +37,26 @@ struct ProbeSchedule {
     /// stale ones (the entry was removed, or started and moved on) that are dropped when they
     /// reach the top or when there are too many of them.
     private(set) var waiting = ProbeDueHeap()
+    /// When the last run was (``timerFired(generation:now:)``).
+    private(set) var lastRun: NIODeadline?
+    /// The run the shard's timer is set for, and that timer's generation: a timer of another
+    /// generation (replaced by an earlier one) does nothing when it fires.
+    private(set) var armed: Timer?
+    private var generations: UInt64 = 0
+
+    /// A timer the shard sets on its loop: at `deadline`, call ``timerFired(generation:now:)``.
+    struct Timer: Equatable {
+        var deadline: NIODeadline
+        var generation: UInt64
+    }
 
     init(
-        defaultInterval: TimeAmount, maxConcurrency: Int,
+        defaultInterval: TimeAmount, maxConcurrency: Int, coalescing: TimeAmount = .milliseconds(50),
         jitter: @escaping () -> Double = { Double.random(in: 0..<0.5) }
     ) {
         self.defaultInterval = defaultInterval
         self.maxConcurrency = maxConcurrency
+        self.coalescing = coalescing
         self.jitter = jitter
     }
 
@@ -131,8 +156,43 @@ struct ProbeSchedule {
         (e.inFlight, e.retired, e.nextDue, e.target.interval)
     }
 
-    /// The earliest time something may become due (for the driver's timer).
-    var nextDeadline: NIODeadline? {
-        self.entries.values.filter { !$0.inFlight && !$0.retired }.map(\.nextDue).min()
+    /// When the next run should be, or nil when none is needed until a probe finishes (nothing
+    /// waits, or the cap is reached).
+    ///
+    /// The earliest waiting record's due time, but not sooner than `coalescing` after the last
+    /// run; `now` when a record was already due at the last run (the cap held it back). The
+    /// record may be stale (its target removed): the run drops it, a wake-up at most per record.
+    func nextRun(now: NIODeadline) -> NIODeadline? {
+        guard self.inFlight < self.maxConcurrency, let due = self.waiting.firstDue else { return nil }
+        guard let lastRun = self.lastRun else { return due }
+        if due <= lastRun { return now }
+        return max(due, lastRun + self.coalescing)
+    }
+
+    /// The timer to set after any event, or nil when the one set (if any) is soon enough.
+    ///
+    /// A new timer replaces the one set (the shard cancels it; if it fires anyway, its
+    /// generation is stale and it does nothing).
+    mutating func armTimer(now: NIODeadline) -> Timer? {
+        guard let at = self.nextRun(now: now) else { return nil }
+        if let armed = self.armed, armed.deadline <= at { return nil }
+        self.generations += 1
+        let timer = Timer(deadline: at, generation: self.generations)
+        self.armed = timer
+        return timer
+    }
+
+    /// The shard cancelled its timer (it stopped): the next ``armTimer(now:)`` sets one again.
+    mutating func timerCancelled() {
+        self.armed = nil
+    }
+
+    /// The shard's timer of `generation` fired: the keys of the targets to probe now, as
+    /// ``dueKeys(now:)``, or nil when the timer was replaced (nothing to do).
+    mutating func timerFired(generation: UInt64, now: NIODeadline) -> [String]? {
+        guard self.armed?.generation == generation else { return nil }
+        self.armed = nil
+        self.lastRun = now
+        return self.dueKeys(now: now)
     }
 }

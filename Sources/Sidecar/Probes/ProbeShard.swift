@@ -43,7 +43,10 @@ final class ProbeShard: Sendable {
     final class State {
         var schedule: ProbeSchedule
         var slots: [String: Slot] = [:]
-        var task: RepeatedTask?
+        /// The timer ``ProbeSchedule/armTimer(now:)`` asked for, while it is pending.
+        var timer: Scheduled<Void>?
+        /// Between ``start()`` and ``stop()``: only then is a timer set.
+        var running = false
         init(schedule: ProbeSchedule) { self.schedule = schedule }
     }
 
@@ -57,7 +60,8 @@ final class ProbeShard: Sendable {
         self.request = request
         self.metrics = metrics
         self.logger = logger
-        let schedule = ProbeSchedule(defaultInterval: request.config.interval, maxConcurrency: maxConcurrency)
+        let schedule = ProbeSchedule(
+            defaultInterval: request.config.interval, maxConcurrency: maxConcurrency, coalescing: Prober.coalescing)
         // Created empty here (any thread), filled on the loop before anything else runs there.
         self.box = NIOLoopBoundBox.makeEmptyBox(valueType: State.self, eventLoop: loop)
         let box = self.box
@@ -66,15 +70,38 @@ final class ProbeShard: Sendable {
 
     func start() {
         self.loop.execute {
-            self.box.value!.task = self.loop.scheduleRepeatedTask(initialDelay: Prober.tick, delay: Prober.tick) {
-                _ in
-                self.runDue()
-            }
+            let state = self.box.value!
+            state.running = true
+            self.armTimer(state)
         }
     }
 
     func stop() {
-        self.loop.execute { self.box.value!.task?.cancel() }
+        self.loop.execute {
+            let state = self.box.value!
+            state.running = false
+            state.timer?.cancel()
+            state.timer = nil
+            state.schedule.timerCancelled()
+        }
+    }
+
+    /// Sets the timer the schedule asks for after an event (none when the one set is soon enough).
+    private func armTimer(_ state: State, now: NIODeadline = .now()) {
+        guard state.running, let timer = state.schedule.armTimer(now: now) else { return }
+        state.timer?.cancel()
+        state.timer = self.loop.scheduleTask(deadline: timer.deadline) {
+            self.timerFired(generation: timer.generation)
+        }
+    }
+
+    private func timerFired(generation: UInt64) {
+        let state = self.box.value!
+        let now = NIODeadline.now()
+        guard state.running, let due = state.schedule.timerFired(generation: generation, now: now) else { return }
+        state.timer = nil
+        self.startProbes(due, state)
+        self.armTimer(state)
     }
 
     /// Replaces this shard's targets (keyed by ``ProbeTarget/key``). The series of removed
@@ -106,6 +133,7 @@ final class ProbeShard: Sendable {
                 }
                 state.slots[key] = slot
             }
+            self.armTimer(state)
         }
     }
 
@@ -118,9 +146,8 @@ final class ProbeShard: Sendable {
         }
     }
 
-    private func runDue() {
-        let state = self.box.value!
-        let due = state.schedule.dueKeys(now: .now())
+    /// Starts the probes of the targets with keys `due`, in one batch.
+    private func startProbes(_ due: [String], _ state: State) {
         guard !due.isEmpty else { return }
         var batch = LocalCallBatch()
         batch.calls.reserveCapacity(due.count)
@@ -157,7 +184,9 @@ final class ProbeShard: Sendable {
             }
             self.record(slot, outcome)
         }
-        state.schedule.finished(key: probed.key, now: .now())
+        let now = NIODeadline.now()
+        state.schedule.finished(key: probed.key, now: now)
+        self.armTimer(state, now: now)
     }
 
     private func record(_ slot: Slot, _ outcome: ProbeOutcome) {

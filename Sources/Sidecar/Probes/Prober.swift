@@ -17,7 +17,9 @@ public final class Prober: Sendable {
     let logger: Logger
     let shards: [ProbeShard]
     private let box: NIOLoopBoundBox<Sources?>
-    static let tick: TimeAmount = .milliseconds(20)
+    /// The least time between two runs of a shard's probes (``ProbeSchedule/coalescing``): a
+    /// probe starts up to this long after its slot.
+    static let coalescing: TimeAmount = .milliseconds(50)
 
     /// The targets of each discovery source, and the series labels of all of them.
     final class Sources {
