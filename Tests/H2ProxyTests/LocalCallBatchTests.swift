@@ -187,3 +187,11 @@ private final class FlushCounter: ChannelOutboundHandler {
         #expect(h.isEmpty, "\(h.counts)")
     }
 }
+
+extension LocalCallBatch {
+    /// Starts the batch with a promise per call (call `i` completes `promises[i]`): how these
+    /// tests watch the calls end.
+    func start(on loop: ProxyLoop, promises: [EventLoopPromise<LocalCallResult>]) {
+        self.start(on: loop) { index, result in promises[index].succeed(result) }
+    }
+}

@@ -91,8 +91,9 @@ import Testing
         #expect(s.inFlight == 2)
         s.finished(key: targets[0].key, now: self.t0 + .milliseconds(700))
         #expect(s.inFlight == 1)
-        #expect(s.entries[targets[0].key]?.nextDue == self.t0 + .seconds(1))
-        #expect(s.entries[targets[0].key]?.inFlight == false)
+        let id = s.ids[targets[0].key]!
+        #expect(s.entries[id]?.nextDue == self.t0 + .seconds(1))
+        #expect(s.entries[id]?.inFlight == false)
         // Finishing a key not in flight (or unknown) changes nothing.
         s.finished(key: targets[0].key, now: self.t0 + .milliseconds(700))
         s.finished(key: "nope", now: self.t0 + .milliseconds(700))
@@ -108,11 +109,11 @@ import Testing
         #expect(Prober.concurrencyShares(7, loops: 1) == [7])
     }
 
-    /// Seeds 1...300 of random interleavings of target updates, ticks and finished probes
+    /// Seeds 1...300 of random interleavings of target updates, runs and finished probes
     /// (replay one with `INSIGHT_TEST_SEED=N swift test --filter ProbeScheduleTests`). Each
-    /// tick must start exactly what a scan of all entries would (waiting, due, oldest first,
-    /// ties by key, within the cap), and after every step each waiting target must have its
-    /// record in the heap, so none is ever lost.
+    /// run must start exactly what a scan of all entries would (waiting, due, oldest first,
+    /// ties by id, within the cap), ids and keys must map one to one, and after every step
+    /// each waiting target must have its record in the heap, so none is ever lost.
     @Test func randomInterleavingsStartWhatAScanWouldAndLoseNoTarget() {
         final class Jitter {
             var rng: SeededRandom
@@ -137,7 +138,7 @@ import Testing
                     s.update(targets: targets, now: now)
                     #expect(s.waiting.count <= 2 * s.entries.count + 64, "\(context)")
                 case 1...4:
-                    let inFlight = s.entries.filter { $0.value.inFlight }.map(\.key)
+                    let inFlight = s.entries.filter { $0.value.inFlight }.map(\.value.key)
                     let key = inFlight.randomElement(using: &rng) ?? "unknown"
                     s.finished(key: Bool.random(using: &rng) ? key : pool.randomElement(using: &rng)!.key, now: now)
                 default:
@@ -146,11 +147,13 @@ import Testing
                         .filter { !$0.value.inFlight && !$0.value.retired && $0.value.nextDue <= now }
                         .sorted { ($0.value.nextDue, $0.key) < ($1.value.nextDue, $1.key) }
                         .prefix(max(0, s.maxConcurrency - s.inFlight)).map(\.key)
-                    #expect(s.dueKeys(now: now) == Array(expected), "\(context)")
+                    #expect(s.dueIDs(now: now) == Array(expected), "\(context)")
                 }
+                #expect(s.ids.count == s.entries.count, "\(context)")
+                for (key, id) in s.ids { #expect(s.entries[id]?.key == key, "\(context): \(key)") }
                 #expect(s.inFlight == s.entries.values.filter(\.inFlight).count, "\(context)")
                 #expect(s.inFlight <= s.maxConcurrency, "\(context)")
-                let records = Set(s.waiting.records.map { "\($0.key)@\($0.due.uptimeNanoseconds)" })
+                let records = Set(s.waiting.records.map { "\($0.id)@\($0.due.uptimeNanoseconds)" })
                 for (key, e) in s.entries where !e.inFlight && !e.retired {
                     #expect(records.contains("\(key)@\(e.nextDue.uptimeNanoseconds)"), "\(context): \(key) lost")
                 }
@@ -178,7 +181,7 @@ import Testing
             defaultInterval: .milliseconds(100), maxConcurrency: 10, coalescing: .milliseconds(50), jitter: { 0 })
         dense.update(targets: (0..<10).map { self.target($0) }, now: self.t0)
         let a = dense.armTimer(now: self.t0)!
-        #expect(dense.timerFired(generation: a.generation, now: self.t0) == [self.target(0).key])
+        #expect(dense.timerFired(generation: a.generation, now: self.t0) == [dense.ids[self.target(0).key]!])
         let b = dense.armTimer(now: self.t0)!
         #expect(b.deadline == self.t0 + .milliseconds(50))
         #expect(dense.timerFired(generation: b.generation, now: b.deadline)?.count == 5, "slots 10 to 50 ms")
@@ -207,7 +210,7 @@ import Testing
         let first = s.timerFired(generation: t.generation, now: self.t0)!
         #expect(first.count == 2)
         #expect(s.armTimer(now: self.t0) == nil, "at the cap: a finished probe sets the timer")
-        s.finished(key: first[0], now: self.t0 + .milliseconds(3))
+        s.finished(id: first[0], now: self.t0 + .milliseconds(3))
         let next = s.armTimer(now: self.t0 + .milliseconds(3))
         #expect(next?.deadline == self.t0 + .milliseconds(3), "not the window's end")
         #expect(s.timerFired(generation: next!.generation, now: self.t0 + .milliseconds(3))?.count == 1)
@@ -241,8 +244,8 @@ import Testing
                 case 0:
                     s.update(targets: pool.filter { _ in Int.random(in: 0..<4, using: &rng) > 0 }, now: now)
                 case 1...3:
-                    if let key = s.entries.filter({ $0.value.inFlight }).map(\.key).randomElement(using: &rng) {
-                        s.finished(key: key, now: now)
+                    if let id = s.entries.filter({ $0.value.inFlight }).map(\.key).randomElement(using: &rng) {
+                        s.finished(id: id, now: now)
                     }
                 default:
                     let next = now + .milliseconds(Int64.random(in: 0...25, using: &rng))
@@ -286,13 +289,13 @@ import Testing
         }
     }
 
-    @Test func dueHeapGivesRecordsInDueOrderThenKeyOrder() {
+    @Test func dueHeapGivesRecordsInDueOrderThenIDOrder() {
         var rng = SeededRandom(seed: 7)
         var heap = ProbeDueHeap()
         var all: [ProbeDueHeap.Record] = []
         for i in 0..<200 {
             let r = ProbeDueHeap.Record(
-                due: self.t0 + .milliseconds(Int64.random(in: 0..<50, using: &rng)), key: "k\(i % 37)")
+                due: self.t0 + .milliseconds(Int64.random(in: 0..<50, using: &rng)), id: i % 37)
             all.append(r)
             heap.push(r)
         }
@@ -300,8 +303,8 @@ import Testing
         while heap.count > 0 { out.append(heap.removeFirst()) }
         let sorted = all.sorted(by: ProbeDueHeap.Record.before)
         #expect(out.map(\.due) == sorted.map(\.due))
-        #expect(out.map(\.key) == sorted.map(\.key))
+        #expect(out.map(\.id) == sorted.map(\.id))
         heap.rebuild(all)
-        #expect(heap.first?.due == sorted.first?.due && heap.first?.key == sorted.first?.key)
+        #expect(heap.first?.due == sorted.first?.due && heap.first?.id == sorted.first?.id)
     }
 }

@@ -12,7 +12,11 @@ final class LocalCall: UpstreamStream {
     private let requestBody: ByteBuffer
     /// From the call's start to its response's end.
     let timeout: TimeAmount
-    private var promise: EventLoopPromise<LocalCallResult>?
+    /// Called once, on the call's loop, with ``index`` and the result; nil once called (the
+    /// call has ended).
+    private var completion: Completion?
+    /// The call's place in its batch, given to ``completion``.
+    private let index: Int
     private let observer: StreamObserver?
     private let startedAt: NIODeadline
     private var connection: UpstreamConnection?
@@ -32,9 +36,23 @@ final class LocalCall: UpstreamStream {
     /// Whether the current attempt's request HEADERS were written (``UpstreamLoss``).
     private var requestHeadersSent = false
 
-    init(
+    /// What a call's end runs: its batch's handler, with the call's index in the batch. A
+    /// closure per batch rather than a promise per call: a promise cost each probe its future,
+    /// its callback list and a closure, plus a dynamic cast of the loop.
+    typealias Completion = (_ index: Int, _ result: LocalCallResult) -> Void
+
+    convenience init(
         loop: ProxyLoop, pool: UpstreamPool, request: HeaderBlock, body: ByteBuffer, timeout: TimeAmount,
         promise: EventLoopPromise<LocalCallResult>
+    ) {
+        self.init(
+            loop: loop, pool: pool, request: request, body: body, timeout: timeout, index: 0,
+            completion: { _, result in promise.succeed(result) })
+    }
+
+    init(
+        loop: ProxyLoop, pool: UpstreamPool, request: HeaderBlock, body: ByteBuffer, timeout: TimeAmount,
+        index: Int, completion: @escaping Completion
     ) {
         self.loop = loop
         self.pool = pool
@@ -44,7 +62,8 @@ final class LocalCall: UpstreamStream {
         self.request.append(contentsOf: request)
         self.requestBody = body
         self.timeout = timeout
-        self.promise = promise
+        self.index = index
+        self.completion = completion
         self.startedAt = loop.clock.requestReceived()
         self.body = Self.emptyBody
         self.observer = loop.observerSource?.makeObserver(for: request)
@@ -67,7 +86,7 @@ final class LocalCall: UpstreamStream {
     }
 
     func attach(to connection: UpstreamConnection) {
-        guard self.promise != nil else { return }
+        guard self.completion != nil else { return }
         let endStream = self.requestBody.readableBytes == 0
         do {
             self.streamID = try connection.session.submitRequest(self.request, endStream: endStream)
@@ -92,7 +111,7 @@ final class LocalCall: UpstreamStream {
     /// The pool has already taken the call out of its queue; ``finish(_:)`` ends it once, whichever
     /// of this and the call's deadline comes first.
     func upstreamWaitTimedOut(_ cause: String) {
-        guard self.promise != nil else { return }
+        guard self.completion != nil else { return }
         self.failUnavailable(cause)
     }
 
@@ -128,7 +147,7 @@ final class LocalCall: UpstreamStream {
             let at = observer.wantsDataTimes ? self.loop.clock.dataReceived() : self.startedAt
             observer.dataReceived(.response, bytes: n, messages: 0, at: at)
         }
-        if self.promise == nil {
+        if self.completion == nil {
             // Ended already (its result is out): nothing keeps the bytes.
         } else if self.body.readableBytes == 0 {
             // Most responses are one DATA frame: kept as the slice it is (no copy). It holds its
@@ -159,7 +178,7 @@ final class LocalCall: UpstreamStream {
         self.connection = nil
         if self.responseEnded && errorCode == 0 {
             self.finish(.completed)
-        } else if self.promise != nil,
+        } else if self.completion != nil,
             self.progress.mayReplay(
                 closedWith: errorCode, retries: self.retries, maxRetries: self.loop.configuration.maxRetries)
         {
@@ -173,7 +192,7 @@ final class LocalCall: UpstreamStream {
 
     func upstreamConnectionLost(_ cause: String, _ loss: UpstreamLoss) {
         self.connection = nil
-        if self.promise != nil, loss.provesUnprocessed(requestHeadersSent: self.requestHeadersSent),
+        if self.completion != nil, loss.provesUnprocessed(requestHeadersSent: self.requestHeadersSent),
             self.progress.mayReplay(
                 closedWith: H2ErrorCode.refusedStream, retries: self.retries,
                 maxRetries: self.loop.configuration.maxRetries)
@@ -189,7 +208,7 @@ final class LocalCall: UpstreamStream {
     /// The call's deadline passed: it ends as timed out unless it has ended already. The
     /// deadline writes the loop's connections once for all of its calls.
     func deadlinePassed() {
-        guard self.promise != nil else { return }
+        guard self.completion != nil else { return }
         if let connection = self.connection {
             connection.streams.removeValue(forKey: self.streamID)
             connection.resetStream(self.streamID, errorCode: H2ErrorCode.cancel)
@@ -201,8 +220,8 @@ final class LocalCall: UpstreamStream {
     }
 
     private func finish(_ outcome: LocalCallResult.Outcome) {
-        guard let promise = self.promise else { return }
-        self.promise = nil
+        guard let completion = self.completion else { return }
+        self.completion = nil
         self.deadline?.callEnded(slot: self.deadlineSlot)
         self.deadline = nil
         let now = self.loop.clock.streamEnded()
@@ -214,11 +233,12 @@ final class LocalCall: UpstreamStream {
         case .timedOut: reason = .downstreamReset(H2ErrorCode.cancel)
         }
         self.observer?.streamEnded(reason, at: now)
-        promise.succeed(
+        completion(
+            self.index,
             LocalCallResult(
                 outcome: outcome, headers: self.headers, body: self.body, trailers: self.trailers,
                 startedAt: self.startedAt, endedAt: now, measurements: self.observer?.measurements))
-        // The promise's callbacks have run (on this loop, inside `succeed`): the blocks go back
+        // The completion has run (on this loop): the blocks go back
         // to the loop's pool for later header blocks to be decoded into. A caller that kept the
         // result keeps its blocks: the pool's next write to a block still shared copies it first.
         self.recycleBlocks()

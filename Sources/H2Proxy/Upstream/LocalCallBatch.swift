@@ -29,21 +29,23 @@ public struct LocalCallBatch: Sendable {
     public init(_ calls: [Call] = []) { self.calls = calls }
 
     /// Starts every call on `loop`'s pools, then writes every connection they made dirty once;
-    /// call `promises[i]` completes with call `i`.
+    /// `completion` runs once per call, on the loop, with the call's index in the batch.
     ///
     /// Calls with the same timeout share one timer (``LocalCallDeadline``): they start now,
     /// together, so their deadlines are the same.
-    func start(on loop: ProxyLoop, promises: [EventLoopPromise<LocalCallResult>]) {
+    func start(on loop: ProxyLoop, completion: @escaping LocalCall.Completion) {
         var started: [LocalCall] = []
         started.reserveCapacity(self.calls.count)
-        for (call, promise) in zip(self.calls, promises) {
+        for (index, call) in self.calls.enumerated() {
             started.append(
                 LocalCall(
                     loop: loop, pool: loop.pool(host: call.host, port: call.port), request: call.request,
-                    body: call.body, timeout: call.timeout, promise: promise))
+                    body: call.body, timeout: call.timeout, index: index, completion: completion))
         }
         // One deadline per distinct timeout (a probe tick's calls nearly always have one).
-        var groups: [(timeout: TimeAmount, calls: [LocalCall])] = []
+        // Optional from the start: the deadline keeps `[LocalCall?]`, and converting a
+        // `[LocalCall]` is a cast through the runtime's generic casting, per batch.
+        var groups: [(timeout: TimeAmount, calls: [LocalCall?])] = []
         for call in started {
             let timeout = call.timeout
             if let g = groups.firstIndex(where: { $0.timeout == timeout }) {
@@ -70,11 +72,27 @@ extension ProxyServer {
             return batch.calls.map { _ in eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel) }
         }
         let promises = batch.calls.map { _ in eventLoop.makePromise(of: LocalCallResult.self) }
+        let start = { batch.start(on: bound.value) { index, result in promises[index].succeed(result) } }
         if eventLoop.inEventLoop {
-            batch.start(on: bound.value, promises: promises)
+            start()
         } else {
-            eventLoop.execute { batch.start(on: bound.value, promises: promises) }
+            eventLoop.execute(start)
         }
         return promises.map(\.futureResult)
+    }
+
+    /// Starts every call of `batch` on `eventLoop`, which must be the current thread's loop, as
+    /// ``call(_:on:)``, but `completion` runs (on that loop) once per call with the call's
+    /// index in the batch and its result: no promise and future per call.
+    ///
+    /// - Returns: false, with no call started, when `eventLoop` is not one of this server's.
+    public func call(
+        _ batch: LocalCallBatch, onCurrentLoop eventLoop: EventLoop,
+        completion: @escaping (_ index: Int, _ result: LocalCallResult) -> Void
+    ) -> Bool {
+        eventLoop.preconditionInEventLoop()
+        guard let bound = self.loops.first(where: { $0.eventLoop === eventLoop }) else { return false }
+        batch.start(on: bound.value, completion: completion)
+        return true
     }
 }

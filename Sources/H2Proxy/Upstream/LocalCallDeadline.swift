@@ -19,7 +19,7 @@ final class LocalCallDeadline {
     private var running: Int
     private var timer: Scheduled<Void>?
 
-    init(calls: [LocalCall]) {
+    init(calls: [LocalCall?]) {
         self.calls = calls
         self.running = calls.count
     }

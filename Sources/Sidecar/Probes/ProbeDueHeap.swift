@@ -1,7 +1,7 @@
 import NIOCore
 
 /// The targets waiting for their next probe, earliest due first: a binary min-heap of
-/// (due time, target key), ties broken by key.
+/// (due time, target id), ties broken by id.
 ///
 /// ``ProbeSchedule`` keeps one record per waiting target and checks a record against its entry
 /// when the record reaches the top, so a tick costs in proportion to the probes due, not to the
@@ -10,11 +10,11 @@ struct ProbeDueHeap {
     struct Record {
         /// When the target is due (``ProbeSchedule/Entry/nextDue`` when the record was pushed).
         var due: NIODeadline
-        /// ``ProbeTarget/key``.
-        var key: String
+        /// The target's id in ``ProbeSchedule/entries``.
+        var id: Int
 
         static func before(_ a: Record, _ b: Record) -> Bool {
-            a.due < b.due || (a.due == b.due && a.key < b.key)
+            a.due < b.due || (a.due == b.due && a.id < b.id)
         }
     }
 
@@ -22,7 +22,7 @@ struct ProbeDueHeap {
 
     var count: Int { self.records.count }
     var first: Record? { self.records.first }
-    /// The earliest due time, read in place (no copy of its record's key).
+    /// The earliest due time.
     var firstDue: NIODeadline? { self.records.isEmpty ? nil : self.records[0].due }
 
     mutating func push(_ record: Record) {
@@ -57,12 +57,9 @@ struct ProbeDueHeap {
         }
     }
 
-    /// ``Record/before(_:_:)`` of the records at `a` and `b`, read in place: passing the
-    /// records copied their keys (a retain and a release each, 32 per probe), and the keys are
-    /// compared only when the due times are equal.
+    /// ``Record/before(_:_:)`` of the records at `a` and `b`.
     private func isBefore(_ a: Int, _ b: Int) -> Bool {
-        let (dueA, dueB) = (self.records[a].due, self.records[b].due)
-        return dueA < dueB || (dueA == dueB && self.records[a].key < self.records[b].key)
+        Record.before(self.records[a], self.records[b])
     }
 
     private mutating func siftDown(from start: Int) {

@@ -6,11 +6,19 @@ struct ProbeHistory {
     var results: [(ok: Bool, seconds: Double)] = []
     var total = 0
 
-    mutating func add(_ o: ProbeOutcome) {
-        self.last = o
+    /// The first result of a target.
+    init(target: ProbeTarget, last: consuming ProbeOutcome) {
+        self.target = target
+        self.results = [(last.result == .success, last.seconds)]
+        self.total = 1
+        self.last = last
+    }
+
+    mutating func add(_ o: consuming ProbeOutcome) {
         self.total += 1
         self.results.append((o.result == .success, o.seconds))
         if self.results.count > Self.size { self.results.removeFirst(self.results.count - Self.size) }
+        self.last = o
     }
 
     var successRatio: Double {

@@ -19,6 +19,8 @@ import NIOCore
 struct ProbeSchedule {
     struct Entry {
         var target: ProbeTarget
+        /// ``ProbeTarget/key``, kept to forget the entry's id when it goes.
+        let key: String
         var nextDue: NIODeadline
         var inFlight = false
         /// Removed while in flight: forget it once the probe finishes.
@@ -31,7 +33,13 @@ struct ProbeSchedule {
     let coalescing: TimeAmount
     /// Jitter as a fraction of the gap between two targets' slots, in [0, 1).
     var jitter: () -> Double
-    private(set) var entries: [String: Entry] = [:]
+    /// The targets by id: an integer the schedule gives each target (by ``ProbeTarget/key``)
+    /// when it arrives and never gives again, so a run and a finished probe find their entry
+    /// by an integer, not by hashing and comparing the target's key (7 % of a prober's CPU).
+    private(set) var entries: [Int: Entry] = [:]
+    /// The id of each target's key.
+    private(set) var ids: [String: Int] = [:]
+    private var nextID = 0
     private(set) var inFlight = 0
     /// A record for every entry waiting for its slot (neither in flight nor retired), plus
     /// stale ones (the entry was removed, or started and moved on) that are dropped when they
@@ -67,58 +75,67 @@ struct ProbeSchedule {
     mutating func update(targets: [ProbeTarget], now: NIODeadline) {
         let sorted = targets.map { (key: $0.key, target: $0) }.sorted { $0.key < $1.key }
         let keys = Set(sorted.map(\.key))
-        for (key, entry) in self.entries where !keys.contains(key) {
-            if entry.inFlight {
-                self.entries[key]?.retired = true
+        for (key, id) in self.ids where !keys.contains(key) {
+            if self.entries[id]!.inFlight {
+                self.entries[id]!.retired = true
             } else {
-                self.entries.removeValue(forKey: key)
+                self.entries.removeValue(forKey: id)
+                self.ids.removeValue(forKey: key)
             }
         }
         let n = max(sorted.count, 1)
+        // New targets get ids in key order: equal due times start in key order among them.
         for (i, (key, target)) in sorted.enumerated() {
-            if var existing = self.entries[key] {
-                existing.target = target
-                existing.retired = false
-                self.entries[key] = existing
+            if let id = self.ids[key] {
+                self.entries[id]!.target = target
+                self.entries[id]!.retired = false
                 continue
             }
             let interval = self.interval(of: target).nanoseconds
             let slot = interval / Int64(n)
             let offset = slot * Int64(i) + Int64(Double(slot) * self.jitter())
             let nextDue = now + .nanoseconds(offset)
-            self.entries[key] = Entry(target: target, nextDue: nextDue)
-            self.waiting.push(.init(due: nextDue, key: key))
+            let id = self.nextID
+            self.nextID += 1
+            self.ids[key] = id
+            self.entries[id] = Entry(target: target, key: key, nextDue: nextDue)
+            self.waiting.push(.init(due: nextDue, id: id))
         }
         // Removed targets leave stale records behind: rebuild before they outnumber the live ones.
         if self.waiting.count > 2 * self.entries.count + 64 {
             self.waiting.rebuild(
-                self.entries.compactMap { key, entry in
-                    entry.inFlight || entry.retired ? nil : ProbeDueHeap.Record(due: entry.nextDue, key: key)
+                self.entries.compactMap { id, entry in
+                    entry.inFlight || entry.retired ? nil : ProbeDueHeap.Record(due: entry.nextDue, id: id)
                 })
         }
     }
 
     /// Targets to probe now (marked in flight), oldest due first, within the concurrency cap.
     mutating func due(now: NIODeadline) -> [ProbeTarget] {
-        self.dueKeys(now: now).map { self.entries[$0]!.target }
+        self.dueIDs(now: now).map { self.entries[$0]!.target }
     }
 
     /// The keys (``ProbeTarget/key``) of the targets to probe now, as ``due(now:)``.
+    mutating func dueKeys(now: NIODeadline) -> [String] {
+        self.dueIDs(now: now).map { self.entries[$0]!.key }
+    }
+
+    /// The ids (``entries``) of the targets to probe now, as ``due(now:)``.
     ///
-    /// Reads the waiting targets in order of their due time (ties by key) and stops at the
+    /// Reads the waiting targets in order of their due time (ties by id) and stops at the
     /// first not yet due or at the concurrency cap: the cost is the probes started, not the
     /// number of targets.
-    mutating func dueKeys(now: NIODeadline) -> [String] {
-        var out: [String] = []
+    mutating func dueIDs(now: NIODeadline) -> [Int] {
+        var out: [Int] = []
         while self.inFlight < self.maxConcurrency, let due = self.waiting.firstDue, due <= now {
             let top = self.waiting.removeFirst()
             // A stale record: the target was removed, or this is not its current slot.
-            guard let i = self.entries.index(forKey: top.key) else { continue }
+            guard let i = self.entries.index(forKey: top.id) else { continue }
             let entry = Self.state(&self.entries.values[i])
             guard !entry.inFlight, !entry.retired, entry.nextDue == top.due else { continue }
             self.entries.values[i].inFlight = true
             self.inFlight += 1
-            out.append(top.key)
+            out.append(top.id)
         }
         return out
     }
@@ -130,13 +147,21 @@ struct ProbeSchedule {
 
     /// A probe of the target with `key` finished, as ``finished(_:now:)``.
     mutating func finished(key: String, now: NIODeadline) {
+        guard let id = self.ids[key] else { return }
+        self.finished(id: id, now: now)
+    }
+
+    /// A probe of the target with `id` finished, as ``finished(_:now:)``.
+    mutating func finished(id: Int, now: NIODeadline) {
         // In place by index: no copy of the entry's target per probe.
-        guard let i = self.entries.index(forKey: key) else { return }
+        guard let i = self.entries.index(forKey: id) else { return }
         let entry = Self.state(&self.entries.values[i])
         guard entry.inFlight else { return }
         self.inFlight -= 1
         if entry.retired {
+            let key = self.entries.values[i].key
             self.entries.remove(at: i)
+            self.ids.removeValue(forKey: key)
             return
         }
         let interval = entry.interval ?? self.defaultInterval
@@ -144,7 +169,7 @@ struct ProbeSchedule {
         var next = entry.nextDue + interval
         if next <= now { next = now + interval }
         self.entries.values[i].nextDue = next
-        self.waiting.push(.init(due: next, key: key))
+        self.waiting.push(.init(due: next, id: id))
     }
 
     /// An entry's scheduling fields, read in place: given `inout` (the dictionary's `_modify`),
@@ -187,12 +212,12 @@ struct ProbeSchedule {
         self.armed = nil
     }
 
-    /// The shard's timer of `generation` fired: the keys of the targets to probe now, as
-    /// ``dueKeys(now:)``, or nil when the timer was replaced (nothing to do).
-    mutating func timerFired(generation: UInt64, now: NIODeadline) -> [String]? {
+    /// The shard's timer of `generation` fired: the ids of the targets to probe now, as
+    /// ``dueIDs(now:)``, or nil when the timer was replaced (nothing to do).
+    mutating func timerFired(generation: UInt64, now: NIODeadline) -> [Int]? {
         guard self.armed?.generation == generation else { return nil }
         self.armed = nil
         self.lastRun = now
-        return self.dueKeys(now: now)
+        return self.dueIDs(now: now)
     }
 }

@@ -19,6 +19,8 @@ final class ProbeShard: Sendable {
     /// One target's request, built once, and its results so far.
     final class Slot {
         let target: ProbeTarget
+        /// The target's id in the schedule (``ProbeSchedule/entries``).
+        let id: Int
         let key: String
         let address: HostPort
         let headers: HeaderBlock
@@ -30,8 +32,9 @@ final class ProbeShard: Sendable {
         /// The `insight_probe_total` counter of the last result and code, reused while they repeat.
         var resultCounter: (result: ProbeResult, code: String, counter: Counter)?
 
-        init(target: ProbeTarget, key: String, request: ProbeRequest) {
+        init(target: ProbeTarget, id: Int, key: String, request: ProbeRequest) {
             self.target = target
+            self.id = id
             self.key = key
             self.address = request.address(for: target)
             self.timeout = target.timeout ?? request.config.timeout
@@ -42,7 +45,8 @@ final class ProbeShard: Sendable {
 
     final class State {
         var schedule: ProbeSchedule
-        var slots: [String: Slot] = [:]
+        /// By the schedule's id of their target.
+        var slots: [Int: Slot] = [:]
         /// The timer ``ProbeSchedule/armTimer(now:)`` asked for, while it is pending.
         var timer: Scheduled<Void>?
         /// Between ``start()`` and ``stop()``: only then is a timer set.
@@ -110,17 +114,19 @@ final class ProbeShard: Sendable {
         self.loop.execute {
             let state = self.box.value!
             state.schedule.update(targets: Array(targets.values), now: .now())
-            for (key, slot) in state.slots where targets[key] == nil {
-                state.slots.removeValue(forKey: key)
+            for (id, slot) in state.slots where targets[slot.key] == nil {
+                state.slots.removeValue(forKey: id)
                 if goneSeries.contains(slot.target.seriesLabels) {
                     self.metrics.removeTarget(
                         name: slot.target.name, targetRegion: slot.target.region, kind: slot.target.kind.rawValue)
                 }
             }
             for (key, target) in targets {
-                let old = state.slots[key]
+                // The schedule gave every one of `targets` an id (a new one, or the one it had).
+                let id = state.schedule.ids[key]!
+                let old = state.slots[id]
                 guard old?.target != target else { continue }
-                let slot = Slot(target: target, key: key, request: self.request)
+                let slot = Slot(target: target, id: id, key: key, request: self.request)
                 if let old {
                     // Same key, new settings (interval, timeout, authority…): keep what was measured.
                     slot.history = old.history
@@ -131,7 +137,7 @@ final class ProbeShard: Sendable {
                         slot.resultCounter = old.resultCounter
                     }
                 }
-                state.slots[key] = slot
+                state.slots[id] = slot
             }
             self.armTimer(state)
         }
@@ -146,16 +152,16 @@ final class ProbeShard: Sendable {
         }
     }
 
-    /// Starts the probes of the targets with keys `due`, in one batch.
-    private func startProbes(_ due: [String], _ state: State) {
+    /// Starts the probes of the targets with ids `due`, in one batch.
+    private func startProbes(_ due: [Int], _ state: State) {
         guard !due.isEmpty else { return }
         var batch = LocalCallBatch()
         batch.calls.reserveCapacity(due.count)
         var slots: [Slot] = []
         slots.reserveCapacity(due.count)
-        for key in due {
-            guard let slot = state.slots[key] else {
-                state.schedule.finished(key: key, now: .now())
+        for id in due {
+            guard let slot = state.slots[id] else {
+                state.schedule.finished(id: id, now: .now())
                 continue
             }
             slots.append(slot)
@@ -164,58 +170,67 @@ final class ProbeShard: Sendable {
                     host: slot.address.host, port: slot.address.port, request: slot.headers,
                     body: slot.body.body(), timeout: slot.timeout))
         }
-        let results = self.proxy.call(batch, on: self.loop)
-        for (slot, result) in zip(slots, results) {
-            result.assumeIsolated().whenComplete { result in
-                self.finished(slot, result)
+        // One handler for the batch, told each call's index: no promise and callback per probe.
+        let started = self.proxy.call(batch, onCurrentLoop: self.loop) { index, result in
+            self.finished(slots[index], result)
+        }
+        if !started {
+            for slot in slots {
+                self.finished(slot, ProbeOutcome(failure: "event loop \(self.loop) is not one of the proxy's"))
             }
         }
     }
 
-    private func finished(_ probed: Slot, _ result: Result<LocalCallResult, Error>) {
+    private func finished(_ probed: Slot, _ call: LocalCallResult) {
+        self.finished(probed, ProbeOutcome(call, kind: probed.target.kind, address: probed.address))
+    }
+
+    private func finished(_ probed: Slot, _ outcome: @autoclosure () -> ProbeOutcome) {
         let state = self.box.value!
         // A target removed while its probe was in flight has no slot: do not bring its series back.
         // One whose settings changed has a new slot: the result goes there.
-        if let slot = state.slots[probed.key] {
-            let outcome: ProbeOutcome
-            switch result {
-            case .success(let call): outcome = ProbeOutcome(call, kind: probed.target.kind, address: probed.address)
-            case .failure(let error): outcome = ProbeOutcome(failure: "\(error)")
-            }
-            self.record(slot, outcome)
+        if let slot = state.slots[probed.id] {
+            self.record(slot, outcome())
         }
         let now = NIODeadline.now()
-        state.schedule.finished(key: probed.key, now: now)
+        state.schedule.finished(id: probed.id, now: now)
         self.armTimer(state, now: now)
     }
 
-    private func record(_ slot: Slot, _ outcome: ProbeOutcome) {
-        let target = slot.target
-        if slot.history == nil { slot.history = ProbeHistory(target: target, last: outcome) }
-        slot.history!.add(outcome)
+    /// Counts `outcome`, logs a change of result, and keeps it as the target's last (moved
+    /// there, not copied: a copy retained each of its strings and arrays).
+    private func record(_ slot: Slot, _ outcome: consuming ProbeOutcome) {
         let series =
             slot.series
-            ?? self.metrics.target(name: target.name, targetRegion: target.region, kind: target.kind.rawValue)
+            ?? self.metrics.target(
+                name: slot.target.name, targetRegion: slot.target.region, kind: slot.target.kind.rawValue)
         slot.series = series
-        if let cached = slot.resultCounter, cached.result == outcome.result, cached.code == outcome.code {
+        let result = outcome.result
+        if let cached = slot.resultCounter, cached.result == result, cached.code == outcome.code {
             cached.counter.increment()
         } else {
-            let counter = series.result(outcome.result.rawValue, code: outcome.code)
-            slot.resultCounter = (outcome.result, outcome.code, counter)
+            let counter = series.result(result.rawValue, code: outcome.code)
+            slot.resultCounter = (result, outcome.code, counter)
             counter.increment()
         }
-        series.up.set(outcome.result == .success ? 1 : 0)
-        if outcome.result == .success { series.duration.observe(outcome.seconds) }
-        if slot.lastResult != outcome.result {
-            slot.lastResult = outcome.result
-            let level: Logger.Level = outcome.result == .success ? .info : .warning
+        series.up.set(result == .success ? 1 : 0)
+        if result == .success { series.duration.observe(outcome.seconds) }
+        if slot.lastResult != result {
+            slot.lastResult = result
+            let target = slot.target
+            let level: Logger.Level = result == .success ? .info : .warning
             self.logger.log(
                 level: level, "probe result changed",
                 metadata: [
                     "target": "\(target.name)", "target_region": "\(target.region)", "kind": "\(target.kind.rawValue)",
                     "target_address": "\(target.address)", "address": "\(slot.address)",
-                    "result": "\(outcome.result.rawValue)", "code": "\(outcome.code)", "message": "\(outcome.message)",
+                    "result": "\(result.rawValue)", "code": "\(outcome.code)", "message": "\(outcome.message)",
                 ])
+        }
+        if slot.history == nil {
+            slot.history = ProbeHistory(target: slot.target, last: outcome)
+        } else {
+            slot.history!.add(outcome)
         }
     }
 }
