@@ -588,6 +588,26 @@ def test_consul_shutdown_logs_no_false_query_failure(probe_procs):
         fake.stop()
 
 
+def test_shutdown_with_probes_in_flight_counts_and_logs_none_of_them(probe_procs, health_servers):
+    """SIGTERM with probes in flight (the target answers in 1.5 s): the sidecar ends them
+    itself, which says nothing about the target, so none is counted or logged as a changed
+    result, and no client ever waited, so the log does not say a drain timeout passed."""
+    _, slow = health_servers
+    before = health_checks(slow.port)
+    sc = probe_procs.sidecar({
+        "upstream": slow.port, "hop": "prober", "region": "a", "log_level": "info",
+        "probes": {"interval": "200ms", "timeout": "5s", "targets": [
+            {"name": f"slow{i}", "address": f"127.0.0.1:{slow.port}", "region": "a"} for i in range(5)]}},
+        name="sidecar-probes-stop")
+    wait_for(lambda: health_checks(slow.port) >= before + 5, 4, "every target's first probe in flight")
+    assert value(metrics_text(sc), TOTAL) == 0, "no probe has ended yet"
+    assert sc.stop(10) == 0
+    log = tail(sc.log, 400)
+    assert "stopped" in log, log
+    assert "probe result changed" not in log, log
+    assert "drain timeout" not in log, log
+
+
 # --------------------------------------------------------------------------
 # 5. targets file
 # --------------------------------------------------------------------------

@@ -92,18 +92,26 @@ public final class ProxyServer: Sendable {
             }.get()
         }
         let deadline = NIODeadline.now() + timeout
+        var clientsGone = false
         while NIODeadline.now() < deadline && !Task.isCancelled {
             var open = 0
             for bound in self.loops {
                 open += (try? await bound.eventLoop.submit { bound.value.downstreams.count }.get()) ?? 0
             }
-            if open == 0 { break }
+            if open == 0 {
+                clientsGone = true
+                break
+            }
             try? await Task.sleep(nanoseconds: 20_000_000)
         }
+        // With every client gone, what is left is this sidecar's own calls (probes): the drain
+        // timeout did not pass, so the cause does not say it did.
         let cause =
             Task.isCancelled
             ? "sidecar shutting down: stopped by a second signal"
-            : "sidecar shutting down: drain timeout of \(UpstreamFailure.describe(timeout)) passed"
+            : clientsGone
+                ? "sidecar shutting down"
+                : "sidecar shutting down: drain timeout of \(UpstreamFailure.describe(timeout)) passed"
         var connections = 0
         var streams = 0
         for bound in self.loops {

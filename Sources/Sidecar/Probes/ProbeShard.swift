@@ -188,8 +188,10 @@ final class ProbeShard: Sendable {
     private func finished(_ probed: Slot, _ outcome: @autoclosure () -> ProbeOutcome) {
         let state = self.box.value!
         // A target removed while its probe was in flight has no slot: do not bring its series back.
-        // One whose settings changed has a new slot: the result goes there.
-        if let slot = state.slots[probed.id] {
+        // One whose settings changed has a new slot: the result goes there. After stop() the
+        // sidecar is shutting down and ends the probes still in flight itself: their outcome
+        // says nothing about the target (and logged a changed result per target).
+        if state.running, let slot = state.slots[probed.id] {
             self.record(slot, outcome())
         }
         let now = NIODeadline.now()
