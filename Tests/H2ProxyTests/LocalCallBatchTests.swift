@@ -112,6 +112,29 @@ private final class FlushCounter: ChannelOutboundHandler {
         try h.closeAll()
     }
 
+    /// A call keeps at most ``LocalCallResult/maxBodyBytes`` of response DATA and says when
+    /// there was more; exactly the limit is not truncated.
+    @Test(arguments: [0, 1])
+    func aResponseOverTheLimitIsMarkedTruncated(over: Int) throws {
+        let h = BridgeHarness()
+        var result: LocalCallResult?
+        let promise = h.eventLoop.makePromise(of: LocalCallResult.self)
+        promise.futureResult.whenSuccess { result = $0 }
+        LocalCallBatch([Self.call(0)]).start(on: h.loop, promises: [promise])
+        try h.pump()
+        let upstream = try #require(h.upstreams.first)
+        let id = try #require(upstream.requests.keys.first)
+        let size = LocalCallResult.maxBodyBytes + over
+        upstream.respondGRPC(id, body: ByteBuffer(repeating: 7, count: size))
+        try h.pump()
+        let got = try #require(result)
+        #expect(got.outcome == .completed)
+        #expect(got.bodyTruncated == (over > 0))
+        if over == 0 { #expect(got.body.readableBytes == size) }
+        #expect(got.body.readableBytes <= LocalCallResult.maxBodyBytes)
+        try h.closeAll()
+    }
+
     /// The calls of a batch share one deadline per timeout: those still running at it end as
     /// timed out together, each group at its own timeout, and calls that ended before their
     /// deadline are not touched. Once every call of a deadline has ended, nothing keeps them.

@@ -3,7 +3,6 @@ import NIOCore
 /// A request this sidecar makes itself (a probe), on an upstream pool like a proxied stream,
 /// so that it shares connections, timing headers and observers with live traffic.
 final class LocalCall: UpstreamStream {
-    static let maxResponseBytes = 1 << 20
 
     /// Strong: the call ends on its own timer, whatever happened to the server that started it.
     let loop: ProxyLoop
@@ -28,6 +27,8 @@ final class LocalCall: UpstreamStream {
     private var deadlineSlot = 0
     private var headers: HeaderBlock?
     private var body: ByteBuffer
+    /// DATA past ``LocalCallResult/maxBodyBytes`` came and was dropped.
+    private var bodyTruncated = false
     private var trailers: HeaderBlock?
     /// What each HEADERS block means and when a refusal may be retried, as for a proxied stream.
     private var progress = ResponseProgress()
@@ -153,8 +154,10 @@ final class LocalCall: UpstreamStream {
             // Most responses are one DATA frame: kept as the slice it is (no copy). It holds its
             // read buffer only until the call ends, which is usually in the same read.
             self.body = chunk
-        } else if self.body.readableBytes + n <= Self.maxResponseBytes {
+        } else if self.body.readableBytes + n <= LocalCallResult.maxBodyBytes {
             self.body.writeBuffer(&chunk)
+        } else {
+            self.bodyTruncated = true
         }
     }
 
@@ -237,7 +240,8 @@ final class LocalCall: UpstreamStream {
             self.index,
             LocalCallResult(
                 outcome: outcome, headers: self.headers, body: self.body, trailers: self.trailers,
-                startedAt: self.startedAt, endedAt: now, measurements: self.observer?.measurements))
+                startedAt: self.startedAt, endedAt: now, measurements: self.observer?.measurements,
+                bodyTruncated: self.bodyTruncated))
         // The completion has run (on this loop): the blocks go back
         // to the loop's pool for later header blocks to be decoded into. A caller that kept the
         // result keeps its blocks: the pool's next write to a block still shared copies it first.

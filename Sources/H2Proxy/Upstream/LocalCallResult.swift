@@ -2,8 +2,8 @@ import NIOCore
 
 /// What came back from a ``LocalCall``.
 ///
-/// A class, not a struct: the result goes through the promise, the future's callbacks and the
-/// caller's classification, and every copy of a struct retained and released each of its
+/// A class, not a struct: the result goes through the completion and the caller's
+/// classification, and every copy of a struct retained and released each of its
 /// header blocks, body and segments (about 45 reference-count operations per probe).
 public final class LocalCallResult: Sendable {
     public enum Outcome: Sendable, Equatable {
@@ -23,7 +23,12 @@ public final class LocalCallResult: Sendable {
     public let outcome: Outcome
     /// Response headers (for a Trailers-Only response, the single block).
     public let headers: HeaderBlock?
+    /// The response's DATA, up to ``maxBodyBytes``.
     public let body: ByteBuffer
+    /// Whether the response had more DATA than ``maxBodyBytes`` (``body`` holds the first bytes only).
+    public let bodyTruncated: Bool
+    /// The most response DATA a call keeps, in bytes (1 MiB).
+    public static let maxBodyBytes = 1 << 20
     /// Trailers as the observer left them (with this sidecar's `insight-timing` entry).
     public let trailers: HeaderBlock?
     /// When the call started and ended (``StreamClock/requestReceived()``, ``StreamClock/streamEnded()``).
@@ -35,11 +40,12 @@ public final class LocalCallResult: Sendable {
 
     public init(
         outcome: Outcome, headers: HeaderBlock?, body: ByteBuffer, trailers: HeaderBlock?, startedAt: NIODeadline,
-        endedAt: NIODeadline, measurements: StreamMeasurements?
+        endedAt: NIODeadline, measurements: StreamMeasurements?, bodyTruncated: Bool = false
     ) {
         self.outcome = outcome
         self.headers = headers
         self.body = body
+        self.bodyTruncated = bodyTruncated
         self.trailers = trailers
         self.startedAt = startedAt
         self.endedAt = endedAt

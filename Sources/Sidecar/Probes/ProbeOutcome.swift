@@ -84,6 +84,14 @@ public struct ProbeOutcome: Sendable {
             self.result = status == 4 ? .timeout : .rpcError
             return
         }
+        if call.bodyTruncated {
+            // What a gRPC client does with a message over its limit.
+            (self.result, self.code, self.message) = (
+                .rpcError, "RESOURCE_EXHAUSTED",
+                "response larger than \(LocalCallResult.maxBodyBytes) bytes, the most a probe reads"
+            )
+            return
+        }
         do {
             let message = try GRPCMessageFraming.firstMessage(in: call.body)
             switch kind {
