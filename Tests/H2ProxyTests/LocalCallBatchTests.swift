@@ -218,3 +218,15 @@ extension LocalCallBatch {
         self.start(on: loop) { index, result in promises[index].succeed(result) }
     }
 }
+
+extension LocalCall {
+    /// A call on its own that completes `promise`: how these tests watch one call end.
+    convenience init(
+        loop: ProxyLoop, pool: UpstreamPool, request: HeaderBlock, body: ByteBuffer, timeout: TimeAmount,
+        promise: EventLoopPromise<LocalCallResult>
+    ) {
+        self.init(
+            loop: loop, pool: pool, request: request, body: body, timeout: timeout, index: 0,
+            completion: { _, result in promise.succeed(result) })
+    }
+}

@@ -308,3 +308,23 @@ import Testing
         #expect(heap.first?.due == sorted.first?.due && heap.first?.id == sorted.first?.id)
     }
 }
+
+/// The tests' view of the schedule by target and key; the shard uses ids only.
+extension ProbeSchedule {
+    mutating func due(now: NIODeadline) -> [ProbeTarget] {
+        self.dueIDs(now: now).map { self.entries[$0]!.target }
+    }
+
+    mutating func dueKeys(now: NIODeadline) -> [String] {
+        self.dueIDs(now: now).map { self.entries[$0]!.key }
+    }
+
+    mutating func finished(_ target: ProbeTarget, now: NIODeadline) {
+        self.finished(key: target.key, now: now)
+    }
+
+    mutating func finished(key: String, now: NIODeadline) {
+        guard let id = self.ids[key] else { return }
+        self.finished(id: id, now: now)
+    }
+}

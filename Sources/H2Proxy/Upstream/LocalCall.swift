@@ -42,15 +42,6 @@ final class LocalCall: UpstreamStream {
     /// its callback list and a closure, plus a dynamic cast of the loop.
     typealias Completion = (_ index: Int, _ result: LocalCallResult) -> Void
 
-    convenience init(
-        loop: ProxyLoop, pool: UpstreamPool, request: HeaderBlock, body: ByteBuffer, timeout: TimeAmount,
-        promise: EventLoopPromise<LocalCallResult>
-    ) {
-        self.init(
-            loop: loop, pool: pool, request: request, body: body, timeout: timeout, index: 0,
-            completion: { _, result in promise.succeed(result) })
-    }
-
     init(
         loop: ProxyLoop, pool: UpstreamPool, request: HeaderBlock, body: ByteBuffer, timeout: TimeAmount,
         index: Int, completion: @escaping Completion

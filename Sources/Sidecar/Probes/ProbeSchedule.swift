@@ -110,17 +110,8 @@ struct ProbeSchedule {
         }
     }
 
-    /// Targets to probe now (marked in flight), oldest due first, within the concurrency cap.
-    mutating func due(now: NIODeadline) -> [ProbeTarget] {
-        self.dueIDs(now: now).map { self.entries[$0]!.target }
-    }
-
-    /// The keys (``ProbeTarget/key``) of the targets to probe now, as ``due(now:)``.
-    mutating func dueKeys(now: NIODeadline) -> [String] {
-        self.dueIDs(now: now).map { self.entries[$0]!.key }
-    }
-
-    /// The ids (``entries``) of the targets to probe now, as ``due(now:)``.
+    /// The ids (``entries``) of the targets to probe now (marked in flight), oldest due first,
+    /// within the concurrency cap.
     ///
     /// Reads the waiting targets in order of their due time (ties by id) and stops at the
     /// first not yet due or at the concurrency cap: the cost is the probes started, not the
@@ -140,18 +131,7 @@ struct ProbeSchedule {
         return out
     }
 
-    /// A probe of `target` finished; its next slot is one interval after this one.
-    mutating func finished(_ target: ProbeTarget, now: NIODeadline) {
-        self.finished(key: target.key, now: now)
-    }
-
-    /// A probe of the target with `key` finished, as ``finished(_:now:)``.
-    mutating func finished(key: String, now: NIODeadline) {
-        guard let id = self.ids[key] else { return }
-        self.finished(id: id, now: now)
-    }
-
-    /// A probe of the target with `id` finished, as ``finished(_:now:)``.
+    /// A probe of the target with `id` finished; its next slot is one interval after this one.
     mutating func finished(id: Int, now: NIODeadline) {
         // In place by index: no copy of the entry's target per probe.
         guard let i = self.entries.index(forKey: id) else { return }
