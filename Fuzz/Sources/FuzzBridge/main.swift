@@ -662,12 +662,11 @@ private func run(_ data: UnsafePointer<UInt8>, _ size: Int) -> [Weak] {
         case 27:
             // A probe of this sidecar's own, on the upstream's pool or a probe target's.
             let pool = input.flag() ? bridge.loop.pool! : bridge.loop.pool(host: "probe.fuzz", port: 2)
-            let promise = bridge.eventLoop.makePromise(of: LocalCallResult.self)
             let call = LocalCall(
                 loop: bridge.loop, pool: pool, request: Responses.request(0), body: body(&input),
-                timeout: .seconds(Int64(1 + input.u8() % 5)), promise: promise)
+                timeout: .seconds(Int64(1 + input.u8() % 5)), index: 0,
+                completion: { _, _ in bridge.callsEnded += 1 })
             bridge.callsStarted += 1
-            promise.futureResult.whenComplete { _ in bridge.callsEnded += 1 }
             call.start()
         case 28:
             bridge.loop.retainPools(input.flag() ? [] : [ProxyLoop.poolKey(host: "probe.fuzz", port: 2)])
