@@ -203,6 +203,38 @@ struct H2SessionTests {
         #expect(link.clientEvents.closed(stream: id) != 0)
     }
 
+    /// The list size is summed as fields arrive: a block of exactly the limit passes, one byte
+    /// more does not, and each block (the next one after a refused one too) counts from zero.
+    /// A block of many small fields passes whole (summing the block again per field made such
+    /// a block cost time quadratic in its fields).
+    @Test func headerListLimitIsExactAndCountsEachBlockFromZero() throws {
+        var limited = H2Session.Settings()
+        limited.maxHeaderListSize = 4096
+        let link = BackToBack(serverSettings: limited)
+        func request(listSize: Int) -> HeaderBlock {
+            var h = BackToBack.request()
+            let pad = listSize - h.listSize - 32 - "x-pad".utf8.count
+            h.append(name: "x-pad", value: String(repeating: "p", count: pad))
+            #expect(h.listSize == listSize)
+            return h
+        }
+        let atLimit = try link.client.submitRequest(request(listSize: 4096), endStream: true)
+        let over = try link.client.submitRequest(request(listSize: 4097), endStream: true)
+        let afterRefused = try link.client.submitRequest(request(listSize: 4096), endStream: true)
+        var many = BackToBack.request()
+        while many.listSize + 34 <= 4096 { many.append(name: "a", value: "b") }
+        let manyFields = try link.client.submitRequest(many, endStream: true)
+        try link.pump()
+        func tooLarge(_ id: Int32) -> Bool {
+            link.serverEvents.contains { if case .headerListTooLarge(id) = $0 { true } else { false } }
+        }
+        #expect(!tooLarge(atLimit) && link.serverEvents.headers(stream: atLimit).count == 1)
+        #expect(tooLarge(over) && link.serverEvents.headers(stream: over).isEmpty)
+        #expect(!tooLarge(afterRefused) && link.serverEvents.headers(stream: afterRefused).count == 1)
+        #expect(!tooLarge(manyFields))
+        #expect(link.serverEvents.headers(stream: manyFields).first?.0.count == many.count)
+    }
+
     @Test func garbagePrefaceIsConnectionError() throws {
         let server = H2Session(role: .server)
         var junk = ByteBufferAllocator().buffer(capacity: 64)

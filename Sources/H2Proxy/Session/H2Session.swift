@@ -62,6 +62,9 @@ public final class H2Session {
     private var inputCount = 0
     private var currentBlock: HeaderBlock?
     private var currentBlockTooLarge = false
+    /// ``HeaderBlock/listSize`` of `currentBlock`, kept as fields arrive (summing the block's
+    /// fields again for each new one was quadratic in the fields of a block).
+    private var currentBlockListSize = 0
     /// nghttp2's description of the last error it reported, if any.
     private var errorMessage: String?
     /// Whether the last `receive` reported an invalid frame (already counted).
@@ -606,14 +609,19 @@ public final class H2Session {
     fileprivate func beginHeaders(streamID: Int32) {
         self.currentBlock = self.makeBlock()
         self.currentBlockTooLarge = false
+        self.currentBlockListSize = 0
     }
 
     fileprivate func header(
         streamID: Int32, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, flags: UInt8
     ) -> Int32 {
         guard !self.currentBlockTooLarge else { return 0 }
-        if self.currentBlock == nil { self.currentBlock = self.makeBlock() }
-        let size = self.currentBlock!.listSize + name.count + value.count + 32
+        if self.currentBlock == nil {
+            self.currentBlock = self.makeBlock()
+            self.currentBlockListSize = 0
+        }
+        let size = self.currentBlockListSize + name.count + value.count + 32
+        self.currentBlockListSize = size
         if size > self.settings.maxHeaderListSize {
             self.currentBlockTooLarge = true
             self.currentBlock = nil
