@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# CPU per request of two proxies measured at the same moment, under the same load.
+#
+# Why: on this shared 2-core machine the CPU time one proxy spends per request moves by ±25-30 %
+# from one run to the next (the host's other tenants change how fast a core is), so two
+# proxies measured one after the other (Benchmarks/run.sh) compare to within about ±0.15×.
+# Here both proxies of a pair run on the same core ($PROXY_CPU) and get identical loads
+# (`h2load -n N -c4 -m10` on a 100-byte file, one h2load per proxy, started together, on
+# $LOAD_CPU with the nghttpd origin): whatever the core's speed is, both see it, and the
+# ratio of their CPU µs per request holds to about ±1 % (an A/A pair of one binary reads
+# 0.99-1.01). Each proxy's CPU is its own process tree's (schedstat nanoseconds, /proc).
+#
+# Pairs (each REPS times, the median ratio printed; the first of a pair is the numerator):
+#   insight / HAProxy, insight / nghttpx, insight / insight --no-timing,
+#   insight --no-timing / HAProxy, and insight / baseline with BASELINE_SIDECAR.
+# Every proxy runs with one worker / thread / event loop, as in run.sh. A rep whose h2load
+# reports a failed or errored request is dropped and said so.
+#
+# Usage: Benchmarks/side-by-side.sh [--reps N] [--requests N]
+# Env:   INSIGHT_SIDECAR (default .build/release/insight-sidecar), BASELINE_SIDECAR (optional),
+#        REPS=5 N=200000 LOAD_CPU=0 PROXY_CPU=1
+set -uo pipefail
+export PYTHONDONTWRITEBYTECODE=1
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd)"
+REPS="${REPS:-5}"
+N="${N:-200000}"
+LOAD_CPU="${LOAD_CPU:-0}"
+PROXY_CPU="${PROXY_CPU:-1}"
+INSIGHT_SIDECAR="${INSIGHT_SIDECAR:-.build/release/insight-sidecar}"
+BASELINE_SIDECAR="${BASELINE_SIDECAR:-}"
+KEEP_TMP=0
+SMALL_BYTES=100
+BULK_BYTES=$((1024 * 1024))
+PARSER="$SCRIPT_DIR/parse_h2load.py"
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --reps) REPS="$2"; shift ;;
+    --requests) N="$2"; shift ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+# shellcheck source=Benchmarks/lib.sh
+source "$SCRIPT_DIR/lib.sh"
+for tool in h2load nghttpd nghttpx haproxy taskset python3; do
+  command -v "$tool" >/dev/null 2>&1 || die "'$tool' not found (make deps)"
+done
+(( $(nproc) >= 2 )) || die "needs 2 CPUs (proxies on one, load on the other)"
+
+cd "$REPO_ROOT" || die "cannot cd to $REPO_ROOT"
+SIDECAR_BIN="$INSIGHT_SIDECAR"; [[ "$SIDECAR_BIN" = /* ]] || SIDECAR_BIN="$REPO_ROOT/$SIDECAR_BIN"
+[[ -x "$SIDECAR_BIN" ]] || die "$SIDECAR_BIN not found (swift build -c release --product insight-sidecar)"
+BASELINE_BIN=""
+if [[ -n "$BASELINE_SIDECAR" ]]; then
+  BASELINE_BIN="$BASELINE_SIDECAR"; [[ "$BASELINE_BIN" = /* ]] || BASELINE_BIN="$REPO_ROOT/$BASELINE_BIN"
+  [[ -x "$BASELINE_BIN" ]] || die "BASELINE_SIDECAR $BASELINE_BIN not found"
+fi
+
+TMP="$(mktemp -d /tmp/insight-side-by-side.XXXXXX)"
+mkdir -p "$TMP/docroot"
+PIDS=(); NAMES=()
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+head -c "$SMALL_BYTES" /dev/urandom >"$TMP/docroot/small"
+head -c "$BULK_BYTES" /dev/urandom >"$TMP/docroot/bulk"
+
+read -r ORIGIN_PORT P_INSIGHT P_BARE P_BASE P_NGHTTPX P_HAPROXY A1 A2 A3 < <(free_ports 9 | tr '\n' ' ')
+declare -A PORT=([insight]=$P_INSIGHT [insight-bare]=$P_BARE [baseline]=$P_BASE [nghttpx]=$P_NGHTTPX [haproxy]=$P_HAPROXY)
+declare -A TPID
+
+start_bg origin "$LOAD_CPU" nghttpd --no-tls -a 127.0.0.1 -n 1 -d "$TMP/docroot" "$ORIGIN_PORT"
+wait_port origin "$LAST_PID" "$ORIGIN_PORT" && smoke origin "$ORIGIN_PORT" || die "origin (nghttpd) did not come up"
+
+start_target() {  # start_target NAME PORT CMD...
+  local name="$1" port="$2"; shift 2
+  start_bg "$name" "$PROXY_CPU" "$@"
+  TPID[$name]=$LAST_PID
+  wait_port "$name" "$LAST_PID" "$port" 15 && smoke "$name" "$port" || die "$name did not serve"
+}
+start_target insight "$P_INSIGHT" "$SIDECAR_BIN" run --listen "127.0.0.1:$P_INSIGHT" \
+  --upstream "127.0.0.1:$ORIGIN_PORT" --hop bench --region local --admin "127.0.0.1:$A1" --event-loops 1
+start_target insight-bare "$P_BARE" "$SIDECAR_BIN" run --no-timing --listen "127.0.0.1:$P_BARE" \
+  --upstream "127.0.0.1:$ORIGIN_PORT" --hop bench --region local --admin "127.0.0.1:$A2" --event-loops 1
+if [[ -n "$BASELINE_BIN" ]]; then
+  start_target baseline "$P_BASE" "$BASELINE_BIN" run --listen "127.0.0.1:$P_BASE" \
+    --upstream "127.0.0.1:$ORIGIN_PORT" --hop bench --region local --admin "127.0.0.1:$A3" --event-loops 1
+fi
+start_target nghttpx "$P_NGHTTPX" nghttpx --conf=/dev/null --frontend="127.0.0.1,$P_NGHTTPX;no-tls" \
+  --backend="127.0.0.1,$ORIGIN_PORT;;proto=h2" --workers=1 --no-ocsp --log-level=WARN \
+  --errorlog-file="$TMP/nghttpx-error.log"
+write_haproxy_cfg "$TMP/haproxy.cfg" "$P_HAPROXY" "$ORIGIN_PORT" "proto h2" 1000 ""
+haproxy -c -q -f "$TMP/haproxy.cfg" >/dev/null 2>&1 || die "haproxy -c rejected the generated config"
+start_target haproxy "$P_HAPROXY" haproxy -db -f "$TMP/haproxy.cfg"
+
+cpu_ns() { local c; c="$(proc_tree_cpu "$1")"; echo "${c#* }"; }
+
+load() {  # load NAME N LOGFILE: h2load against NAME
+  taskset -c "$LOAD_CPU" timeout 120 h2load -n "$2" -c4 -m10 -t1 "http://127.0.0.1:${PORT[$1]}/small" >"$3" 2>&1
+}
+
+for name in "${!TPID[@]}"; do load "$name" 20000 "$TMP/warm-$name.log"; done
+
+PAIRS=("insight haproxy" "insight nghttpx" "insight insight-bare" "insight-bare haproxy")
+[[ -n "$BASELINE_BIN" ]] && PAIRS+=("insight baseline")
+
+log "side by side: $N requests per proxy per rep, $REPS reps, proxies on CPU $PROXY_CPU, load on CPU $LOAD_CPU"
+declare -A RATIOS CPU_A CPU_B
+for rep in $(seq "$REPS"); do
+  for pair in "${PAIRS[@]}"; do
+    read -r a b <<<"$pair"
+    a0=$(cpu_ns "${TPID[$a]}"); b0=$(cpu_ns "${TPID[$b]}")
+    load "$a" "$N" "$TMP/a.log" & la=$!
+    load "$b" "$N" "$TMP/b.log" & lb=$!
+    wait "$la" "$lb"
+    a1=$(cpu_ns "${TPID[$a]}"); b1=$(cpu_ns "${TPID[$b]}")
+    if ! grep -q " 0 failed, 0 errored" "$TMP/a.log" || ! grep -q " 0 failed, 0 errored" "$TMP/b.log"; then
+      log "rep $rep $a/$b: a request failed; rep dropped"; continue
+    fi
+    line=$(python3 -c "a=($a1-$a0)/1e3/$N; b=($b1-$b0)/1e3/$N; print(f'{a:.2f} {b:.2f} {a/b:.3f}')")
+    read -r ca cb r <<<"$line"
+    RATIOS[$pair]+="$r "; CPU_A[$pair]+="$ca "; CPU_B[$pair]+="$cb "
+    log "rep $rep  $a $ca µs/req  $b $cb µs/req  ratio $r"
+  done
+done
+
+echo
+echo "| pair (A / B) | A CPU µs/req | B CPU µs/req | A / B, median | A / B, each rep |"
+echo "|---|---:|---:|---:|---|"
+for pair in "${PAIRS[@]}"; do
+  read -r a b <<<"$pair"
+  python3 - "$a" "$b" "${CPU_A[$pair]:-}" "${CPU_B[$pair]:-}" "${RATIOS[$pair]:-}" <<'PY'
+import statistics, sys
+a, b, ca, cb, rs = sys.argv[1:6]
+ca, cb, rs = [float(x) for x in ca.split()], [float(x) for x in cb.split()], [float(x) for x in rs.split()]
+if not rs:
+    print(f"| {a} / {b} | - | - | - | no valid rep |")
+else:
+    print(f"| {a} / {b} | {statistics.median(ca):.2f} | {statistics.median(cb):.2f} | "
+          f"**{statistics.median(rs):.3f}×** | {' '.join(f'{r:.3f}' for r in rs)} |")
+PY
+done
