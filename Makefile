@@ -73,6 +73,8 @@ run-backend: build
 # a hop with inner hops (Benchmarks/chain.sh).
 bench: deps
 	Benchmarks/run.sh
+	Benchmarks/side-by-side.sh
+	Benchmarks/side-by-side.sh --tls
 	Benchmarks/tracing.sh --no-build
 	Benchmarks/run-tls.sh --no-build
 	Benchmarks/chain.sh

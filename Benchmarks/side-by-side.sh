@@ -16,7 +16,11 @@
 # Every proxy runs with one worker / thread / event loop, as in run.sh. A rep whose h2load
 # reports a failed or errored request is dropped and said so.
 #
-# Usage: Benchmarks/side-by-side.sh [--reps N] [--requests N]
+# With --tls every proxy terminates TLS (h2 by ALPN, a P-256 certificate made for the run, as
+# run-tls.sh does; h2c to the origin) and the --no-timing pairs are left out. Each h2load makes
+# its 4 connections (4 handshakes) once per rep, a negligible part of N requests.
+#
+# Usage: Benchmarks/side-by-side.sh [--reps N] [--requests N] [--tls]
 # Env:   INSIGHT_SIDECAR (default .build/release/insight-sidecar), BASELINE_SIDECAR (optional),
 #        REPS=5 N=200000 LOAD_CPU=0 PROXY_CPU=1
 set -uo pipefail
@@ -31,6 +35,7 @@ PROXY_CPU="${PROXY_CPU:-1}"
 INSIGHT_SIDECAR="${INSIGHT_SIDECAR:-.build/release/insight-sidecar}"
 BASELINE_SIDECAR="${BASELINE_SIDECAR:-}"
 KEEP_TMP=0
+TLS=0
 SMALL_BYTES=100
 BULK_BYTES=$((1024 * 1024))
 PARSER="$SCRIPT_DIR/parse_h2load.py"
@@ -39,6 +44,7 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --reps) REPS="$2"; shift ;;
     --requests) N="$2"; shift ;;
+    --tls) TLS=1 ;;
     -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
@@ -47,7 +53,7 @@ done
 
 # shellcheck source=Benchmarks/lib.sh
 source "$SCRIPT_DIR/lib.sh"
-for tool in h2load nghttpd nghttpx haproxy taskset python3; do
+for tool in h2load nghttpd nghttpx haproxy openssl taskset python3; do
   command -v "$tool" >/dev/null 2>&1 || die "'$tool' not found (make deps)"
 done
 (( $(nproc) >= 2 )) || die "needs 2 CPUs (proxies on one, load on the other)"
@@ -83,33 +89,57 @@ start_target() {  # start_target NAME PORT CMD...
   TPID[$name]=$LAST_PID
   wait_port "$name" "$LAST_PID" "$port" 15 && smoke "$name" "$port" || die "$name did not serve"
 }
-start_target insight "$P_INSIGHT" "$SIDECAR_BIN" run --listen "127.0.0.1:$P_INSIGHT" \
-  --upstream "127.0.0.1:$ORIGIN_PORT" --hop bench --region local --admin "127.0.0.1:$A1" --event-loops 1
-start_target insight-bare "$P_BARE" "$SIDECAR_BIN" run --no-timing --listen "127.0.0.1:$P_BARE" \
-  --upstream "127.0.0.1:$ORIGIN_PORT" --hop bench --region local --admin "127.0.0.1:$A2" --event-loops 1
-if [[ -n "$BASELINE_BIN" ]]; then
-  start_target baseline "$P_BASE" "$BASELINE_BIN" run --listen "127.0.0.1:$P_BASE" \
-    --upstream "127.0.0.1:$ORIGIN_PORT" --hop bench --region local --admin "127.0.0.1:$A3" --event-loops 1
+SCHEME=http
+if (( TLS )); then
+  SCHEME=https
+  export SMOKE_SCHEME=https
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+    -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null ||
+    die "openssl could not make the test certificate"
+  cat "$TMP/cert.pem" "$TMP/key.pem" >"$TMP/combined.pem"
 fi
-start_target nghttpx "$P_NGHTTPX" nghttpx --conf=/dev/null --frontend="127.0.0.1,$P_NGHTTPX;no-tls" \
-  --backend="127.0.0.1,$ORIGIN_PORT;;proto=h2" --workers=1 --no-ocsp --log-level=WARN \
-  --errorlog-file="$TMP/nghttpx-error.log"
-write_haproxy_cfg "$TMP/haproxy.cfg" "$P_HAPROXY" "$ORIGIN_PORT" "proto h2" 1000 ""
+
+start_sidecar() {  # start_sidecar NAME BIN PORT ADMIN_PORT [--no-timing]
+  local name="$1" bin="$2" port="$3" admin="$4"; shift 4
+  if (( TLS )); then
+    printf 'listen: 127.0.0.1:%s\nupstream: 127.0.0.1:%s\nhop: bench\nregion: local\nadmin: 127.0.0.1:%s\nevent_loops: 1\ntls: {cert: %s, key: %s}\n' \
+      "$port" "$ORIGIN_PORT" "$admin" "$TMP/cert.pem" "$TMP/key.pem" >"$TMP/$name.yaml"
+    start_target "$name" "$port" "$bin" run --config "$TMP/$name.yaml" "$@"
+  else
+    start_target "$name" "$port" "$bin" run --listen "127.0.0.1:$port" --upstream "127.0.0.1:$ORIGIN_PORT" \
+      --hop bench --region local --admin "127.0.0.1:$admin" --event-loops 1 "$@"
+  fi
+}
+start_sidecar insight "$SIDECAR_BIN" "$P_INSIGHT" "$A1"
+(( TLS )) || start_sidecar insight-bare "$SIDECAR_BIN" "$P_BARE" "$A2" --no-timing
+[[ -n "$BASELINE_BIN" ]] && start_sidecar baseline "$BASELINE_BIN" "$P_BASE" "$A3"
+if (( TLS )); then
+  start_target nghttpx "$P_NGHTTPX" nghttpx --conf=/dev/null --frontend="127.0.0.1,$P_NGHTTPX" \
+    --backend="127.0.0.1,$ORIGIN_PORT;;proto=h2" --workers=1 --no-ocsp --log-level=WARN \
+    --accesslog-file=/dev/null --errorlog-file="$TMP/nghttpx-error.log" "$TMP/key.pem" "$TMP/cert.pem"
+  write_haproxy_cfg "$TMP/haproxy.cfg" "$P_HAPROXY" "$ORIGIN_PORT" "ssl crt $TMP/combined.pem alpn h2" 1000 ""
+else
+  start_target nghttpx "$P_NGHTTPX" nghttpx --conf=/dev/null --frontend="127.0.0.1,$P_NGHTTPX;no-tls" \
+    --backend="127.0.0.1,$ORIGIN_PORT;;proto=h2" --workers=1 --no-ocsp --log-level=WARN \
+    --errorlog-file="$TMP/nghttpx-error.log"
+  write_haproxy_cfg "$TMP/haproxy.cfg" "$P_HAPROXY" "$ORIGIN_PORT" "proto h2" 1000 ""
+fi
 haproxy -c -q -f "$TMP/haproxy.cfg" >/dev/null 2>&1 || die "haproxy -c rejected the generated config"
 start_target haproxy "$P_HAPROXY" haproxy -db -f "$TMP/haproxy.cfg"
 
 cpu_ns() { local c; c="$(proc_tree_cpu "$1")"; echo "${c#* }"; }
 
 load() {  # load NAME N LOGFILE: h2load against NAME
-  taskset -c "$LOAD_CPU" timeout 120 h2load -n "$2" -c4 -m10 -t1 "http://127.0.0.1:${PORT[$1]}/small" >"$3" 2>&1
+  taskset -c "$LOAD_CPU" timeout 120 h2load -n "$2" -c4 -m10 -t1 "$SCHEME://127.0.0.1:${PORT[$1]}/small" >"$3" 2>&1
 }
 
 for name in "${!TPID[@]}"; do load "$name" 20000 "$TMP/warm-$name.log"; done
 
-PAIRS=("insight haproxy" "insight nghttpx" "insight insight-bare" "insight-bare haproxy")
+PAIRS=("insight haproxy" "insight nghttpx")
+(( TLS )) || PAIRS+=("insight insight-bare" "insight-bare haproxy")
 [[ -n "$BASELINE_BIN" ]] && PAIRS+=("insight baseline")
 
-log "side by side: $N requests per proxy per rep, $REPS reps, proxies on CPU $PROXY_CPU, load on CPU $LOAD_CPU"
+log "side by side ($SCHEME): $N requests per proxy per rep, $REPS reps, proxies on CPU $PROXY_CPU, load on CPU $LOAD_CPU"
 declare -A RATIOS CPU_A CPU_B
 for rep in $(seq "$REPS"); do
   for pair in "${PAIRS[@]}"; do
@@ -129,6 +159,15 @@ for rep in $(seq "$REPS"); do
   done
 done
 
+RESULTS_MD="$SCRIPT_DIR/results/side-by-side-latest.md"
+(( TLS )) && RESULTS_MD="$SCRIPT_DIR/results/side-by-side-tls-latest.md"
+{
+echo "# CPU per request side by side$( (( TLS )) && echo ", TLS termination") - latest run"
+echo
+echo "- **date**: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+echo "- **host**: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), kernel $(uname -r)"
+echo "- **parameters**: $N requests per proxy per rep (h2load -c4 -m10, 100-byte file), $REPS reps; both proxies of a pair on CPU $PROXY_CPU at the same time, loads and origin on CPU $LOAD_CPU"
+echo "- **insight-sidecar**: $(describe_bin "$SIDECAR_BIN")${BASELINE_BIN:+; baseline: $(describe_bin "$BASELINE_BIN")}"
 echo
 echo "| pair (A / B) | A CPU µs/req | B CPU µs/req | A / B, median | A / B, each rep |"
 echo "|---|---:|---:|---:|---|"
@@ -145,3 +184,4 @@ else:
           f"**{statistics.median(rs):.3f}×** | {' '.join(f'{r:.3f}' for r in rs)} |")
 PY
 done
+} | tee "$RESULTS_MD"
