@@ -6,9 +6,11 @@
 # proxies measured one after the other (Benchmarks/run.sh) compare to within about ±0.15×.
 # Here both proxies of a pair run on the same core ($PROXY_CPU) and get identical loads
 # (`h2load -n N -c4 -m10` on a 100-byte file, one h2load per proxy, started together, on
-# $LOAD_CPU with the nghttpd origin): whatever the core's speed is, both see it, and the
-# ratio of their CPU µs per request holds to about ±1 % (an A/A pair of one binary reads
-# 0.99-1.01). Each proxy's CPU is its own process tree's (schedstat nanoseconds, /proc).
+# $LOAD_CPU with the nghttpd origin): whatever the core's speed is, both see it. Two builds of
+# the sidecar compare to about ±1 % (an A/A pair of one binary reads 0.99-1.01); the ratio of
+# two different proxies moves more, about ±5 % between runs (0.05-0.1x), since their batching
+# answers the core's speed differently; still a third of what sequential runs move. Each
+# proxy's CPU is its own process tree's (schedstat nanoseconds, /proc).
 #
 # Pairs (each REPS times, the median ratio printed; the first of a pair is the numerator):
 #   insight / HAProxy, insight / nghttpx, insight / insight --no-timing,
@@ -20,7 +22,10 @@
 # run-tls.sh does; h2c to the origin) and the --no-timing pairs are left out. Each h2load makes
 # its 4 connections (4 handshakes) once per rep, a negligible part of N requests.
 #
-# Usage: Benchmarks/side-by-side.sh [--reps N] [--requests N] [--tls]
+# The run fails (exit 1, the results file left as it was) if a proxy exits, or if a pair has
+# no rep without a failed request; --keep-tmp keeps the h2load and proxy logs.
+#
+# Usage: Benchmarks/side-by-side.sh [--reps N] [--requests N] [--tls] [--keep-tmp]
 # Env:   INSIGHT_SIDECAR (default .build/release/insight-sidecar), BASELINE_SIDECAR (optional),
 #        REPS=5 N=200000 LOAD_CPU=0 PROXY_CPU=1
 set -uo pipefail
@@ -42,14 +47,18 @@ PARSER="$SCRIPT_DIR/parse_h2load.py"
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --reps) REPS="$2"; shift ;;
-    --requests) N="$2"; shift ;;
+    --reps) REPS="${2:-}"; shift ;;
+    --requests) N="${2:-}"; shift ;;
     --tls) TLS=1 ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    --keep-tmp) KEEP_TMP=1 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
   shift
 done
+
+[[ "$REPS" =~ ^[1-9][0-9]*$ ]] || { echo "--reps / REPS must be a positive integer (got '$REPS')" >&2; exit 2; }
+[[ "$N" =~ ^[0-9]+$ ]] && (( N >= 1000 )) || { echo "--requests / N must be an integer >= 1000 (got '$N')" >&2; exit 2; }
 
 # shellcheck source=Benchmarks/lib.sh
 source "$SCRIPT_DIR/lib.sh"
@@ -141,22 +150,36 @@ PAIRS=("insight haproxy" "insight nghttpx")
 
 log "side by side ($SCHEME): $N requests per proxy per rep, $REPS reps, proxies on CPU $PROXY_CPU, load on CPU $LOAD_CPU"
 declare -A RATIOS CPU_A CPU_B
+alive_or_die() {  # every proxy still running, or fail naming the one that exited
+  local name
+  for name in "${!TPID[@]}"; do
+    kill -0 "${TPID[$name]}" 2>/dev/null || die "$name (pid ${TPID[$name]}) exited during the run; see its log with --keep-tmp"
+  done
+}
+
 for rep in $(seq "$REPS"); do
   for pair in "${PAIRS[@]}"; do
+    alive_or_die
     read -r a b <<<"$pair"
     a0=$(cpu_ns "${TPID[$a]}"); b0=$(cpu_ns "${TPID[$b]}")
     load "$a" "$N" "$TMP/a.log" & la=$!
     load "$b" "$N" "$TMP/b.log" & lb=$!
     wait "$la" "$lb"
     a1=$(cpu_ns "${TPID[$a]}"); b1=$(cpu_ns "${TPID[$b]}")
+    alive_or_die
     if ! grep -q " 0 failed, 0 errored" "$TMP/a.log" || ! grep -q " 0 failed, 0 errored" "$TMP/b.log"; then
-      log "rep $rep $a/$b: a request failed; rep dropped"; continue
+      cp "$TMP/a.log" "$TMP/failed-$rep-$a.log"; cp "$TMP/b.log" "$TMP/failed-$rep-$b.log"
+      log "rep $rep $a/$b: a request failed; rep dropped (h2load logs kept with --keep-tmp)"; continue
     fi
     line=$(python3 -c "a=($a1-$a0)/1e3/$N; b=($b1-$b0)/1e3/$N; print(f'{a:.2f} {b:.2f} {a/b:.3f}')")
     read -r ca cb r <<<"$line"
     RATIOS[$pair]+="$r "; CPU_A[$pair]+="$ca "; CPU_B[$pair]+="$cb "
     log "rep $rep  $a $ca µs/req  $b $cb µs/req  ratio $r"
   done
+done
+
+for pair in "${PAIRS[@]}"; do
+  [[ -n "${RATIOS[$pair]:-}" ]] || die "pair '$pair' has no rep without a failed request; results not written"
 done
 
 RESULTS_MD="$SCRIPT_DIR/results/side-by-side-latest.md"
