@@ -69,7 +69,7 @@ run: build
 run-backend: build
 	@bash Deploy/local/run-local.sh $(BIN)
 
-# The proxy comparison (Benchmarks/run.sh), the tracing cost (Benchmarks/tracing.sh), TLS termination (Benchmarks/run-tls.sh),
+# The proxy comparison (Benchmarks/run.sh), CPU per request side by side (Benchmarks/side-by-side.sh, h2c and TLS), the tracing cost (Benchmarks/tracing.sh), TLS termination (Benchmarks/run-tls.sh),
 # a hop with inner hops (Benchmarks/chain.sh).
 bench: deps
 	Benchmarks/run.sh
