@@ -202,11 +202,14 @@ def ground_truth(timing_chain):
     chain = timing_chain
     md = [("x-sleep-ms", str(SLEEP_MS))]
     service = direct_latency_ms(chain.direct_addr, lambda ch: unary(ch, metadata=md))
-    assert SLEEP_MS <= service < SLEEP_MS + 5, f"service itself takes {service} ms"
+    # Sanity checks of the test service (a slow host adds a few ms: 17.8 ms and 14.1 ms here).
+    assert SLEEP_MS <= service < SLEEP_MS + 10, f"service itself takes {service} ms"
     wan = direct_latency_ms(chain.calibration_addr, lambda ch: unary(ch, metadata=md)) - service
-    assert abs(wan - 2 * chain.wan_delay_ms) < TOLERANCE_MS, f"relay path adds {wan} ms"
+    # A sanity check of the relay (the tests compare against `wan` as measured, not the
+    # setting): it delays both ways, and a slow host adds to that (43.9 ms once for 40 ms).
+    assert 2 * chain.wan_delay_ms - 1 <= wan < 2 * chain.wan_delay_ms + 3 * TOLERANCE_MS, f"relay path adds {wan} ms"
     stream = direct_latency_ms(chain.direct_addr, lambda ch: server_stream(ch, STREAM_MD))
-    assert 10 <= stream < 15, f"service itself takes {stream} ms to stream"
+    assert 10 <= stream < 20, f"service itself takes {stream} ms to stream"
     return {"unary": service, "wan": wan, "stream": stream}
 
 

@@ -360,41 +360,54 @@ def test_collector_down_500_or_hanging_costs_traffic_nothing_and_drops_are_count
             "export_timeout": procs.sidecar(server.port, extra=tracing_flags(hanging.endpoint)),
         }
 
-        def latencies(sc, n=300):
+        def unary(sc):
             ch = make_channel(sc.addr)
             fn = ch.unary_unary(TEST_SERVICE + "Unary")
-            try:
-                for _ in range(20):
-                    fn(b"w", timeout=5)
-                xs = []
-                for _ in range(n):
-                    t = time.perf_counter()
-                    fn(b"x", timeout=5)  # raises on any error
-                    xs.append((time.perf_counter() - t) * 1000)
-                return xs
-            finally:
-                ch.close()
+            for _ in range(20):
+                fn(b"w", timeout=5)
+            return ch, fn
 
-        base = statistics.median(latencies(plain))
-        for what, sc in cases.items():
-            rss0 = rss_kib(sc.popen.pid)
-            xs = latencies(sc, n=1500)
-            med = statistics.median(xs)
-            # Noise on a shared 2-core box: within 1 ms (or 50 %) of the untraced sidecar.
-            assert med <= base + max(1.0, 0.5 * base), f"{what}: median {med:.2f} ms vs {base:.2f} ms untraced"
-            reason = what.split("/")[0]
-            wait_for(lambda: (metric_sum(metrics_text(sc), "insight_spans_dropped_total", reason=reason) or 0) > 0,
-                     timeout=20, what=f"{what}: drops counted")
-            rss1 = rss_kib(sc.popen.pid)
-            print(f"{what}: median {med:.3f} ms (untraced {base:.3f} ms), RSS +{rss1 - rss0} KiB over 1500 calls, "
-                  f"dropped {metric_sum(metrics_text(sc), 'insight_spans_dropped_total')}")
-            assert rss1 - rss0 < 64 * 1024, f"{what}: RSS grew {rss1 - rss0} KiB over 1500 calls"
-            log = sc.log.read_text()
-            assert log.count("span export failing") == 1, f"{what}: failure logged once\n{log[-3000:]}"
-            # Exact accounting: once the queue has drained, every span started was dropped
-            # (none exported), each counted once.
-            wait_for(lambda: span_counts(sc) == (1520, 0, 1520), timeout=40,
-                     what=f"{what}: started = exported + dropped, got {span_counts(sc)}")
+        def timed(fn, n):
+            xs = []
+            for _ in range(n):
+                t = time.perf_counter()
+                fn(b"x", timeout=5)  # raises on any error
+                xs.append((time.perf_counter() - t) * 1000)
+            return xs
+
+        plain_ch, plain_fn = unary(plain)
+        try:
+            for what, sc in cases.items():
+                rss0 = rss_kib(sc.popen.pid)
+                # 1500 calls in batches of 150, each after 100 calls through the untraced sidecar:
+                # the host's speed moves within seconds here (a baseline measured once, before
+                # the cases, read 1.84 ms while the cases ran at 2.1-3.6 ms; CI failed on it).
+                ch, fn = unary(sc)
+                xs, base_xs = [], []
+                try:
+                    for _ in range(10):
+                        base_xs += timed(plain_fn, 100)
+                        xs += timed(fn, 150)
+                finally:
+                    ch.close()
+                med, base = statistics.median(xs), statistics.median(base_xs)
+                # Noise on a shared 2-core box: within 1 ms (or 50 %) of the untraced sidecar.
+                assert med <= base + max(1.0, 0.5 * base), f"{what}: median {med:.2f} ms vs {base:.2f} ms untraced"
+                reason = what.split("/")[0]
+                wait_for(lambda: (metric_sum(metrics_text(sc), "insight_spans_dropped_total", reason=reason) or 0) > 0,
+                         timeout=20, what=f"{what}: drops counted")
+                rss1 = rss_kib(sc.popen.pid)
+                print(f"{what}: median {med:.3f} ms (untraced {base:.3f} ms), RSS +{rss1 - rss0} KiB over 1500 calls, "
+                      f"dropped {metric_sum(metrics_text(sc), 'insight_spans_dropped_total')}")
+                assert rss1 - rss0 < 64 * 1024, f"{what}: RSS grew {rss1 - rss0} KiB over 1500 calls"
+                log = sc.log.read_text()
+                assert log.count("span export failing") == 1, f"{what}: failure logged once\n{log[-3000:]}"
+                # Exact accounting: once the queue has drained, every span started was dropped
+                # (none exported), each counted once.
+                wait_for(lambda: span_counts(sc) == (1520, 0, 1520), timeout=40,
+                         what=f"{what}: started = exported + dropped, got {span_counts(sc)}")
+        finally:
+            plain_ch.close()
         assert failing.requests > 0 and hanging.requests > 0
         assert failing.paths[0] == "/v1/traces"
     finally:
