@@ -32,10 +32,11 @@ SLEEP_MS = 15
 TOLERANCE_MS = 3.0
 # The sidecar's own time per stream (`self`). Debug builds on a small shared box
 # are slow and noisy (a single scheduling hiccup of ~10 ms was seen in a clean CI
-# run): the median must stay under 1 ms, p90 under 3 ms, and the worst call under
-# 25 ms. Release figures are in Docs/performance.md.
-SELF_MEDIAN_MAX_MS = 1.0
-SELF_P90_MAX_MS = 3.0
+# run; on a slow day medians of 0.95-1.02 ms and a p90 of 3.2 ms, the same for the
+# builds before and after a change): the median must stay under 2 ms, p90 under 5 ms,
+# and the worst call under 25 ms. Release figures are in Docs/performance.md.
+SELF_MEDIAN_MAX_MS = 2.0
+SELF_P90_MAX_MS = 5.0
 SELF_MAX_MS = 25.0
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 SEG = "insight_segment_duration_seconds"
