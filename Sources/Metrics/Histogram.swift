@@ -1,7 +1,8 @@
 import Atomics
 import Foundation
 
-/// A Prometheus histogram with fixed buckets; `observe` is a few relaxed atomic adds.
+/// A Prometheus histogram with fixed buckets; `observe` is two relaxed atomic adds, or with a
+/// loop shard (``MetricShard``) two single-writer adds into the loop's own cells.
 ///
 /// It may keep one exemplar per bucket (a correlation id with its value and time), replaced
 /// at most once a second per bucket so that the per-histogram lock is rarely taken.
@@ -19,10 +20,11 @@ public final class Histogram: @unchecked Sendable {
     }
 
     public let buckets: [Double]
-    // `UnsafeAtomic`s (freed in `deinit`) rather than `ManagedAtomic` objects: recording then
-    // retains and releases nothing.
-    private let counts: [UnsafeAtomic<UInt64>]
-    private let sumNanos = UnsafeAtomic<UInt64>.create(0)
+    /// Per set: a count for each bucket and `+Inf`, then the sum in nanoseconds. Raw cells
+    /// (freed in `deinit`) rather than `ManagedAtomic` objects: recording retains nothing.
+    private let counts: ShardedCounts
+    /// The index of the sum in ``counts``.
+    private let sumIndex: Int
     private let exemplarSecond: [UnsafeAtomic<Int64>]
     private var exemplars: [Exemplar?]
     private let exemplarLock = NSLock()
@@ -31,28 +33,30 @@ public final class Histogram: @unchecked Sendable {
     /// The `le` label value of each bucket and `+Inf`, printed once.
     private let leLabels: [String]
 
+    /// A histogram with `loopShards` per-loop cell sets besides the shared one (0: shared only).
     public init(
         buckets: [Double] = Histogram.defaultBuckets,
-        clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }
+        clock: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 },
+        loopShards: Int = 0
     ) {
         self.clock = clock
         self.buckets = buckets.sorted()
-        self.counts = (0...self.buckets.count).map { _ in UnsafeAtomic<UInt64>.create(0) }
+        self.sumIndex = self.buckets.count + 1
+        self.counts = ShardedCounts(width: self.buckets.count + 2, loops: loopShards)
         self.exemplarSecond = (0...self.buckets.count).map { _ in UnsafeAtomic<Int64>.create(0) }
         self.exemplars = Array(repeating: nil, count: self.buckets.count + 1)
         self.leLabels = self.buckets.map(Self.format) + ["+Inf"]
     }
 
     deinit {
-        for c in self.counts { c.destroy() }
+        self.counts.deallocate()
         for s in self.exemplarSecond { s.destroy() }
-        self.sumNanos.destroy()
     }
 
     /// Records `seconds`; with `exemplar` (label name, value), may keep it for the bucket,
     /// stamped with the histogram's clock.
     public func observe(_ seconds: Double, exemplar: (String, String)? = nil) {
-        let (index, v) = self.record(seconds)
+        let (index, v) = self.record(seconds, shard: .shared)
         guard let (name, value) = exemplar else { return }
         let now = self.clock()
         if self.claimExemplar(index, second: Int64(now)) {
@@ -63,8 +67,9 @@ public final class Histogram: @unchecked Sendable {
     /// Records `seconds`; with `traceID`, may keep it as the bucket's `trace_id` exemplar,
     /// stamped `unixSeconds`: a time the caller already read (the stream's end), so that the
     /// data path reads no clock here and builds the id's text only for an exemplar it keeps.
-    public func observe(_ seconds: Double, traceID: TraceID?, unixSeconds: Double) {
-        let (index, v) = self.record(seconds)
+    /// `shard`: the recording loop's own cells (only that loop may pass it), or `.shared`.
+    public func observe(_ seconds: Double, traceID: TraceID?, unixSeconds: Double, shard: MetricShard = .shared) {
+        let (index, v) = self.record(seconds, shard: shard)
         guard let traceID, self.claimExemplar(index, second: Int64(unixSeconds)) else { return }
         self.keep(Exemplar(labelName: "trace_id", labelValue: traceID.hex, value: v, timestamp: unixSeconds), at: index)
     }
@@ -72,15 +77,15 @@ public final class Histogram: @unchecked Sendable {
     /// Counts `seconds` (clamped to ≥ 0, non-finite as 0) in its bucket; returns the bucket
     /// index and the value counted.
     @inline(__always)
-    private func record(_ seconds: Double) -> (Int, Double) {
+    private func record(_ seconds: Double, shard: MetricShard) -> (Int, Double) {
         let v = seconds.isFinite ? max(0, seconds) : 0
         let index = self.buckets.withUnsafeBufferPointer { buckets in
             var i = 0
             while i < buckets.count && v > buckets[i] { i += 1 }
             return i
         }
-        self.counts[index].wrappingIncrement(ordering: .relaxed)
-        self.sumNanos.wrappingIncrement(by: UInt64(min(v, 1e9) * 1e9), ordering: .relaxed)
+        self.counts.add(1, at: index, shard: shard)
+        self.counts.add(UInt64(min(v, 1e9) * 1e9), at: self.sumIndex, shard: shard)
         return (index, v)
     }
 
@@ -101,8 +106,8 @@ public final class Histogram: @unchecked Sendable {
 
     /// Observations so far: the sum of the bucket counts (as `_count` is rendered), so that
     /// recording adds to no total of its own.
-    public var count: UInt64 { self.counts.reduce(0) { $0 + $1.load(ordering: .relaxed) } }
-    public var sum: Double { Double(self.sumNanos.load(ordering: .relaxed)) / 1e9 }
+    public var count: UInt64 { (0...self.buckets.count).reduce(0) { $0 &+ self.counts.sum(at: $1) } }
+    public var sum: Double { Double(self.counts.sum(at: self.sumIndex)) / 1e9 }
 
     func render(name: String, labels: String, openMetrics: Bool, into out: inout [UInt8]) {
         let inner = labels.isEmpty ? Substring() : labels.dropFirst().dropLast()
@@ -114,7 +119,7 @@ public final class Histogram: @unchecked Sendable {
         }
         var cumulative: UInt64 = 0
         for i in 0...self.buckets.count {
-            cumulative += self.counts[i].load(ordering: .relaxed)
+            cumulative &+= self.counts.sum(at: i)
             out.append(contentsOf: name.utf8)
             out.append(contentsOf: "_bucket{".utf8)
             if !inner.isEmpty {

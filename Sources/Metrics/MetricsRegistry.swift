@@ -65,14 +65,21 @@ public final class MetricsRegistry: @unchecked Sendable {
     private var lastRenderedBytes = 0
     /// Unix seconds, for exemplar timestamps (tests pass a fixed clock).
     let clock: @Sendable () -> Double
+    /// Per-loop cell sets in every counter and histogram this registry makes (see
+    /// ``MetricShard``): the number of event loops that record with ``MetricShard/loop(_:)``.
+    /// Gauges have none.
+    public let loopShards: Int
 
-    public init() {
+    /// A registry whose counters and histograms have `loopShards` per-loop cell sets (0: none).
+    public init(loopShards: Int = 0) {
         self.clock = { Date().timeIntervalSince1970 }
+        self.loopShards = max(0, loopShards)
     }
 
     /// A registry whose histograms stamp exemplars with `clock` (Unix seconds).
-    public init(clock: @escaping @Sendable () -> Double) {
+    public init(clock: @escaping @Sendable () -> Double, loopShards: Int = 0) {
         self.clock = clock
+        self.loopShards = max(0, loopShards)
     }
 
     /// Charges every series asked for with a `fold` to `budget` from now on; each label set
@@ -89,7 +96,9 @@ public final class MetricsRegistry: @unchecked Sendable {
 
     /// The counter of `labels`; `fold` names the labels that come from the network (see the type's notes).
     public func counter(_ name: String, help: String, labels: [(String, String)] = [], fold: [String] = []) -> Counter {
-        self.series(name, help: help, kind: .counter, labels: labels, fold: fold, bucketCount: 0) { Counter() }
+        self.series(name, help: help, kind: .counter, labels: labels, fold: fold, bucketCount: 0) {
+            [loopShards] in Counter(loopShards: loopShards)
+        }
     }
 
     public func gauge(_ name: String, help: String, labels: [(String, String)] = []) -> Gauge {
@@ -102,8 +111,8 @@ public final class MetricsRegistry: @unchecked Sendable {
         fold: [String] = []
     ) -> Histogram {
         self.series(name, help: help, kind: .histogram, labels: labels, fold: fold, bucketCount: buckets.count) {
-            [clock] in
-            Histogram(buckets: buckets, clock: clock)
+            [clock, loopShards] in
+            Histogram(buckets: buckets, clock: clock, loopShards: loopShards)
         }
     }
 

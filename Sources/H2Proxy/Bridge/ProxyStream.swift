@@ -90,7 +90,7 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
 
     func requestData(_ chunk: ByteBuffer) {
         let n = chunk.readableBytes
-        self.loop.metrics.requestBytes.increment(by: UInt64(n))
+        self.loop.metrics.requestBytes.increment(by: UInt64(n), shard: self.loop.shard)
         if self.observer != nil {
             let messages = self.isGRPC ? self.requestFramer.consume(chunk) : 0
             self.observer?.dataReceived(.request, bytes: n, messages: messages, at: self.dataReceivedTime())
@@ -175,7 +175,7 @@ final class ProxyStream: DownstreamStream, UpstreamStream {
 
     func responseData(_ chunk: ByteBuffer) {
         let n = chunk.readableBytes
-        self.loop.metrics.responseBytes.increment(by: UInt64(n))
+        self.loop.metrics.responseBytes.increment(by: UInt64(n), shard: self.loop.shard)
         if self.observer != nil {
             let messages = self.isGRPC ? self.responseFramer.consume(chunk) : 0
             self.observer?.dataReceived(.response, bytes: n, messages: messages, at: self.dataReceivedTime())

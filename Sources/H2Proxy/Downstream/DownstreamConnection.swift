@@ -213,7 +213,7 @@ final class DownstreamConnection: ChannelInboundHandler, H2Connection {
             downstream: self, streamID: id, request: consume request, endStream: endStream,
             receivedAt: self.readAt)
         self.streams[id] = stream
-        self.loop.metrics.streamsTotal.increment()
+        self.loop.metrics.streamsTotal.increment(shard: self.loop.shard)
         self.loop.metrics.streamsActive.increment()
         self.loop.pool.open(stream)
     }

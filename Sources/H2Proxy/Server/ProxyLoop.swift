@@ -1,4 +1,5 @@
 import Logging
+import Metrics
 import NIOCore
 
 /// Per-event-loop state: the upstream pool for this loop, the open client connections, and
@@ -10,6 +11,9 @@ final class ProxyLoop {
     let eventLoop: EventLoop
     let configuration: ProxyConfiguration
     let metrics: ProxyMetrics
+    /// This loop's cells in the counters and histograms it records per stream (``MetricShard``):
+    /// only this loop's thread records with it.
+    let shard: MetricShard
     /// Where every stream measurement on this loop reads the time (see ``StreamClock``).
     let clock: StreamClock
     /// Header blocks every session on this loop decodes into and gives back to.
@@ -46,15 +50,17 @@ final class ProxyLoop {
     init(
         eventLoop: EventLoop, configuration: ProxyConfiguration, metrics: ProxyMetrics,
         observerFactory: StreamObserverFactory?, localResponder: LocalResponder?, logger: Logger,
-        reachability: UpstreamReachability = UpstreamReachability(), clock: StreamClock = StreamClock()
+        reachability: UpstreamReachability = UpstreamReachability(), clock: StreamClock = StreamClock(),
+        shard: MetricShard = .shared
     ) {
         self.clock = clock
+        self.shard = shard
         self.reachability = reachability
         self.localResponder = localResponder
         self.eventLoop = eventLoop
         self.configuration = configuration
         self.metrics = metrics
-        self.observerSource = observerFactory?.makeLoopObserverSource(for: eventLoop, clock: clock)
+        self.observerSource = observerFactory?.makeLoopObserverSource(for: eventLoop, clock: clock, shard: shard)
         self.logger = logger
         let main = UpstreamPool(loop: self, host: configuration.upstreamHost, port: configuration.upstreamPort)
         self.pool = main

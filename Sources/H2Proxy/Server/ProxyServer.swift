@@ -23,13 +23,13 @@ public final class ProxyServer: Sendable {
         self.logger = logger
         var loops: [NIOLoopBound<ProxyLoop>] = []
         let reachability = UpstreamReachability()
-        for eventLoop in group.makeIterator() {
+        for (index, eventLoop) in group.makeIterator().enumerated() {
             let loop = try! eventLoop.submit {
                 NIOLoopBound(
                     ProxyLoop(
                         eventLoop: eventLoop, configuration: configuration, metrics: metrics,
                         observerFactory: observerFactory, localResponder: localResponder, logger: logger,
-                        reachability: reachability),
+                        reachability: reachability, shard: .loop(index)),
                     eventLoop: eventLoop)
             }.wait()
             loops.append(loop)

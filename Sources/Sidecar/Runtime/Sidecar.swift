@@ -8,10 +8,18 @@ import NIOPosix
 /// The running application: proxy listener, admin listener, signals, graceful drain.
 public final class Sidecar: Sendable {
     public let config: SidecarConfig
-    public let registry = MetricsRegistry()
+    /// Every series of this sidecar; each event loop records into its own cells of the
+    /// counters and histograms it touches per stream (``MetricShard``).
+    public let registry: MetricsRegistry
 
     public init(config: SidecarConfig) {
         self.config = config
+        self.registry = MetricsRegistry(loopShards: Self.eventLoopCount(config))
+    }
+
+    /// Event loops the proxy runs: `--event-loops`, or one per core when 0.
+    static func eventLoopCount(_ config: SidecarConfig) -> Int {
+        config.eventLoops == 0 ? System.coreCount : config.eventLoops
     }
 
     public func run() async throws {
@@ -24,7 +32,7 @@ public final class Sidecar: Sendable {
         var logger = Logger(label: "insight")
         logger[metadataKey: "hop"] = "\(self.config.hop ?? "")"
 
-        let threads = self.config.eventLoops == 0 ? System.coreCount : self.config.eventLoops
+        let threads = Self.eventLoopCount(self.config)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let signals = SignalWaiter(signals: [SIGTERM, SIGINT])
         let instance: SidecarInstance

@@ -326,10 +326,12 @@ final class HopTimingObserver: StreamObserver {
         // `self.loopRoute.…` each time, not a local copy of the reference (a retain and a release).
         self.loopRoute.countRequest(code: self.code, source: source)
         if self.requestMessages > 0 {
-            self.loopRoute.messages(source, response: false).increment(by: UInt64(self.requestMessages))
+            self.loopRoute.messages(source, response: false).increment(
+                by: UInt64(self.requestMessages), shard: self.source.shard)
         }
         if self.responseMessages > 0 {
-            self.loopRoute.messages(source, response: true).increment(by: UInt64(self.responseMessages))
+            self.loopRoute.messages(source, response: true).increment(
+                by: UInt64(self.responseMessages), shard: self.source.shard)
         }
         // Exemplars are stamped with the stream's end: no clock is read per histogram.
         let id = self.traceID
@@ -347,7 +349,8 @@ final class HopTimingObserver: StreamObserver {
                 .upstreamTTFB, source, Double(nanos(from: start, to: h)) / 1e9, traceID: id, unixSeconds: endedSeconds)
         }
         if let own = self.ownTimes {
-            self.source.proxyOverhead.observe(own.selfTime / 1000, traceID: id, unixSeconds: endedSeconds)
+            self.source.proxyOverhead.observe(
+                own.selfTime / 1000, traceID: id, unixSeconds: endedSeconds, shard: self.source.shard)
         }
         if self.chainComplete, let own = self.ownTimes {
             if self.innerEntries.isEmpty {

@@ -13,9 +13,14 @@ struct HopTimingObserverFactory: StreamObserverFactory {
     let sources = ObserverSources()
 
     func makeLoopObserverSource(for eventLoop: EventLoop, clock: StreamClock) -> LoopObserverSource {
+        self.makeLoopObserverSource(for: eventLoop, clock: clock, shard: .shared)
+    }
+
+    func makeLoopObserverSource(for eventLoop: EventLoop, clock: StreamClock, shard: MetricShard) -> LoopObserverSource
+    {
         let source = HopTimingObserverSource(
             options: self.options, metrics: self.metrics, accessLog: self.accessLog, clock: clock,
-            tracing: self.tracing?(eventLoop))
+            tracing: self.tracing?(eventLoop), shard: shard)
         self.sources.add(source, on: eventLoop)
         return source
     }

@@ -25,6 +25,8 @@ final class HopTimingObserverSource: LoopObserverSource, @unchecked Sendable {
     let clock: StreamClock
     /// Tracing on this loop; `nil` when tracing is off (then it costs one check per stream).
     let tracing: LoopTracing?
+    /// This loop's cells in the registry's counters and histograms (``MetricShard``).
+    let shard: MetricShard
     /// Routes by the `:path` bytes before any query string.
     private var routeCache: RouteCache
     /// This loop's view of each route's series, by the shared route object (at most
@@ -69,9 +71,10 @@ final class HopTimingObserverSource: LoopObserverSource, @unchecked Sendable {
 
     init(
         options: TimingOptions, metrics: TrafficMetrics, accessLog: AccessLog?, clock: StreamClock = StreamClock(),
-        tracing: LoopTracing? = nil
+        tracing: LoopTracing? = nil, shard: MetricShard = .shared
     ) {
         self.tracing = tracing
+        self.shard = shard
         self.options = options
         self.hop = options.hop
         self.hopLimit = options.hopLimit
@@ -146,7 +149,7 @@ final class HopTimingObserverSource: LoopObserverSource, @unchecked Sendable {
         if let known = self.loopRoutes[ObjectIdentifier(shared)] {
             route = known
         } else {
-            route = LoopRoute(shared)
+            route = LoopRoute(shared, shard: self.shard)
             self.loopRoutes[ObjectIdentifier(shared)] = route
         }
         if shared.isOverflow {
@@ -171,12 +174,12 @@ final class HopTimingObserverSource: LoopObserverSource, @unchecked Sendable {
                     && self.firstSegments[i].next == next
             else { continue }
             self.firstSegmentRefs[i]._withUnsafeGuaranteedRef {
-                $0.observe(seconds, traceID: traceID, unixSeconds: unixSeconds)
+                $0.observe(seconds, traceID: traceID, unixSeconds: unixSeconds, shard: self.shard)
             }
             return
         }
         self.segmentHistogram(segment: segment, next: next, sourceIndex: sourceIndex)
-            .observe(seconds, traceID: traceID, unixSeconds: unixSeconds)
+            .observe(seconds, traceID: traceID, unixSeconds: unixSeconds, shard: self.shard)
     }
 
     func segmentHistogram(segment: String, next: String, sourceIndex: Int) -> Histogram {

@@ -2,12 +2,15 @@ import Metrics
 
 /// One route's series as one event loop records them: found once per stream by the loop's
 /// ``HopTimingObserverSource`` (``RouteCache``) and touched by no other thread, so that
-/// recording a stream's end finds every series without a lock, a hash or an atomic load.
+/// recording a stream's end finds every series without a lock, a hash or an atomic load, and
+/// records into the loop's own cells of each (``shard``, see ``MetricShard``).
 ///
 /// The series themselves belong to the shared ``RouteMetrics`` (and its registry); this
 /// only remembers which ones this loop has used.
 final class LoopRoute {
     let metrics: RouteMetrics
+    /// The loop's cells in every series it records.
+    let shard: MetricShard
     /// Indexed by `HistogramKind.rawValue * 2 + Source.rawValue`.
     private var histograms: [Histogram?]
     /// Indexed by `Source.rawValue * 2 + (response ? 1 : 0)`.
@@ -29,8 +32,9 @@ final class LoopRoute {
     /// chosen by the upstream) finds the rest through ``RouteMetrics/requests(code:source:)``.
     static let maxCachedCodes = 32
 
-    init(_ metrics: RouteMetrics) {
+    init(_ metrics: RouteMetrics, shard: MetricShard = .shared) {
         self.metrics = metrics
+        self.shard = shard
         self.histograms = Array(repeating: nil, count: RouteMetrics.HistogramKind.allCases.count * 2)
         self.histogramRefs = Array(repeating: nil, count: RouteMetrics.HistogramKind.allCases.count * 2)
         self.messageCounters = Array(repeating: nil, count: 4)
@@ -54,10 +58,12 @@ final class LoopRoute {
     ) {
         let i = kind.rawValue * 2 + source.rawValue
         guard let ref = self.histogramRefs[i] else {
-            self.histogram(kind, source).observe(seconds, traceID: traceID, unixSeconds: unixSeconds)
+            self.histogram(kind, source).observe(seconds, traceID: traceID, unixSeconds: unixSeconds, shard: self.shard)
             return
         }
-        ref._withUnsafeGuaranteedRef { $0.observe(seconds, traceID: traceID, unixSeconds: unixSeconds) }
+        ref._withUnsafeGuaranteedRef {
+            $0.observe(seconds, traceID: traceID, unixSeconds: unixSeconds, shard: self.shard)
+        }
     }
 
     /// `insight_messages_total` for `source` and direction.
@@ -85,10 +91,10 @@ final class LoopRoute {
     /// Counts one call that ended with `code`, from `source`, in `insight_requests_total`.
     func countRequest(code: CallCode, source: RouteMetrics.Source) {
         for i in self.requestCodes.indices where self.requestSources[i] == source && self.requestCodes[i] == code {
-            self.requestRefs[i]._withUnsafeGuaranteedRef { $0.increment() }
+            self.requestRefs[i]._withUnsafeGuaranteedRef { $0.increment(shard: self.shard) }
             return
         }
-        self.requests(code: code, source: source).increment()
+        self.requests(code: code, source: source).increment(shard: self.shard)
     }
 
     /// Codes this loop remembers for the route (for tests).
