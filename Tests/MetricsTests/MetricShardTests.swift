@@ -20,6 +20,17 @@ import Testing
         #expect(plain.value == 3)
     }
 
+    /// Cells grow with the loops only up to ``MetricsRegistry/maxLoopShards``: later loops add
+    /// to the shared cells, and every count still sums.
+    @Test func aRegistryGivesAtMostSixteenLoopsCellsOfTheirOwn() {
+        let registry = MetricsRegistry(loopShards: 256)
+        #expect(registry.loopShards == MetricsRegistry.maxLoopShards)
+        #expect(MetricsRegistry(loopShards: -1).loopShards == 0)
+        let c = registry.counter("z_total", help: "Z.")
+        for loop in 0..<256 { c.increment(shard: .loop(loop)) }
+        #expect(c.value == 256)
+    }
+
     /// Each loop's thread the only writer of its cells, a third thread adding to the shared
     /// ones at the same time, and a reader summing meanwhile: no count is lost (and under
     /// `make sanitize` TSan sees no race).

@@ -36,6 +36,8 @@ struct DemoTopology: Sendable {
         let rate = self.rate
 
         var stops: [@Sendable () async -> Void] = []
+        // Each sidecar's servers give loop i of the group shard i of its registry.
+        let loops = group.makeIterator().reduce(0) { n, _ in n + 1 }
         func plain(_ listen: Int, upstream: Int, responder: LocalResponder? = nil) async throws -> ProxyServer {
             let server = ProxyServer(
                 configuration: ProxyConfiguration(
@@ -76,7 +78,8 @@ struct DemoTopology: Sendable {
             var l = logger
             l[metadataKey: "hop"] = "\(hop)"
             let s = try await SidecarInstance.start(
-                config: config, registry: MetricsRegistry(), group: group, logger: l, statusWindow: self.window,
+                config: config, registry: MetricsRegistry(loopShards: loops), group: group, logger: l,
+                statusWindow: self.window,
                 extraProbers: extraProbers, demo: demo, demoControl: demoControl)
             stops.append { await s.stop(drainTimeout: .seconds(1)) }
             return s

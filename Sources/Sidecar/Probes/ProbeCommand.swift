@@ -75,7 +75,7 @@ public struct ProbeCommand: AsyncParsableCommand {
         var timing = TimingOptions(hop: self.hop, region: "probe")
         timing.maxRoutes = 4
         let traffic = TrafficMetrics(
-            registry: MetricsRegistry(), hop: self.hop, region: "probe", headerErrorReasons: [])
+            registry: MetricsRegistry(loopShards: 1), hop: self.hop, region: "probe", headerErrorReasons: [])
         let proxy = ProxyServer(
             configuration: ProxyConfiguration(
                 listenHost: "127.0.0.1", listenPort: 0, upstreamHost: address.host, upstreamPort: address.port),
