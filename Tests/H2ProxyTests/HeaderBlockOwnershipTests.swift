@@ -1,3 +1,4 @@
+import Metrics
 import NIOCore
 import NIOEmbedded
 import Testing
@@ -53,7 +54,9 @@ import Testing
 
     struct Factory: StreamObserverFactory {
         let source: Source
-        func makeLoopObserverSource(for eventLoop: EventLoop, clock: StreamClock) -> LoopObserverSource { self.source }
+        func makeLoopObserverSource(
+            for eventLoop: EventLoop, clock: StreamClock, shard: MetricShard
+        ) -> LoopObserverSource { self.source }
     }
 
     @Test func timingHeadersAreWrittenIntoTheReceivedBlocksInPlace() throws {

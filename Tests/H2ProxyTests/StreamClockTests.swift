@@ -1,3 +1,4 @@
+import Metrics
 import NIOCore
 import NIOEmbedded
 import Testing
@@ -330,5 +331,7 @@ final class RecordingSource: LoopObserverSource, @unchecked Sendable {
 
 struct RecordingFactory: StreamObserverFactory {
     let source: RecordingSource
-    func makeLoopObserverSource(for eventLoop: EventLoop, clock: StreamClock) -> LoopObserverSource { self.source }
+    func makeLoopObserverSource(
+        for eventLoop: EventLoop, clock: StreamClock, shard: MetricShard
+    ) -> LoopObserverSource { self.source }
 }

@@ -5,7 +5,7 @@ import NIOCore
 /// "end" mean is defined here, once, by the method that takes each timestamp.
 ///
 /// Owned by the ``ProxyLoop`` (one per event loop) and handed to the loop's observer source
-/// (``StreamObserverFactory/makeLoopObserverSource(for:clock:)``) and local responder, so a
+/// (``StreamObserverFactory/makeLoopObserverSource(for:clock:shard:)``) and local responder, so a
 /// test can drive every timestamp of a stream with ``manual(at:unixMicros:)`` and
 /// ``advance(by:)``. Monotonic readings are `NIODeadline.now()` (nanoseconds since an
 /// arbitrary start, never going back); wall-clock readings are `CLOCK_REALTIME` in Unix

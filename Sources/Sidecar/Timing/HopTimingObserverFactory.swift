@@ -12,10 +12,6 @@ struct HopTimingObserverFactory: StreamObserverFactory {
     /// Every loop's source, for the status page and the diagnosis to read recent samples.
     let sources = ObserverSources()
 
-    func makeLoopObserverSource(for eventLoop: EventLoop, clock: StreamClock) -> LoopObserverSource {
-        self.makeLoopObserverSource(for: eventLoop, clock: clock, shard: .shared)
-    }
-
     func makeLoopObserverSource(for eventLoop: EventLoop, clock: StreamClock, shard: MetricShard) -> LoopObserverSource
     {
         let source = HopTimingObserverSource(
